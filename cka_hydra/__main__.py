@@ -1,0 +1,31 @@
+"""`python -m cka_hydra [overrides]`, or the `cka-hydra` command."""
+
+import re
+import sys
+from collections.abc import Sequence
+
+from cka_hydra.app import main
+
+# Hydra's override grammar reads `layer=5` and `pair=1_2` as the integers 5 and 12, and
+# refuses an integer as a config group choice: quote these groups' plain values.
+_NUMERIC_GROUP = re.compile(r"(?P<key>[+~]?(?:pair|seed_pair|layer))=(?P<values>\w+(?:,\w+)*)")
+
+
+def hydra_argv(args: Sequence[str]) -> list[str]:
+    """The command line as Hydra must see it: `pair=1_2` -> `pair='1_2'`, `layer=3,6` -> `layer='3','6'`."""
+    out = []
+    for arg in args:
+        match = _NUMERIC_GROUP.fullmatch(arg)
+        if match:
+            arg = match["key"] + "=" + ",".join(f"'{value}'" for value in match["values"].split(","))
+        out.append(arg)
+    return out
+
+
+def run() -> None:
+    sys.argv[1:] = hydra_argv(sys.argv[1:])
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,110 @@
+"""The city filter: which rows of a representation take part in a comparison.
+
+Grammar, as in the research group's configs:
+
+    filter := conjunction ("||" conjunction)*
+    conjunction := term ("&&" term)*
+    term := field ":" regex
+
+`||` binds more loosely than `&&`. A term holds when `re.match(regex, value)` succeeds,
+i.e. the regex matches at the start of the field's string value. Whitespace around
+terms is ignored; a regex cannot itself contain `&&` or `||`.
+
+Fields are the keys of a city's `city_info` entry, plus two derived ones:
+`city_id` (the entry's `city_id`, else its `row_id`) and `region` (the entry's
+`region`, else its `country`). An empty or null filter keeps every city.
+"""
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cka_hydra.errors import InputError
+
+City = Mapping[str, Any]
+
+
+def city_id(city: City) -> str:
+    """A city's id as a string: `city_id` if the entry has one, else `row_id`."""
+    value = city.get("city_id", city.get("row_id"))
+    return "" if value is None else str(value)
+
+
+def city_field(city: City, field: str) -> str:
+    """The string value a filter term tests; missing values read as ''."""
+    if field == "city_id":
+        return city_id(city)
+    if field == "region":
+        value = city.get("region") or city.get("country")
+    else:
+        value = city.get(field)
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Term:
+    field: str
+    pattern: re.Pattern[str]
+
+    def holds(self, city: City) -> bool:
+        return self.pattern.match(city_field(city, self.field)) is not None
+
+
+@dataclass(frozen=True)
+class CityFilter:
+    """A parsed filter: a disjunction of conjunctions of terms."""
+
+    text: str
+    alternatives: tuple[tuple[Term, ...], ...]
+
+    @property
+    def fields(self) -> set[str]:
+        return {term.field for conjunction in self.alternatives for term in conjunction}
+
+    def keeps(self, city: City) -> bool:
+        if not self.alternatives:
+            return True
+        return any(all(term.holds(city) for term in conj) for conj in self.alternatives)
+
+    def select(self, cities: Sequence[City]) -> list[int]:
+        """Indices of the cities the filter keeps, in order.
+
+        Raises InputError when a field is known to no city, so that a typo does not
+        silently drop every row.
+        """
+        known = {"city_id", "region"}.union(*(city.keys() for city in cities))
+        unknown = sorted(self.fields - known)
+        if unknown:
+            raise InputError(
+                f"city_filter: unknown field {', '.join(map(repr, unknown))}; "
+                f"city_info has: {', '.join(sorted(known))}"
+            )
+        return [i for i, city in enumerate(cities) if self.keeps(city)]
+
+
+def parse_filter(text: str | None) -> CityFilter:
+    """Parse a filter expression; raises InputError naming the bad term."""
+    if text is None or not text.strip():
+        return CityFilter(text or "", ())
+    alternatives = []
+    for conjunction in text.split("||"):
+        terms = []
+        for raw in conjunction.split("&&"):
+            term = raw.strip()
+            field, sep, regex = term.partition(":")
+            field = field.strip()
+            if not sep or not field:
+                raise InputError(
+                    f"city_filter: term {term!r} is not of the form field:regex "
+                    f"(in {text!r})"
+                )
+            try:
+                pattern = re.compile(regex)
+            except re.error as err:
+                raise InputError(
+                    f"city_filter: invalid regex {regex!r} for field {field!r}: {err}"
+                ) from None
+            terms.append(Term(field, pattern))
+        alternatives.append(tuple(terms))
+    return CityFilter(text, tuple(alternatives))

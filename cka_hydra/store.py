@@ -1,0 +1,142 @@
+"""Reading the representation store our users already have (see README, "The store").
+
+    <root>/<instance dir>/analysis_higher/<task>_firstcity_last_and_trans_l<L>/representations/
+        checkpoint-<step>/representations.pt   torch.save'd dict of tensors
+        checkpoint-<step>/metadata.json        with `city_info`, one entry per row
+
+Knows files, not Hydra and not CKA.
+"""
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cka_hydra.errors import InputError
+from cka_hydra.pairs import ORIGINAL_SEED
+
+REPRESENTATIONS_FILE = "representations.pt"
+METADATA_FILE = "metadata.json"
+_CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an instance's representations live below the store root.
+
+    Each field is a Python format string: `original_dir` with `{model}`, `seed_dir`
+    with `{model}` and `{seed}`, `representations_dir` with `{task}` and `{layer}`.
+    """
+
+    original_dir: str
+    seed_dir: str
+    representations_dir: str
+
+    def representations_path(self, root: Path, model: str, seed: str, task: str, layer: int) -> Path:
+        if seed == ORIGINAL_SEED:
+            instance_dir = self.original_dir.format(model=model)
+        else:
+            instance_dir = self.seed_dir.format(model=model, seed=seed)
+        return root / instance_dir / self.representations_dir.format(task=task, layer=layer)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint's representation matrix and its cities, row for row."""
+
+    step: int
+    path: Path
+    matrix: torch.Tensor  # (n_cities, features)
+    cities: list[dict[str, Any]]
+
+
+def list_checkpoints(representations_dir: Path) -> dict[int, Path]:
+    """Complete checkpoints by step. A folder missing either file is still being written."""
+    if not representations_dir.is_dir():
+        raise InputError(f"no representation folder at {representations_dir}{_nearest_existing(representations_dir)}")
+    found = {}
+    for child in representations_dir.iterdir():
+        match = _CHECKPOINT_DIR.fullmatch(child.name)
+        if match and (child / REPRESENTATIONS_FILE).exists() and (child / METADATA_FILE).exists():
+            found[int(match.group(1))] = child
+    if not found:
+        raise InputError(
+            f"no checkpoints in {representations_dir}: expected checkpoint-<step>/ folders "
+            f"holding both {REPRESENTATIONS_FILE} and {METADATA_FILE}"
+        )
+    return dict(sorted(found.items()))
+
+
+def _nearest_existing(path: Path) -> str:
+    """Point the user at the deepest folder that does exist, and what it holds."""
+    for parent in path.parents:
+        if parent.is_dir():
+            children = sorted(child.name for child in parent.iterdir())
+            shown = ", ".join(children[:12]) + (", ..." if len(children) > 12 else "")
+            return f" ({parent} exists and holds: {shown or 'nothing'})"
+    return ""
+
+
+def load_checkpoint(step: int, path: Path) -> Checkpoint:
+    """Read one checkpoint folder: the flat representation matrix and its city list."""
+    metadata_file = path / METADATA_FILE
+    try:
+        cities = json.loads(metadata_file.read_text())["city_info"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{metadata_file}: expected JSON with a 'city_info' list ({err!r})") from None
+    if not isinstance(cities, list) or not all(isinstance(c, dict) for c in cities):
+        raise InputError(f"{metadata_file}: 'city_info' must be a list of objects")
+
+    tensor_file = path / REPRESENTATIONS_FILE
+    try:
+        # weights_only: a data file must not be able to run code; mmap: read only the tensor we use
+        data = torch.load(tensor_file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises many types for a file that is not its format
+        raise InputError(f"{tensor_file}: not a readable torch.save file ({type(err).__name__}: {err})") from None
+    matrix = _flat_matrix(data, tensor_file)
+    if matrix.shape[0] != len(cities):
+        raise InputError(
+            f"{tensor_file}: {matrix.shape[0]} rows but {metadata_file} lists {len(cities)} cities"
+        )
+    return Checkpoint(step, path, matrix, cities)
+
+
+def _flat_matrix(data: Any, tensor_file: Path) -> torch.Tensor:
+    expected = "a dict with a 'representations_flat' or 'representations' tensor"
+    if not isinstance(data, Mapping):
+        raise InputError(f"{tensor_file}: expected {expected}, got {type(data).__name__}")
+    if isinstance(data.get("representations_flat"), torch.Tensor):
+        matrix = data["representations_flat"]
+    elif isinstance(data.get("representations"), torch.Tensor):
+        matrix = data["representations"]
+    else:
+        raise InputError(f"{tensor_file}: expected {expected}, found keys {sorted(map(str, data))}")
+    if matrix.dim() < 2 or not matrix.is_floating_point():
+        raise InputError(
+            f"{tensor_file}: expected a floating-point tensor of shape (n_cities, ...), "
+            f"got {matrix.dtype} of shape {tuple(matrix.shape)}"
+        )
+    return matrix.reshape(matrix.shape[0], -1)
+
+
+def common_rows(
+    ids_a: Sequence[str], ids_b: Sequence[str], where_a: str, where_b: str
+) -> tuple[list[int], list[int]]:
+    """Row indices of the ids both sides have, paired by id, in the first side's order."""
+    index_b = _unique_index(ids_b, where_b)
+    _unique_index(ids_a, where_a)
+    rows_a = [i for i, key in enumerate(ids_a) if key in index_b]
+    return rows_a, [index_b[ids_a[i]] for i in rows_a]
+
+
+def _unique_index(ids: Sequence[str], where: str) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for row, key in enumerate(ids):
+        if key in index:
+            raise InputError(f"{where}: city id {key!r} appears in rows {index[key]} and {row}; ids must be unique")
+        index[key] = row
+    return index
