@@ -1,0 +1,256 @@
+"""The single comparison, driven through the real CLI in a subprocess and through Hydra's compose API."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_json, representations_dir, run_cli, save_checkpoint
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+
+from cka_hydra import config
+from cka_hydra.job import run_comparison
+from test_cka import reference_cka
+
+RUN = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5"]
+RUN_DIR = "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5"
+
+
+def reference_from_files(folder_a, folder_b):
+    """CKA straight from two checkpoint folders, sharing no code with cka_hydra: the default
+    filter written out by hand, cities matched by id, the Gram route in numpy float64."""
+    def load(folder):
+        matrix = torch.load(folder / "representations.pt", weights_only=True)["representations_flat"].double().numpy()
+        cities = json.loads((folder / "metadata.json").read_text())["city_info"]
+        keep = {}
+        for row, c in enumerate(cities):
+            cid = str(c.get("city_id", c["row_id"]))
+            region = c.get("region") or c.get("country")
+            if not region.startswith("Atlantis") and re.fullmatch(r"[1-9][0-9]{3,}", cid):
+                keep[cid] = row
+        return matrix, keep
+
+    xa, keep_a = load(folder_a)
+    xb, keep_b = load(folder_b)
+    ids = sorted(set(keep_a) & set(keep_b))
+    return reference_cka(xa[[keep_a[i] for i in ids]], xb[[keep_b[i] for i in ids]]), len(ids)
+
+
+def failure(result):
+    """The one error line of a failed run, after checking it failed cleanly."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout
+    errors = [line for line in (result.stdout).splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1, result.stdout
+    return errors[0]
+
+
+def test_single_run_writes_its_folder_and_matches_an_independent_reference(small_store, tmp_path):
+    result = run_cli(*RUN, f"data.root={small_store}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    run_dir = tmp_path / RUN_DIR
+    assert {p.name for p in run_dir.iterdir()} == {"cka_timeline.csv", "summary.json", ".hydra", "cka.log"}
+    assert {p.name for p in (run_dir / ".hydra").iterdir()} == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+
+    summary = read_json(run_dir / "summary.json")
+    final = 164073  # pt2 trained 21 epochs of 7813 steps
+    expected, n_cities = reference_from_files(
+        representations_dir(small_store, "pt2-1", "distance", 5) / f"checkpoint-{final}",
+        representations_dir(small_store, "revision/exp2/pt2-2_seed1", "angle", 5) / f"checkpoint-{final}",
+    )
+    assert summary["final_cka"] == pytest.approx(expected, abs=1e-9)
+    assert summary["n_cities"] == n_cities
+    assert {k: summary[k] for k in ("exp1", "exp2", "layer", "n_checkpoints", "regime", "pair", "seed_pair",
+                                     "tasks_a", "tasks_b", "steps", "kernel", "device")} == {
+        "exp1": "pt2-1", "exp2": "pt2-2_seed1", "layer": 5, "n_checkpoints": 1, "regime": "pt2", "pair": "1_2",
+        "seed_pair": "orig_1", "tasks_a": ["distance", "trianglearea"], "tasks_b": ["angle", "compass"],
+        "steps": [final], "kernel": "linear", "device": "cpu",
+    }
+    assert summary["mean_cka"] == summary["min_cka"] == summary["max_cka"] == summary["final_cka"]
+    assert summary["std_cka"] == 0.0
+    assert summary["seconds"] > 0
+    assert (run_dir / "cka_timeline.csv").read_text().splitlines() == [
+        "step,cka,n_cities", f"{final},{summary['final_cka']!r},{n_cities}"]
+
+
+def test_timeline_over_all_common_steps(small_store, tmp_path):
+    result = run_cli("regime=pt3", "pair=1_2", "seed_pair=1_2", "layer=3", "checkpoints=all",
+                     f"data.root={small_store}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    run_dir = tmp_path / "outputs/cka/pt3/pt3-1_seed1_vs_pt3-2_seed2/layer3"
+    lines = (run_dir / "cka_timeline.csv").read_text().splitlines()
+    steps = [int(line.split(",")[0]) for line in lines[1:]]
+    assert steps == [0, 82036, 164073]
+    values = [float(line.split(",")[1]) for line in lines[1:]]
+    summary = read_json(run_dir / "summary.json")
+    assert summary["n_checkpoints"] == 3
+    assert summary["mean_cka"] == pytest.approx(np.mean(values), abs=1e-15)
+    assert summary["std_cka"] == pytest.approx(np.std(values), abs=1e-15)
+    for step, value in zip(steps, values):
+        expected, _ = reference_from_files(
+            representations_dir(small_store, "revision/exp2/pt3-1_seed1", "distance", 3) / f"checkpoint-{step}",
+            representations_dir(small_store, "revision/exp2/pt3-2_seed2", "compass", 3) / f"checkpoint-{step}",
+        )
+        assert value == pytest.approx(expected, abs=1e-9)
+
+
+def test_explicit_steps_and_pt1_seed_layout(small_store, tmp_path):
+    result = run_cli("regime=pt1", "pair=2_6", "seed_pair=2_orig", "layer=3", "checkpoints=[0,328146]",
+                     f"data.root={small_store}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    summary = read_json(tmp_path / "outputs/cka/pt1/pt1-2_seed2_vs_pt1-6/layer3/summary.json")
+    assert summary["steps"] == [0, 328146]
+
+
+def test_second_run_is_skipped_unless_settings_change(small_store, tmp_path):
+    assert run_cli(*RUN, f"data.root={small_store}", cwd=tmp_path).returncode == 0
+    summary_file = tmp_path / RUN_DIR / "summary.json"
+    first = summary_file.read_text()
+
+    again = run_cli(*RUN, f"data.root={small_store}", cwd=tmp_path)
+    assert again.returncode == 0
+    assert "skipped" in again.stdout
+    assert summary_file.read_text() == first
+
+    other = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", cwd=tmp_path)
+    assert "skipped" not in other.stdout
+    assert read_json(summary_file)["n_checkpoints"] == 3
+
+
+def test_overwrite_recomputes(small_store, tmp_path):
+    assert run_cli(*RUN, f"data.root={small_store}", cwd=tmp_path).returncode == 0
+    seconds = read_json(tmp_path / RUN_DIR / "summary.json")["seconds"]
+    forced = run_cli(*RUN, f"data.root={small_store}", "overwrite=true", cwd=tmp_path)
+    assert forced.returncode == 0
+    assert "skipped" not in forced.stdout
+    assert read_json(tmp_path / RUN_DIR / "summary.json")["seconds"] != seconds
+
+
+def test_demo_store_is_written_on_first_use(tmp_path):
+    result = run_cli(*RUN, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "wrote the built-in demo store" in result.stdout and "data.root=" in result.stdout
+    summary = read_json(tmp_path / RUN_DIR / "summary.json")
+    assert summary["data_root"] == str(tmp_path / "outputs" / "demo_store")
+    assert 0 < summary["final_cka"] < 1
+    second = run_cli(*RUN, "pair=2_3", cwd=tmp_path)
+    assert second.returncode == 0
+    assert "wrote the built-in demo store" not in second.stdout
+
+
+def test_overlapping_pair_is_refused_with_the_shared_task(small_store, tmp_path):
+    line = failure(run_cli("regime=pt2", "pair=1_4", f"data.root={small_store}", cwd=tmp_path))
+    assert "pair=1_4: pt2-1 and pt2-4 share the training task distance" in line
+    assert "allow_overlap=true" in line
+    allowed = run_cli("regime=pt2", "pair=1_4", "allow_overlap=true", f"data.root={small_store}", cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stdout
+
+
+def test_a_model_against_itself_at_other_seeds(small_store, tmp_path):
+    result = run_cli("regime=pt3", "pair=4_4", "seed_pair=orig_2", f"data.root={small_store}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert (tmp_path / "outputs/cka/pt3/pt3-4_vs_pt3-4_seed2/layer5/summary.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["cka.kernel=rbff"], "Invalid value 'rbff', expected one of [linear]"),
+        (["layer=9"], "Could not find 'layer/9'"),
+        (["pair=1_9"], "Could not find 'pair/1_9'"),
+        (["regime=pt4"], "Could not find 'regime/pt4'"),
+        (["overwrite=maybe"], "Value 'maybe' is not a valid bool"),
+    ],
+)
+def test_config_typos_fail_at_once_with_the_options(tmp_path, overrides, expected):
+    result = run_cli(*overrides, cwd=tmp_path)
+    assert result.returncode == 1
+    assert expected in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_layer_typo_lists_the_options(tmp_path):
+    result = run_cli("layer=9", cwd=tmp_path)
+    assert "Available options in 'layer'" in result.stdout and "\t6\n" in result.stdout
+
+
+def break_store(root, instance_dir, task, layer, step, tensors=None, cities=None):
+    folder = representations_dir(root, instance_dir, task, layer) / f"checkpoint-{step}"
+    meta = json.loads((folder / "metadata.json").read_text())
+    save_checkpoint(folder, tensors, cities if cities is not None else meta["city_info"])
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args, breakage, expected",
+    [
+        (["layer=4"], None, r"no representation folder at .*distance_firstcity_last_and_trans_l4/representations \(.* holds: distance_firstcity_last_and_trans_l3, distance_firstcity_last_and_trans_l5\)"),
+        (["data.root=/no/such/folder"], None, r"data.root=/no/such/folder: no such folder"),
+        (["checkpoints=[0,5]"], None, r"checkpoints: steps \[5\] are not held by both pt2-1 and pt2-2_seed1; common steps: \[0, 82036, 164073\]"),
+        (["device=gpu"], None, r"device=gpu: expected auto, cpu, cuda or cuda:N"),
+        (["checkpoints=some"], None, r"checkpoints=some: expected final, all, or a list of steps"),
+        (["city_filter='region:('"], None, r"city_filter: invalid regex '\(' for field 'region'"),
+        (["city_filter='regoin:^A'"], None, r"city_filter: unknown field 'regoin'; city_info has: city_id, country, name, region, row_id, x, y"),
+        (["city_filter='name:^City 1'"], None, r"step 164073: only \d cities in common after city_filter \(pt2-1 keeps \d+ of 60, pt2-2_seed1 keeps \d+ of 60\); need at least 10"),
+        ([], "not_a_dict", r"checkpoint-164073/representations.pt: expected a dict with a 'representations_flat' or 'representations' tensor, got list"),
+        ([], "nan", r"checkpoint-164073/representations.pt: 3 NaN/Inf values among the compared cities at step 164073"),
+        ([], "constant", r"step 164073, pt2-1 vs pt2-2_seed1: CKA is undefined: the second representation is constant"),
+        ([], "no_checkpoints", r"no checkpoints in .*pt2-2_seed1/.*representations: expected checkpoint-<step>/ folders"),
+        ([], "no_common_step", r"pt2-1 and pt2-2_seed1 share no checkpoint step: pt2-1 has \[0, 82036, 164073\], pt2-2_seed1 has \[5, 6\]"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(store_copy, tmp_path, args, breakage, expected):
+    b = ("revision/exp2/pt2-2_seed1", "angle", 5)
+    folder = representations_dir(store_copy, *b)
+    if breakage == "not_a_dict":
+        break_store(store_copy, *b, 164073, tensors=[1, 2])
+    elif breakage == "nan":
+        data = torch.load(folder / "checkpoint-164073/representations.pt", weights_only=True)
+        flat = data["representations_flat"].clone()
+        cities = json.loads((folder / "checkpoint-164073/metadata.json").read_text())["city_info"]
+        kept = [i for i, c in enumerate(cities) if c["region"] != "Atlantis" and c["row_id"] >= 1000]
+        flat[kept[0], 0], flat[kept[1], 1], flat[kept[2], 0] = float("nan"), float("inf"), float("-inf")
+        break_store(store_copy, *b, 164073, tensors={"representations_flat": flat})
+    elif breakage == "constant":
+        break_store(store_copy, *b, 164073, tensors={"representations_flat": torch.full((60, 12), 3.5)})
+    elif breakage in ("no_checkpoints", "no_common_step"):
+        for child in folder.iterdir():
+            (child / "metadata.json").unlink()
+        if breakage == "no_common_step":
+            for step in (5, 6):
+                save_checkpoint(folder / f"checkpoint-{step}", {"representations_flat": torch.zeros(1, 1)}, [])
+    result = run_cli(*RUN, f"data.root={store_copy}", *args, cwd=tmp_path)
+    assert re.search(expected, failure(result)), failure(result)
+    run_dir = tmp_path / RUN_DIR
+    if run_dir.exists():  # the folder records why, and holds nothing that looks like a result
+        assert not (run_dir / "summary.json").exists()
+        assert re.search(expected, (run_dir / "error.txt").read_text())
+
+
+def test_compose_api_builds_the_same_job(small_store, tmp_path):
+    config.register()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose("config", overrides=["regime=pt3", "pair='2_3'", "seed_pair='1_2'", "layer='5'",
+                                           f"data.root={small_store}"])
+        with pytest.raises(ConfigCompositionException, match="cka.kernel"):
+            compose("config", overrides=["cka.kernel=cosine"])
+    assert cfg.regime.name == "pt3" and (cfg.pair.a, cfg.pair.b) == (2, 3)
+    assert (cfg.seed_pair.a, cfg.seed_pair.b, cfg.layer) == ("1", "2", 5)
+    assert list(cfg.regime.models[2]) == ["compass", "inside", "perimeter"]
+    assert cfg.checkpoints == "final" and cfg.device == "auto"
+
+    assert run_comparison(cfg, tmp_path / "direct")["status"] == "done"
+    result = run_cli("regime=pt3", "pair=2_3", "seed_pair=1_2", "layer=5", f"data.root={small_store}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    via_cli = read_json(tmp_path / "outputs/cka/pt3/pt3-2_seed1_vs_pt3-3_seed2/layer5/summary.json")
+    direct = read_json(tmp_path / "direct" / "summary.json")
+    assert direct["final_cka"] == via_cli["final_cka"]
+    assert direct["settings"] == via_cli["settings"]
+
+
+def test_info_lists_the_sweeper_plugin(tmp_path):
+    result = run_cli("--info", "plugins", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "CKASweeper" in result.stdout
