@@ -4,7 +4,10 @@ Plain functions of a regime's data (model index -> training tasks, seed labels):
 no files, no Hydra.
 """
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 
 ORIGINAL_SEED = "orig"
 
@@ -22,3 +25,79 @@ def instance_name(model: str, seed: str) -> str:
 def shared_tasks(tasks_a: Sequence[str], tasks_b: Sequence[str]) -> list[str]:
     """The training tasks two models have in common, in the order of the first model's list."""
     return [task for task in tasks_a if task in set(tasks_b)]
+
+
+class SeedPolicy(Enum):
+    """Which seed pairs (first model's seed, second model's seed) a sweep compares."""
+
+    study = "study"  # each unordered pair of different seeds once: orig_1, orig_2, 1_2
+    cross = "cross"  # every ordered pair of different seeds: orig_1, 1_orig, ...
+    all = "all"  # all ordered pairs, same seeds included
+    same = "same"  # orig_orig, 1_1, 2_2
+    matrix = "matrix"  # the full instance matrix: `all`, with every model against itself
+
+
+def seed_pairs(policy: SeedPolicy, seeds: Sequence[str]) -> list[tuple[str, str]]:
+    """The seed pairs a policy selects, in the order of the regime's seed list."""
+    ordered = list(itertools.product(seeds, repeat=2))
+    if policy is SeedPolicy.study:
+        return list(itertools.combinations(seeds, 2))
+    if policy is SeedPolicy.cross:
+        return [(a, b) for a, b in ordered if a != b]
+    if policy is SeedPolicy.same:
+        return [(s, s) for s in seeds]
+    return ordered
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One job of a sweep: model a at seed_a against model b at seed_b, at one layer."""
+
+    regime: str
+    a: int
+    b: int
+    seed_a: str
+    seed_b: str
+    layer: int
+
+    @property
+    def pair(self) -> str:
+        return f"{self.a}_{self.b}"
+
+    @property
+    def seed_pair(self) -> str:
+        return f"{self.seed_a}_{self.seed_b}"
+
+
+def plan_comparisons(
+    regime: str,
+    models: Mapping[int, Sequence[str]],
+    layers: Sequence[int],
+    seed_pair_list: Sequence[tuple[str, str]],
+    pairs: Sequence[tuple[int, int]] | None = None,
+    self_pairs: bool = False,
+) -> tuple[list[Comparison], dict[str, int]]:
+    """Every valid comparison of one regime, and how many candidates each rule removed.
+
+    Candidates are the model pairs (all a < b, plus a == b with `self_pairs`, unless
+    `pairs` names them) times the seed pairs times the layers. Rules, in order:
+    - "shared training task": two different models that share a task are never compared;
+    - "same comparison twice": CKA is symmetric, so an unordered pair of instances
+      (model, seed) is compared once (this only bites a model paired with itself).
+    """
+    if pairs is None:
+        indices = sorted(models)
+        pairs = [(a, b) for a in indices for b in indices if a < b or (self_pairs and a == b)]
+    removed = {"shared training task": 0, "same comparison twice": 0}
+    seen: set[tuple[frozenset[tuple[int, str]], int]] = set()
+    kept = []
+    for (a, b), (seed_a, seed_b), layer in itertools.product(pairs, seed_pair_list, layers):
+        instances = frozenset({(a, seed_a), (b, seed_b)})
+        if a != b and shared_tasks(models[a], models[b]):
+            removed["shared training task"] += 1
+        elif (instances, layer) in seen:
+            removed["same comparison twice"] += 1
+        else:
+            seen.add((instances, layer))
+            kept.append(Comparison(regime, a, b, seed_a, seed_b, layer))
+    return kept, removed
