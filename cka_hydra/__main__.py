@@ -11,12 +11,21 @@ from cka_hydra.app import main
 _NUMERIC_GROUP = re.compile(r"(?P<key>[+~]?(?:pair|seed_pair|layer))=(?P<values>\w+(?:,\w+)*)")
 
 
+# Named configs of conf/ that may be given as a bare word: `python -m cka_hydra -m sweep`.
+CONFIG_NAMES = ("sweep",)
+
+
 def hydra_argv(args: Sequence[str]) -> list[str]:
-    """The command line as Hydra must see it: `pair=1_2` -> `pair='1_2'`, `layer=3,6` -> `layer='3','6'`."""
+    """The command line as Hydra must see it.
+
+    `sweep` -> `--config-name=sweep`; `pair=1_2` -> `pair='1_2'`; `layer=3,6` -> `layer='3','6'`.
+    """
     out = []
     for arg in args:
         match = _NUMERIC_GROUP.fullmatch(arg)
-        if match:
+        if arg in CONFIG_NAMES:
+            arg = f"--config-name={arg}"
+        elif match:
             arg = match["key"] + "=" + ",".join(f"'{value}'" for value in match["values"].split(","))
         out.append(arg)
     return out

@@ -1,0 +1,1 @@
+"""Hydra sweeper that launches only the valid CKA comparisons (`hydra/sweeper=cka`)."""

@@ -1,0 +1,38 @@
+from typing import Any, Dict, List, Optional
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from cka_hydra.pairs import SeedPolicy
+
+
+class CKASweeper(Sweeper):
+    """Plans the valid comparisons from the regime data and launches them in bounded batches."""
+
+    def __init__(
+        self, params: Optional[Dict[str, str]], seed_policy: SeedPolicy, self_pairs: bool,
+        batch_size: int, dry_run: bool,
+    ) -> None:
+        self.params = dict(params or {})
+        self.seed_policy = SeedPolicy(seed_policy)
+        self.self_pairs = self_pairs
+        self.batch_size = batch_size
+        self.dry_run = dry_run
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from ._core import sweep
+
+        return sweep(self, arguments)

@@ -1,0 +1,26 @@
+# No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from cka_hydra.pairs import SeedPolicy
+
+
+@dataclass
+class CKASweeperConf:
+    _target_: str = "hydra_plugins.cka_hydra_sweeper.cka_sweeper.CKASweeper"
+    # default values of the groups regime, pair, seed_pair, layer (and other keys), as
+    # "a,b,c" strings; the command line replaces them key by key
+    params: Optional[Dict[str, str]] = None
+    # seed pairs compared when the command line names none
+    seed_policy: SeedPolicy = SeedPolicy.study
+    # also compare each model with itself at the policy's seed pairs
+    self_pairs: bool = False
+    # jobs handed to the launcher at once: a worker that dies loses at most this many
+    batch_size: int = 16
+    # print each job's overrides and the count; compute nothing
+    dry_run: bool = False
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="cka", node=CKASweeperConf, provider="cka_hydra")

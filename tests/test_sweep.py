@@ -1,0 +1,208 @@
+"""The real `python -m cka_hydra -m sweep` in a subprocess, on a small generated store."""
+
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import representations_dir, run_cli
+from test_pairs import DISJOINT
+
+from cka_hydra.__main__ import hydra_argv
+
+PT3_FOLDERS = {  # pt3, layer 5, the study's seed pairs: 7 disjoint pairs x 3
+    f"pt3/pt3-{a}{sa}_vs_pt3-{b}{sb}/layer5"
+    for a, b in DISJOINT["pt3"]
+    for sa, sb in [("", "_seed1"), ("", "_seed2"), ("_seed1", "_seed2")]
+}
+
+
+def jobs_csv(cwd: Path) -> list[dict]:
+    with open(cwd / "outputs/cka/jobs.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def result_folders(cwd: Path) -> set[str]:
+    base = cwd / "outputs/cka"
+    return {str(p.parent.relative_to(base)) for p in base.rglob("summary.json")}
+
+
+def sweep(cwd: Path, store: Path, *args: str, launcher: str = "hydra.launcher.n_jobs=2") -> subprocess.CompletedProcess:
+    """pt3 at layer 5 (21 jobs) on the joblib launcher with 2 workers, unless told otherwise."""
+    return run_cli("-m", "sweep", "regime=pt3", "layer=5", f"data.root={store}", launcher, *args, cwd=cwd)
+
+
+def test_hydra_argv_maps_the_bare_word_and_quotes_numeric_choices():
+    assert hydra_argv(["-m", "sweep", "layer=3,6", "pair=1_2", "seed_pair=1_2,orig_1", "data.root=/x"]) == [
+        "-m", "--config-name=sweep", "layer='3','6'", "pair='1_2'", "seed_pair='1_2','orig_1'",
+        "data.root=/x"]
+    assert hydra_argv(["layer=range(3,7)", "regime=pt2"]) == ["layer=range(3,7)", "regime=pt2"]
+
+
+def test_sweep_runs_exactly_the_valid_jobs_and_a_rerun_computes_nothing(small_store, tmp_path):
+    result = sweep(tmp_path, small_store)
+    assert result.returncode == 0, result.stdout
+    assert "pt3: 63 candidates; removed 42 for shared training task, 0 for same comparison twice; 21 jobs" in result.stdout
+    assert re.search(r"\[21/21\] done 21, skipped 0, failed 0, lost 0 \| \d+ s elapsed", result.stdout)
+    assert result_folders(tmp_path) == PT3_FOLDERS
+
+    rows = jobs_csv(tmp_path)
+    assert list(rows[0]) == ["regime", "pair", "seed_pair", "layer", "run_dir", "status", "seconds", "error"]
+    assert {r["status"] for r in rows} == {"done"}
+    assert {str(Path(r["run_dir"]).relative_to(tmp_path / "outputs/cka")) for r in rows} == PT3_FOLDERS
+    assert {(r["pair"], r["seed_pair"], r["layer"]) for r in rows} == {
+        (f"{a}_{b}", s, "5") for a, b in DISJOINT["pt3"] for s in ("orig_1", "orig_2", "1_2")}
+
+    summaries = {p: p.stat().st_mtime_ns for p in (tmp_path / "outputs/cka").rglob("summary.json")}
+    again = sweep(tmp_path, small_store)
+    assert again.returncode == 0, again.stdout
+    assert "[21/21] done 0, skipped 21, failed 0, lost 0" in again.stdout
+    assert {r["status"] for r in jobs_csv(tmp_path)} == {"skipped"}
+    assert {p: p.stat().st_mtime_ns for p in summaries} == summaries
+
+
+@pytest.mark.parametrize(
+    "args, count",
+    [
+        ([], 252),
+        (["regime=pt1"], 252),
+        (["regime=pt3"], 84),
+        (["layer=5"], 63),
+        (["layer=3,6"], 126),
+        (["regime=pt2", "pair=1_2,2_3"], 24),
+        (["regime=pt2", "pair=1_2,1_4", "layer=5"], 3),  # 1_4 shares distance: never launched
+        (["seed_pair=orig_1"], 84),
+        (["hydra.sweeper.seed_policy=cross"], 504),
+        (["hydra.sweeper.seed_policy=all", "regime=pt3"], 252),
+        (["hydra.sweeper.seed_policy=same", "layer=5"], 63),
+        (["hydra.sweeper.self_pairs=true", "regime=pt2", "layer=5"], 42 + 21),
+        (["regime=pt1", "layer=5", "hydra.sweeper.seed_policy=matrix"], 231),
+    ],
+)
+def test_dry_run_counts_and_narrowing(tmp_path, args, count):
+    result = run_cli("-m", "sweep", "hydra.sweeper.dry_run=true", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    jobs = [line for line in lines if line.startswith("regime=")]
+    assert len(jobs) == count
+    assert len(set(jobs)) == count
+    assert f"{count} jobs (dry run: nothing computed)" in lines
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_failing_jobs_do_not_stop_the_others_and_are_retried(small_store, store_copy, tmp_path):
+    # pt3-2_seed1 takes part in two jobs: (1_2, orig_1) and (2_3, 1_2)
+    broken = representations_dir(store_copy, "revision/exp2/pt3-2_seed1", "compass", 5) / "checkpoint-164073"
+    (broken / "representations.pt").write_text("truncated")
+    result = sweep(tmp_path, store_copy, launcher="hydra/launcher=basic")
+    assert result.returncode == 1
+    assert "2 of 21 jobs did not finish" in result.stdout
+    assert "failed pt3 pair=1_2 seed_pair=orig_1 layer=5" in result.stdout
+    assert "failed pt3 pair=2_3 seed_pair=1_2 layer=5" in result.stdout
+
+    rows = {(r["pair"], r["seed_pair"]): r for r in jobs_csv(tmp_path)}
+    failed = {k for k, r in rows.items() if r["status"] == "failed"}
+    assert failed == {("1_2", "orig_1"), ("2_3", "1_2")}
+    assert all(r["status"] == "done" for k, r in rows.items() if k not in failed)
+    for key in failed:
+        assert "representations.pt: not a readable torch.save file" in rows[key]["error"]
+        error = (Path(rows[key]["run_dir"]) / "error.txt").read_text()
+        assert "not a readable torch.save file" in error and "Traceback" in error
+        assert not (Path(rows[key]["run_dir"]) / "summary.json").exists()
+    assert result_folders(tmp_path) == PT3_FOLDERS - {
+        "pt3/pt3-1_vs_pt3-2_seed1/layer5", "pt3/pt3-2_seed1_vs_pt3-3_seed2/layer5"}
+
+    shutil.copy(representations_dir(small_store, "revision/exp2/pt3-2_seed1", "compass", 5)
+                / "checkpoint-164073/representations.pt", broken / "representations.pt")
+    retry = sweep(tmp_path, store_copy)
+    assert retry.returncode == 0, retry.stdout
+    statuses = {(r["pair"], r["seed_pair"]): r["status"] for r in jobs_csv(tmp_path)}
+    assert {k for k, s in statuses.items() if s == "done"} == failed
+    assert {s for k, s in statuses.items() if k not in failed} == {"skipped"}
+    assert result_folders(tmp_path) == PT3_FOLDERS
+    assert not any((tmp_path / "outputs/cka").rglob("error.txt"))
+
+
+def _readers_of(path: Path) -> list[int]:
+    pids = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
+                pids.append(int(fd_dir.parent.name))
+        except OSError:
+            continue
+    return [pid for pid in pids if pid != os.getpid()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker through /proc")
+def test_a_killed_worker_loses_only_its_batch(small_store, store_copy, tmp_path):
+    """A metadata file that is a FIFO blocks the job reading it; the test kills that worker process."""
+    fifo = representations_dir(store_copy, "revision/exp2/pt3-2_seed1", "compass", 5) / "checkpoint-164073/metadata.json"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cka_hydra", "-m", "sweep", "regime=pt3", "layer=5", f"data.root={store_copy}",
+         "hydra.launcher.n_jobs=2", "hydra.sweeper.batch_size=4"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    kills, seen_pending = [], []
+
+    def kill_readers():
+        while proc.poll() is None:
+            try:  # opening the write end succeeds only once a worker has opened the FIFO to read
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            seen_pending.append(sum(r["status"] == "pending" for r in jobs_csv(tmp_path)))
+            for pid in _readers_of(fifo):
+                os.kill(pid, signal.SIGKILL)
+                kills.append(pid)
+            os.close(writer)
+
+    watcher = threading.Thread(target=kill_readers)
+    watcher.start()
+    output, _ = proc.communicate(timeout=300)
+    watcher.join()
+
+    assert proc.returncode == 1, output
+    assert kills, output
+    assert seen_pending and seen_pending[0] > 0  # jobs.csv was there, with work left, while the sweep ran
+    rows = jobs_csv(tmp_path)
+    lost = [r for r in rows if r["status"] == "lost"]
+    assert 1 <= len(lost) <= 2 * 4  # two jobs read the FIFO: at most their two batches are lost
+    assert all(r["status"] == "done" for r in rows if r["status"] != "lost")
+    assert all(r["run_dir"].endswith("/layer5") and "TerminatedWorkerError" in r["error"] for r in lost)
+    assert {("1_2", "orig_1"), ("2_3", "1_2")} <= {(r["pair"], r["seed_pair"]) for r in lost}
+    assert f"{len(lost)} of 21 jobs did not finish" in output
+    # a lost batch's other jobs may have written their results before the worker died
+    assert len(result_folders(tmp_path)) >= 21 - len(lost)
+
+    fifo.unlink()
+    shutil.copy(representations_dir(small_store, "revision/exp2/pt3-2_seed1", "compass", 5)
+                / "checkpoint-164073/metadata.json", fifo)
+    retry = sweep(tmp_path, store_copy)
+    assert retry.returncode == 0, retry.stdout
+    assert {r["status"] for r in jobs_csv(tmp_path)} <= {"done", "skipped"}
+    assert result_folders(tmp_path) == PT3_FOLDERS
+
+
+def test_only_the_four_groups_can_be_swept(tmp_path):
+    result = run_cli("-m", "sweep", "checkpoints=final,all", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "checkpoints=final,all: only regime, pair, seed_pair, layer can take several values" in result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def test_unknown_choice_is_refused_before_anything_runs(tmp_path):
+    result = run_cli("-m", "sweep", "regime=pt2,pt9", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "regime=pt9: no such option; regime has: pt1, pt2, pt3" in result.stdout
+    assert not (tmp_path / "outputs").exists()
