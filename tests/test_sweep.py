@@ -162,10 +162,16 @@ def test_a_killed_worker_loses_only_its_batch(small_store, store_copy, tmp_path)
                 time.sleep(0.05)
                 continue
             seen_pending.append(sum(r["status"] == "pending" for r in jobs_csv(tmp_path)))
-            for pid in _readers_of(fifo):
+            # the reader's descriptor can show in /proc a moment after its open() let ours succeed;
+            # keep the write end open until then, or the reader would see end-of-file and fail
+            deadline = time.monotonic() + 30
+            while not (readers := _readers_of(fifo)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for pid in readers:
                 os.kill(pid, signal.SIGKILL)
                 kills.append(pid)
             os.close(writer)
+            time.sleep(0.5)  # let the killed reader go before looking again
 
     watcher = threading.Thread(target=kill_readers)
     watcher.start()
