@@ -143,15 +143,25 @@ def aligned(
     return x.to(device), y.to(device)
 
 
-def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str, Any]:
-    """Compute one comparison's CKA timeline and write it to run_dir.
+@dataclass(frozen=True)
+class JobPlan:
+    """What a job will compute, known from the config and folder listings alone."""
 
-    Skips the work when run_dir already holds a summary for the same settings,
-    unless `overwrite` is set. Returns a small dict: status (done/skipped), seconds.
-    """
+    a: Side
+    b: Side
+    root: Path
+    city_filter: CityFilter
+    checkpoints_a: dict[int, Path]
+    checkpoints_b: dict[int, Path]
+    steps: list[int]
+    # the inputs that decide the result: equal settings, equal result
+    settings: dict[str, Any]
+
+
+def plan_job(cfg: DictConfig) -> JobPlan:
+    """Check the config against the regime and the store, and list what the job will compare."""
     city_filter = parse_filter(cfg.city_filter)
     root = data_root(cfg)
-    start = time.perf_counter()
     a, b = sides(cfg, root)
     checkpoints_a, checkpoints_b = list_checkpoints(a.representations_dir), list_checkpoints(b.representations_dir)
     steps = select_steps(
@@ -165,10 +175,30 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
         "city_filter": city_filter.text,
         "cka": OmegaConf.to_container(cfg.cka, enum_to_str=True),
     }
-    summary_file = run_dir / SUMMARY_FILE
-    if not cfg.overwrite and _previous_settings(summary_file) == settings:
+    return JobPlan(a, b, root, city_filter, checkpoints_a, checkpoints_b, steps, settings)
+
+
+def is_finished(plan: JobPlan, run_dir: Path) -> bool:
+    """Whether run_dir already holds the summary of a run with the same settings."""
+    try:
+        return json.loads((run_dir / SUMMARY_FILE).read_text()).get("settings") == plan.settings
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str, Any]:
+    """Compute one comparison's CKA timeline and write it to run_dir.
+
+    Skips the work when run_dir already holds a summary for the same settings,
+    unless `overwrite` is set. Returns a small dict: status (done/skipped), seconds.
+    """
+    plan = plan_job(cfg)
+    start = time.perf_counter()
+    a, b, steps = plan.a, plan.b, plan.steps
+    if not cfg.overwrite and is_finished(plan, run_dir):
         log.info("skipped: %s already holds results for these settings (overwrite=true recomputes)", run_dir)
         return {"status": "skipped", "seconds": time.perf_counter() - start}
+    summary_file = run_dir / SUMMARY_FILE
     # a stale summary must never sit beside a half-written new timeline
     summary_file.unlink(missing_ok=True)
 
@@ -176,9 +206,9 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
     log.info("%s vs %s, layer %d, steps %s, on %s", a.instance, b.instance, cfg.layer, steps, device)
     rows = []
     for step in steps:
-        ckpt_a = load_checkpoint(step, checkpoints_a[step])
-        ckpt_b = load_checkpoint(step, checkpoints_b[step])
-        x, y = aligned(ckpt_a, ckpt_b, a, b, city_filter, device)
+        ckpt_a = load_checkpoint(step, plan.checkpoints_a[step])
+        ckpt_b = load_checkpoint(step, plan.checkpoints_b[step])
+        x, y = aligned(ckpt_a, ckpt_b, a, b, plan.city_filter, device)
         try:
             value = float(linear_cka(x, y))
         except ZeroVarianceError as err:
@@ -207,8 +237,8 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
         "kernel": cfg.cka.kernel.name,
         "device": str(device),
         "seconds": seconds,
-        "data_root": str(root),
-        "settings": settings,
+        "data_root": str(plan.root),
+        "settings": plan.settings,
     }
     timeline = "step,cka,n_cities\n" + "".join(f"{s},{v!r},{n}\n" for s, v, n in rows)
     write_atomic(run_dir / TIMELINE_FILE, timeline)
@@ -217,13 +247,6 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
     log.info("%s vs %s, layer %d: final CKA %.6f (%d cities, %d checkpoint(s), %.2f s)",
              a.instance, b.instance, cfg.layer, values[-1], rows[-1][2], len(rows), seconds)
     return {"status": "done", "seconds": seconds}
-
-
-def _previous_settings(summary_file: Path) -> Any:
-    try:
-        return json.loads(summary_file.read_text()).get("settings")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -63,6 +63,8 @@ def test_sweep_runs_exactly_the_valid_jobs_and_a_rerun_computes_nothing(small_st
     summaries = {p: p.stat().st_mtime_ns for p in (tmp_path / "outputs/cka").rglob("summary.json")}
     again = sweep(tmp_path, small_store)
     assert again.returncode == 0, again.stdout
+    assert "21 jobs already have results for the same settings (skipped); 0 to run" in again.stdout
+    assert "Launching jobs" not in again.stdout
     assert "[21/21] done 0, skipped 21, failed 0, lost 0" in again.stdout
     assert {r["status"] for r in jobs_csv(tmp_path)} == {"skipped"}
     assert {p: p.stat().st_mtime_ns for p in summaries} == summaries
@@ -123,6 +125,7 @@ def test_failing_jobs_do_not_stop_the_others_and_are_retried(small_store, store_
                 / "checkpoint-164073/representations.pt", broken / "representations.pt")
     retry = sweep(tmp_path, store_copy)
     assert retry.returncode == 0, retry.stdout
+    assert "19 jobs already have results for the same settings (skipped); 2 to run" in retry.stdout
     statuses = {(r["pair"], r["seed_pair"]): r["status"] for r in jobs_csv(tmp_path)}
     assert {k for k, s in statuses.items() if s == "done"} == failed
     assert {s for k, s in statuses.items() if k not in failed} == {"skipped"}

@@ -19,9 +19,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, QuotedString
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
-from cka_hydra.job import write_atomic
+from cka_hydra.errors import InputError
+from cka_hydra.job import is_finished, plan_job, write_atomic
 from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Job:
 def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
     config_loader = sweeper.hydra_context.config_loader
     choices, fixed = _split_overrides(config_loader, sweeper.params, arguments)
-    jobs = _plan(sweeper, choices, fixed)
+    jobs = _plan(sweeper, choices, fixed, check_finished=not sweeper.dry_run)
     if sweeper.dry_run:
         for job in jobs:
             print(" ".join(job.overrides))
@@ -66,23 +67,27 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
     OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
     _write_jobs(sweep_dir, jobs)
 
+    todo = [job for job in jobs if job.status == "pending"]
+    log.info("%d jobs already have results for the same settings (skipped); %d to run",
+             len(jobs) - len(todo), len(todo))
     returns: List[JobReturn] = []
     start = time.perf_counter()
-    for first in range(0, len(jobs), sweeper.batch_size):
-        batch = jobs[first:first + sweeper.batch_size]
+    for first in range(0, len(todo), sweeper.batch_size):
+        batch = todo[first:first + sweeper.batch_size]
         try:
             results = sweeper.launcher.launch([job.overrides for job in batch], initial_job_idx=first)
         except Exception as err:  # a worker died hard: only this batch is lost
             log.error("lost %d jobs: the launcher failed (%s: %s)", len(batch), type(err).__name__, err)
             for job in batch:
                 job.status, job.error = "lost", f"launcher failed: {type(err).__name__}"
-                job.run_dir = _run_dir(config_loader, sweeper.config, job.overrides)
         else:
             for job, result in zip(batch, results):
                 _record(job, result)
             returns.extend(results)
         _write_jobs(sweep_dir, jobs)
-        _log_progress(jobs, first + len(batch), time.perf_counter() - start)
+        _log_progress(jobs, first + len(batch), len(todo), time.perf_counter() - start)
+    if not todo:
+        _log_progress(jobs, 0, 0, 0.0)
 
     failed = [job for job in jobs if job.status in ("failed", "lost")]
     if failed:
@@ -137,7 +142,7 @@ def _index_pair(option: str, group: str) -> Sequence[str]:
     return first, second
 
 
-def _plan(sweeper: Any, choices: Dict[str, List[str]], fixed: List[str]) -> List[Job]:
+def _plan(sweeper: Any, choices: Dict[str, List[str]], fixed: List[str], check_finished: bool) -> List[Job]:
     runtime_choices = sweeper.config.hydra.runtime.choices
     regimes = choices.get("regime", [runtime_choices.regime])
     layers = [int(layer) for layer in choices.get("layer", [runtime_choices.layer])]
@@ -149,11 +154,10 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], fixed: List[str]) -> List
 
     jobs = []
     for regime in regimes:
-        regime_cfg = sweeper.hydra_context.config_loader.load_sweep_config(
-            sweeper.config, [f"regime={regime}", *fixed]
-        ).regime
-        models = {int(k): list(v) for k, v in regime_cfg.models.items()}
-        seeds = list(regime_cfg.seeds)
+        # composed once per regime; each job's values are then set on it, not composed again
+        job_cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, [f"regime={regime}", *fixed])
+        models = {int(k): list(v) for k, v in job_cfg.regime.models.items()}
+        seeds = list(job_cfg.regime.seeds)
         if "seed_pair" in choices:
             seed_list = [_index_pair(s, "seed_pair") for s in choices["seed_pair"]]
         else:
@@ -168,14 +172,33 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], fixed: List[str]) -> List
             "%s: %d candidates; removed %s; %d jobs", regime, n_candidates,
             ", ".join(f"{n} for {rule}" for rule, n in removed.items()), len(comparisons),
         )
-        jobs += [Job(c, _job_overrides(c) + fixed) for c in comparisons]
+        jobs += [_job(job_cfg, c, fixed, check_finished) for c in comparisons]
     log.info("sweep: %d jobs", len(jobs))
     return jobs
 
 
-def _job_overrides(c: Comparison) -> List[str]:
+def _job(job_cfg: DictConfig, c: Comparison, fixed: List[str], check_finished: bool) -> Job:
+    """A job with its run folder; with check_finished, marked skipped when that folder
+    already holds results for the same settings.
+
+    Sets the comparison's values on job_cfg (a regime's composed config) as the pair,
+    seed_pair and layer options would, which is far cheaper than composing the job.
+    """
+    with read_write(job_cfg):
+        job_cfg.pair.a, job_cfg.pair.b = c.a, c.b
+        job_cfg.seed_pair.a, job_cfg.seed_pair.b = c.seed_a, c.seed_b
+        job_cfg.layer = c.layer
+    run_dir = os.path.abspath(os.path.join(str(job_cfg.hydra.sweep.dir), str(job_cfg.hydra.sweep.subdir)))
     # quoted: Hydra would read pair=1_2 and layer=5 as integers, which are no group choice
-    return [f"regime={c.regime}", f"pair='{c.pair}'", f"seed_pair='{c.seed_pair}'", f"layer='{c.layer}'"]
+    overrides = [f"regime={c.regime}", f"pair='{c.pair}'", f"seed_pair='{c.seed_pair}'", f"layer='{c.layer}'"]
+    job = Job(c, overrides + fixed, run_dir)
+    if check_finished and not job_cfg.overwrite:
+        try:
+            if is_finished(plan_job(job_cfg), Path(run_dir)):
+                job.status = "skipped"
+        except InputError:
+            pass  # the job itself will fail and say why
+    return job
 
 
 def _record(job: Job, result: JobReturn) -> None:
@@ -190,12 +213,6 @@ def _record(job: Job, result: JobReturn) -> None:
             job.error = (str(err).splitlines() or [type(err).__name__])[0]
 
 
-def _run_dir(config_loader: Any, config: Any, overrides: List[str]) -> str:
-    """Where a job that never returned would have written (composed only for lost jobs)."""
-    job_cfg = config_loader.load_sweep_config(config, overrides)
-    return os.path.abspath(os.path.join(str(job_cfg.hydra.sweep.dir), str(job_cfg.hydra.sweep.subdir)))
-
-
 def _write_jobs(sweep_dir: Path, jobs: List[Job]) -> None:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=JOBS_COLUMNS)
@@ -204,11 +221,11 @@ def _write_jobs(sweep_dir: Path, jobs: List[Job]) -> None:
     write_atomic(sweep_dir / JOBS_FILE, out.getvalue())
 
 
-def _log_progress(jobs: List[Job], n_launched: int, elapsed: float) -> None:
+def _log_progress(jobs: List[Job], n_run: int, n_todo: int, elapsed: float) -> None:
     counts = Counter(job.status for job in jobs)
-    left = len(jobs) - n_launched
-    eta = elapsed / n_launched * left
+    eta = elapsed / n_run * (n_todo - n_run) if n_run else 0.0
     log.info(
         "[%d/%d] done %d, skipped %d, failed %d, lost %d | %.0f s elapsed, ~%.0f s left",
-        n_launched, len(jobs), counts["done"], counts["skipped"], counts["failed"], counts["lost"], elapsed, eta,
+        len(jobs) - counts["pending"], len(jobs), counts["done"], counts["skipped"], counts["failed"],
+        counts["lost"], elapsed, eta,
     )
