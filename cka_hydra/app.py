@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cka_hydra import config
 from cka_hydra.errors import InputError
-from cka_hydra.job import ERROR_FILE, run_comparison, write_atomic
+from cka_hydra.atomic import write_atomic
+from cka_hydra.job import ERROR_FILE, run_comparison
 
 log = logging.getLogger(__name__)
 config.register()

@@ -44,11 +44,23 @@ class DataConfig:
 
 class Kernel(Enum):
     linear = "linear"
+    rbf = "rbf"
+
+
+class Precision(Enum):
+    float64 = "float64"
+    float32 = "float32"
 
 
 @dataclass
 class CKAConfig:
     kernel: Kernel = MISSING
+    sigma_frac: float = MISSING
+    debiased: bool = MISSING
+    precision: Precision = MISSING
+    bootstrap: int = MISSING
+    confidence: float = MISSING
+    seed: int = MISSING
 
 
 @dataclass

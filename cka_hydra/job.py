@@ -4,12 +4,12 @@
 folder to write to, so tests can call it directly.
 """
 
+import functools
 import json
 import logging
-import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cka_hydra.cka import ZeroVarianceError, linear_cka
+from cka_hydra.atomic import write_atomic
+from cka_hydra.cka import UndefinedCKAError, bootstrap_interval, linear_cka, rbf_cka
+from cka_hydra.config import Kernel
 from cka_hydra.demo import ensure_demo_store
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id, parse_filter
@@ -186,6 +188,50 @@ def is_finished(plan: JobPlan, run_dir: Path) -> bool:
         return False
 
 
+def estimator(cka: DictConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The CKA function the `cka` settings name, after checking their values."""
+    if cka.sigma_frac <= 0:
+        raise InputError(f"cka.sigma_frac={cka.sigma_frac}: expected a positive number")
+    if cka.bootstrap < 0:
+        raise InputError(f"cka.bootstrap={cka.bootstrap}: expected 0 (no interval) or a number of resamples")
+    if not 0 < cka.confidence < 1:
+        raise InputError(f"cka.confidence={cka.confidence}: expected a level between 0 and 1, such as 0.95")
+    dtype = getattr(torch, cka.precision.name)
+    if cka.kernel is Kernel.rbf:
+        return functools.partial(rbf_cka, sigma_frac=cka.sigma_frac, debiased=cka.debiased, dtype=dtype)
+    return functools.partial(linear_cka, debiased=cka.debiased, dtype=dtype)
+
+
+# Steps stacked into one batch, in bytes of float64 features: on a GPU one batched pass saves a
+# launch per step; on a CPU it measured slower than step by step (the stacked copies cost more).
+TIMELINE_BATCH_BYTES = {"cuda": 2**29}
+
+
+def timeline(
+    estimate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], max_batch_bytes: int,
+) -> list[float]:
+    """CKA at every step, consecutive steps that compare the same cities stacked into batches
+    of up to max_batch_bytes (at least one step each). An UndefinedCKAError's index is the
+    position of the offending step."""
+    values: list[float] = []
+    start = 0
+    while start < len(pairs):
+        x, y = pairs[start]
+        step_bytes = 8 * x.shape[0] * (x.shape[1] + y.shape[1])
+        end = start + 1
+        while (end < len(pairs) and (end - start + 1) * step_bytes <= max_batch_bytes
+               and pairs[end][0].shape == x.shape and pairs[end][1].shape == y.shape):
+            end += 1
+        try:
+            values += estimate(torch.stack([p[0] for p in pairs[start:end]]),
+                               torch.stack([p[1] for p in pairs[start:end]])).tolist()
+        except UndefinedCKAError as err:
+            raise UndefinedCKAError(str(err), start + err.index) from None
+        start = end
+    return values
+
+
 def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str, Any]:
     """Compute one comparison's CKA timeline and write it to run_dir.
 
@@ -203,17 +249,23 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
     summary_file.unlink(missing_ok=True)
 
     device = resolve_device(cfg.device, job_num)
+    estimate = estimator(cfg.cka)
     log.info("%s vs %s, layer %d, steps %s, on %s", a.instance, b.instance, cfg.layer, steps, device)
-    rows = []
-    for step in steps:
-        ckpt_a = load_checkpoint(step, plan.checkpoints_a[step])
-        ckpt_b = load_checkpoint(step, plan.checkpoints_b[step])
-        x, y = aligned(ckpt_a, ckpt_b, a, b, plan.city_filter, device)
-        try:
-            value = float(linear_cka(x, y))
-        except ZeroVarianceError as err:
-            raise InputError(f"step {step}, {a.instance} vs {b.instance}: {err}") from None
-        rows.append((step, value, x.shape[0]))
+    pairs = [
+        aligned(load_checkpoint(step, plan.checkpoints_a[step]), load_checkpoint(step, plan.checkpoints_b[step]),
+                a, b, plan.city_filter, device)
+        for step in steps
+    ]
+    try:
+        values = timeline(estimate, pairs, TIMELINE_BATCH_BYTES.get(device.type, 0))
+    except UndefinedCKAError as err:
+        raise InputError(f"step {steps[err.index]}, {a.instance} vs {b.instance}: {err}") from None
+    intervals = []
+    if cfg.cka.bootstrap:
+        generator = torch.Generator().manual_seed(cfg.cka.seed)
+        intervals = [bootstrap_interval(estimate, x, y, cfg.cka.bootstrap, cfg.cka.confidence, generator)
+                     for x, y in pairs]
+    rows = [(step, value, x.shape[0]) for step, value, (x, _) in zip(steps, values, pairs)]
 
     values = np.array([value for _, value, _ in rows])
     seconds = time.perf_counter() - start
@@ -235,23 +287,23 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
         "tasks_b": b.tasks,
         "steps": steps,
         "kernel": cfg.cka.kernel.name,
+        "sigma_frac": cfg.cka.sigma_frac if cfg.cka.kernel is Kernel.rbf else None,
+        "debiased": cfg.cka.debiased,
+        "precision": cfg.cka.precision.name,
         "device": str(device),
         "seconds": seconds,
         "data_root": str(plan.root),
         "settings": plan.settings,
     }
-    timeline = "step,cka,n_cities\n" + "".join(f"{s},{v!r},{n}\n" for s, v, n in rows)
-    write_atomic(run_dir / TIMELINE_FILE, timeline)
+    header = "step,cka,n_cities"
+    lines = [f"{s},{v!r},{n}" for s, v, n in rows]
+    if intervals:
+        summary.update(bootstrap=cfg.cka.bootstrap, confidence=cfg.cka.confidence, final_cka_ci=list(intervals[-1]))
+        header += ",cka_low,cka_high"
+        lines = [f"{line},{low!r},{high!r}" for line, (low, high) in zip(lines, intervals)]
+    write_atomic(run_dir / TIMELINE_FILE, "\n".join([header, *lines]) + "\n")
     write_atomic(summary_file, json.dumps(summary, indent=2) + "\n")  # last: its presence means complete
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     log.info("%s vs %s, layer %d: final CKA %.6f (%d cities, %d checkpoint(s), %.2f s)",
              a.instance, b.instance, cfg.layer, values[-1], rows[-1][2], len(rows), seconds)
     return {"status": "done", "seconds": seconds}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a killed job never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

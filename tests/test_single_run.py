@@ -12,13 +12,13 @@ from hydra.errors import ConfigCompositionException
 
 from cka_hydra import config
 from cka_hydra.job import run_comparison
-from test_cka import reference_cka
+from test_cka import reference_cka, reference_rbf_cka
 
 RUN = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5"]
 RUN_DIR = "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5"
 
 
-def reference_from_files(folder_a, folder_b):
+def reference_from_files(folder_a, folder_b, estimator=reference_cka):
     """CKA straight from two checkpoint folders, sharing no code with cka_hydra: the default
     filter written out by hand, cities matched by id, the Gram route in numpy float64."""
     def load(folder):
@@ -35,7 +35,7 @@ def reference_from_files(folder_a, folder_b):
     xa, keep_a = load(folder_a)
     xb, keep_b = load(folder_b)
     ids = sorted(set(keep_a) & set(keep_b))
-    return reference_cka(xa[[keep_a[i] for i in ids]], xb[[keep_b[i] for i in ids]]), len(ids)
+    return estimator(xa[[keep_a[i] for i in ids]], xb[[keep_b[i] for i in ids]]), len(ids)
 
 
 def failure(result):
@@ -94,6 +94,63 @@ def test_timeline_over_all_common_steps(small_store, tmp_path):
             representations_dir(small_store, "revision/exp2/pt3-2_seed2", "compass", 3) / f"checkpoint-{step}",
         )
         assert value == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "options, reference",
+    [
+        (["cka.debiased=true"], lambda x, y: reference_cka(x, y, debiased=True)),
+        (["cka.kernel=rbf", "cka.sigma_frac=0.7"], lambda x, y: reference_rbf_cka(x, y, 0.7)),
+        (["cka.kernel=rbf", "cka.debiased=true"], lambda x, y: reference_rbf_cka(x, y, 0.4, debiased=True)),
+    ],
+)
+def test_other_estimators_match_the_reference(small_store, tmp_path, options, reference):
+    result = run_cli(*RUN, f"data.root={small_store}", *options, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    summary = read_json(tmp_path / RUN_DIR / "summary.json")
+    expected, _ = reference_from_files(
+        representations_dir(small_store, "pt2-1", "distance", 5) / "checkpoint-164073",
+        representations_dir(small_store, "revision/exp2/pt2-2_seed1", "angle", 5) / "checkpoint-164073",
+        reference,
+    )
+    assert summary["final_cka"] == pytest.approx(expected, abs=1e-9)
+    assert summary["kernel"] == ("rbf" if "cka.kernel=rbf" in options else "linear")
+    assert summary["debiased"] == ("cka.debiased=true" in options)
+
+
+def test_bootstrap_interval_in_timeline_and_summary(small_store, tmp_path):
+    result = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    lines = (tmp_path / RUN_DIR / "cka_timeline.csv").read_text().splitlines()
+    assert lines[0] == "step,cka,n_cities,cka_low,cka_high"
+    for line in lines[1:]:
+        _, value, _, low, high = map(float, line.split(","))
+        assert 0 < low < high < 1
+    # Resampled duplicate cities raise CKA where the shared signal is weak (step 0 here: noise
+    # on 50 cities), so only where the signal dominates must the interval hold the estimate.
+    _, value, _, low, high = map(float, lines[-1].split(","))
+    assert low < value < high
+    summary = read_json(tmp_path / RUN_DIR / "summary.json")
+    assert summary["bootstrap"] == 200 and summary["confidence"] == 0.95
+    assert summary["final_cka_ci"] == [float(x) for x in lines[-1].split(",")[3:]]
+    again = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200", cwd=tmp_path)
+    assert "skipped" in again.stdout
+    reseeded = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200", "cka.seed=1",
+                       cwd=tmp_path)
+    assert "skipped" not in reseeded.stdout
+    assert read_json(tmp_path / RUN_DIR / "summary.json")["final_cka_ci"] != summary["final_cka_ci"]
+
+
+def test_float32_precision_is_close_to_float64(small_store, tmp_path):
+    result = run_cli(*RUN, f"data.root={small_store}", "cka.precision=float32", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    expected, _ = reference_from_files(
+        representations_dir(small_store, "pt2-1", "distance", 5) / "checkpoint-164073",
+        representations_dir(small_store, "revision/exp2/pt2-2_seed1", "angle", 5) / "checkpoint-164073",
+    )
+    summary = read_json(tmp_path / RUN_DIR / "summary.json")
+    assert summary["precision"] == "float32"
+    assert summary["final_cka"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_explicit_steps_and_pt1_seed_layout(small_store, tmp_path):
@@ -157,7 +214,8 @@ def test_a_model_against_itself_at_other_seeds(small_store, tmp_path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["cka.kernel=rbff"], "Invalid value 'rbff', expected one of [linear]"),
+        (["cka.kernel=rbff"], "Invalid value 'rbff', expected one of [linear, rbf]"),
+        (["cka.precision=float16"], "Invalid value 'float16', expected one of [float64, float32]"),
         (["layer=9"], "Could not find 'layer/9'"),
         (["pair=1_9"], "Could not find 'pair/1_9'"),
         (["regime=pt4"], "Could not find 'regime/pt4'"),
@@ -191,6 +249,9 @@ def break_store(root, instance_dir, task, layer, step, tensors=None, cities=None
         (["checkpoints=[0,5]"], None, r"checkpoints: steps \[5\] are not held by both pt2-1 and pt2-2_seed1; common steps: \[0, 82036, 164073\]"),
         (["device=gpu"], None, r"device=gpu: expected auto, cpu, cuda or cuda:N"),
         (["checkpoints=some"], None, r"checkpoints=some: expected final, all, or a list of steps"),
+        (["cka.sigma_frac=0"], None, r"cka.sigma_frac=0.0: expected a positive number"),
+        (["cka.bootstrap=-1"], None, r"cka.bootstrap=-1: expected 0 \(no interval\) or a number of resamples"),
+        (["cka.confidence=95"], None, r"cka.confidence=95.0: expected a level between 0 and 1"),
         (["city_filter='region:('"], None, r"city_filter: invalid regex '\(' for field 'region'"),
         (["city_filter='regoin:^A'"], None, r"city_filter: unknown field 'regoin'; city_info has: city_id, country, name, region, row_id, x, y"),
         (["city_filter='name:^City 1'"], None, r"step 164073: only \d cities in common after city_filter \(pt2-1 keeps \d+ of 60, pt2-2_seed1 keeps \d+ of 60\); need at least 10"),

@@ -22,7 +22,8 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from cka_hydra.errors import InputError
-from cka_hydra.job import is_finished, plan_job, write_atomic
+from cka_hydra.atomic import write_atomic
+from cka_hydra.job import is_finished, plan_job
 from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 
 log = logging.getLogger(__name__)
