@@ -1,10 +1,14 @@
-"""`python -m cka_hydra [overrides]`, or the `cka-hydra` command."""
+"""`python -m cka_hydra [overrides]`, or the `cka-hydra` command.
+
+`python -m cka_hydra [-m sweep] [overrides]` runs comparisons; `python -m cka_hydra report
+[sweep_dir=...] [out_dir=...]` reports on a finished sweep.
+"""
 
 import re
 import sys
 from collections.abc import Sequence
 
-from cka_hydra.app import main
+from cka_hydra.app import main, report
 
 # Hydra's override grammar reads `layer=5` and `pair=1_2` as the integers 5 and 12, and
 # refuses an integer as a config group choice: quote these groups' plain values.
@@ -32,8 +36,13 @@ def hydra_argv(args: Sequence[str]) -> list[str]:
 
 
 def run() -> None:
-    sys.argv[1:] = hydra_argv(sys.argv[1:])
-    main()
+    args = sys.argv[1:]
+    task = main
+    if "report" in args:  # a task of its own, with conf/report.yaml
+        args.remove("report")
+        task = report
+    sys.argv[1:] = hydra_argv(args)
+    task()
 
 
 if __name__ == "__main__":

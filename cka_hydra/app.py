@@ -1,4 +1,4 @@
-"""The Hydra task: one comparison per job, in single runs and sweeps alike."""
+"""The Hydra tasks: one comparison per job, in single runs and sweeps alike; and the report."""
 
 import logging
 import sys
@@ -33,3 +33,14 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             log.error("%s", err)
             sys.exit(1)
         raise
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="report")
+def report(cfg: DictConfig) -> None:
+    from cka_hydra.report import write_report  # matplotlib and scipy: only for the report
+
+    try:
+        write_report(Path(cfg.sweep_dir).resolve(), Path(cfg.out_dir).resolve())
+    except InputError as err:
+        log.error("%s", err)
+        sys.exit(1)

@@ -78,9 +78,16 @@ class RunConfig:
     allow_overlap: bool = MISSING
 
 
+@dataclass
+class ReportConfig:
+    sweep_dir: str = MISSING
+    out_dir: str = MISSING
+
+
 def register() -> None:
-    """Put the schema in the ConfigStore and the resolver that names instances in OmegaConf."""
+    """Put the schemas in the ConfigStore and the resolver that names instances in OmegaConf."""
     ConfigStore.instance().store(name="cka_hydra_schema", node=RunConfig)
+    ConfigStore.instance().store(name="cka_hydra_report_schema", node=ReportConfig)
     if not OmegaConf.has_resolver("cka_instance"):
         OmegaConf.register_new_resolver(
             "cka_instance",

@@ -1,0 +1,131 @@
+"""From a finished sweep folder to the study's tables, figures and one HTML page."""
+
+import base64
+import html
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cka_hydra import figures
+from cka_hydra.atomic import atomic_path, write_atomic
+from cka_hydra.results import collect
+from cka_hydra.stats import DIFFERENT_TASK, compare_kinds, compare_regimes, final_values, group_summary
+
+log = logging.getLogger(__name__)
+
+METHOD = """\
+Each value is a comparison's CKA at its final step. Comparisons are not independent
+observations: every instance (a model at one seed) takes part in many of them. The
+unit of variation is therefore the seed pairing (e.g. every orig-vs-seed1 comparison
+of a regime and layer): values are averaged within each seed pairing first, and n,
+confidence intervals and tests count seed pairings, not comparisons.
+
+- Groups: mean over seed pairings, 95% confidence interval from Student's t with
+  n - 1 degrees of freedom; std is over the individual comparisons, for reference.
+- Same-task cross-seed against different-task: both means come from the same seed
+  pairings, so the test is a paired t-test over seed pairings; effect size d_z is the
+  mean difference over the standard deviation of the differences.
+- Regime against regime (different-task comparisons): different regimes are different
+  training runs, so the test is Welch's unpaired t-test over seed pairings; effect size
+  Hedges' g.
+
+With the study's three seed pairings a test has 2 degrees of freedom and little power,
+and the pairings orig_1 and orig_2 share the original runs, so p-values are
+approximate: read effect sizes and intervals first. Groups with a single seed pairing
+get no interval or test."""
+
+
+def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Write every table and figure of the report into out_dir; returns what was written."""
+    results, left_out = collect(sweep_dir, exclude=out_dir)
+    n_runs = results["run_dir"].nunique()
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(left_out.items())) or "none"
+    print(f"read {n_runs} runs from {sweep_dir}; left out: {skipped}", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    write_atomic(out_dir / "cka_results.csv", results.to_csv(index=False))
+    written = ["cka_results.csv"]
+    try:
+        with atomic_path(out_dir / "cka_results.parquet") as tmp:
+            results.to_parquet(tmp, index=False)
+        written.append("cka_results.parquet")
+    except ImportError:
+        log.info("no Parquet engine (pip install pyarrow): wrote the CSV only")
+
+    final = final_values(results)
+    settings = sorted(final["setting"].unique())
+    if len(settings) > 1:
+        print(f"results of {len(settings)} settings ({', '.join(settings)}): each is reported on its own, "
+              "never pooled", flush=True)
+    images = []
+    for setting in settings:
+        images += _figures(results[results["setting"] == setting], final[final["setting"] == setting], setting,
+                           out_dir, suffix="" if len(settings) == 1 else f"_{setting}")
+
+    tables = {
+        "groups": group_summary(final),
+        "same-task vs different-task": compare_kinds(final),
+        "regime vs regime": compare_regimes(final),
+    }
+    stats_csv = pd.concat([t.assign(table=name) for name, t in tables.items() if len(t)], ignore_index=True)
+    write_atomic(out_dir / "stats.csv", stats_csv.to_csv(index=False))
+    markdown = ["# Statistics", "", METHOD, ""]
+    for name, table in tables.items():
+        markdown += [f"## {name}", "", table.to_markdown(index=False, floatfmt=".4g") if len(table)
+                     else "(no such comparisons in this sweep)", ""]
+    write_atomic(out_dir / "stats.md", "\n".join(markdown))
+    written += ["stats.csv", "stats.md", *images]
+    write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, settings, images, tables, out_dir))
+    written.append("index.html")
+    print(f"wrote {len(written)} files to {out_dir}: open {out_dir / 'index.html'}", flush=True)
+    return {"runs": n_runs, "left_out": dict(left_out), "settings": settings, "files": written}
+
+
+def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: Path, suffix: str) -> list[str]:
+    names = []
+    # one colour scale for every matrix of a setting, so that panels compare
+    vmin, vmax = np.floor(final["cka"].min() * 20) / 20, np.ceil(final["cka"].max() * 20) / 20
+    for (regime, layer), group in final.groupby(["regime", "layer"]):
+        name = f"matrix_{regime}_layer{layer}{suffix}.png"
+        figures.matrix_figure(figures.instance_matrix(group), f"{regime}, layer {layer}: final-step CKA ({setting})",
+                              vmin, vmax, out_dir / name)
+        names.append(name)
+    different = final[final["kind"] == DIFFERENT_TASK]
+    if len(different):
+        name = f"trends{suffix}.png"
+        figures.trends_figure(final, f"CKA between models trained on disjoint tasks ({setting})", out_dir / name)
+        names.append(name)
+    steps = results.merge(different[["run_dir"]], on="run_dir")
+    if (steps.groupby("run_dir")["step"].nunique() > 1).any():
+        name = f"timelines{suffix}.png"
+        figures.timelines_figure(steps, f"CKA over training, models trained on disjoint tasks ({setting})",
+                                 out_dir / name)
+        names.append(name)
+    return names
+
+
+def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: list[str], images: list[str],
+          tables: dict[str, pd.DataFrame], out_dir: Path) -> str:
+    """One self-contained page: images inlined, tables as HTML."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>CKA report</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:1200px}img{max-width:100%;border:1px solid #ddd}"
+        "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>",
+        f"<h1>CKA report</h1><p>{n_runs} runs from <code>{html.escape(str(sweep_dir))}</code>; left out: "
+        f"{html.escape(skipped)}. Settings: {html.escape(', '.join(settings))}. Data: "
+        "<a href='cka_results.csv'>cka_results.csv</a>, <a href='stats.csv'>stats.csv</a>, "
+        "<a href='stats.md'>stats.md</a>.</p>",
+    ]
+    for name in images:
+        data = base64.b64encode((out_dir / name).read_bytes()).decode()
+        parts.append(f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+    parts.append(f"<h2>Statistics</h2><pre>{html.escape(METHOD)}</pre>")
+    for name, table in tables.items():
+        body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else "<p>none</p>"
+        parts.append(f"<h3>{html.escape(name)}</h3>{body}")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,111 @@
+"""Statistics of a sweep's final CKA values, with seeds as the unit of variation.
+
+Comparisons are not independent: every instance (a model at a seed) takes part in many
+of them. So values are first averaged within each seed pairing (e.g. all orig-vs-seed1
+comparisons of a regime and layer), and the seed pairings are the units: n is their
+number, not the number of comparisons. Pure functions of the results table.
+"""
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# kinds of comparison
+DIFFERENT_TASK = "different-task"  # two models that share no training task
+SAME_TASK = "same-task cross-seed"  # one model at two seeds
+SHARED_TASK = "shared-task"  # two models sharing some task (allow_overlap runs)
+SAME_INSTANCE = "same instance"  # one instance with itself: CKA 1 by definition, left out
+
+
+def final_values(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per comparison, at its last step, with its kind and seed pairing."""
+    final = results[results["final"]].copy()
+    same_model = final["model_a"] == final["model_b"]
+    final["kind"] = np.select(
+        [same_model & (final["seed_a"] == final["seed_b"]), same_model, final["n_shared_tasks"] > 0],
+        [SAME_INSTANCE, SAME_TASK, SHARED_TASK], DIFFERENT_TASK,
+    )
+    final["seed_pairing"] = final["seed_a"] + "_" + final["seed_b"]
+    return final[final["kind"] != SAME_INSTANCE]
+
+
+def unit_means(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean CKA per group and seed pairing: the independent units."""
+    return final.groupby([*by, "seed_pairing"], as_index=False)["cka"].mean()
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and t-based confidence interval over units (NaN bounds with fewer than 2)."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def group_summary(final: pd.DataFrame) -> pd.DataFrame:
+    """Per setting, regime, layer and kind: comparisons, units, mean, std, 95% CI over units."""
+    keys = ["setting", "regime", "layer", "kind"]
+    units = unit_means(final, keys)
+    rows = []
+    for key, group in final.groupby(keys):
+        unit_values = units.merge(pd.DataFrame([key], columns=keys))["cka"].to_numpy()
+        mean, low, high = mean_ci(unit_values)
+        rows.append(dict(zip(keys, key), n_comparisons=len(group), n_units=len(unit_values), mean=mean,
+                         std=float(group["cka"].std(ddof=1)) if len(group) > 1 else float("nan"),
+                         ci_low=low, ci_high=high))
+    return pd.DataFrame(rows)
+
+
+def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
+    """Standardised mean difference (a - b) with the small-sample correction."""
+    n_a, n_b = len(a), len(b)
+    pooled = np.sqrt(((n_a - 1) * np.var(a, ddof=1) + (n_b - 1) * np.var(b, ddof=1)) / (n_a + n_b - 2))
+    return float((np.mean(a) - np.mean(b)) / pooled * (1 - 3 / (4 * (n_a + n_b) - 9)))
+
+
+def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
+    """Same-task cross-seed against different-task CKA, per setting, regime and layer.
+
+    Paired over seed pairings (both kinds' means come from the same seeds): paired t-test
+    on the per-pairing differences, effect size d_z = mean difference / its std.
+    """
+    keys = ["setting", "regime", "layer"]
+    units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], [*keys, "kind"])
+    wide = units.pivot_table(index=[*keys, "seed_pairing"], columns="kind", values="cka").dropna()
+    rows = []
+    if SAME_TASK not in wide or DIFFERENT_TASK not in wide:
+        return pd.DataFrame(rows)
+    for key, group in wide.groupby(level=keys):
+        diff = (group[SAME_TASK] - group[DIFFERENT_TASK]).to_numpy()
+        test = stats.ttest_rel(group[SAME_TASK], group[DIFFERENT_TASK]) if len(diff) > 1 else None
+        rows.append(dict(zip(keys, key), n_units=len(diff), same_task=float(group[SAME_TASK].mean()),
+                         different_task=float(group[DIFFERENT_TASK].mean()), difference=float(diff.mean()),
+                         effect_size_dz=float(diff.mean() / np.std(diff, ddof=1)) if len(diff) > 1 else float("nan"),
+                         t=float(test.statistic) if test else float("nan"),
+                         p=float(test.pvalue) if test else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
+    """Different-task CKA between each two regimes, per setting and layer: Welch's t-test on
+    the seed-pairing means (different regimes are different training runs: unpaired),
+    effect size Hedges' g."""
+    keys = ["setting", "layer"]
+    units = unit_means(final[final["kind"] == DIFFERENT_TASK], [*keys, "regime"])
+    rows = []
+    for key, group in units.groupby(keys):
+        by_regime = {r: g["cka"].to_numpy() for r, g in group.groupby("regime")}
+        names = sorted(by_regime)
+        for i, first in enumerate(names):
+            for second in names[i + 1:]:
+                a, b = by_regime[first], by_regime[second]
+                testable = len(a) > 1 and len(b) > 1
+                test = stats.ttest_ind(a, b, equal_var=False) if testable else None
+                rows.append(dict(zip(keys, key), regime_a=first, regime_b=second, n_units_a=len(a),
+                                 n_units_b=len(b), mean_a=float(a.mean()), mean_b=float(b.mean()),
+                                 difference=float(a.mean() - b.mean()),
+                                 hedges_g=hedges_g(a, b) if testable else float("nan"),
+                                 t=float(test.statistic) if test else float("nan"),
+                                 p=float(test.pvalue) if test else float("nan")))
+    return pd.DataFrame(rows)

@@ -1,0 +1,162 @@
+"""`python -m cka_hydra report` on real sweep folders, and its statistics on a hand-made table."""
+
+import json
+import re
+import shutil
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli
+
+from cka_hydra.results import COLUMNS
+from cka_hydra.stats import compare_kinds, compare_regimes, final_values, group_summary
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(small_store, tmp_path_factory):
+    """pt1 and pt3 at layer 5, every model also against itself, full timelines: 126 runs."""
+    cwd = tmp_path_factory.mktemp("report")
+    result = run_cli("-m", "sweep", "regime=pt1,pt3", "layer=5", "hydra.sweeper.self_pairs=true", "checkpoints=all",
+                     f"data.root={small_store}", "hydra.launcher.n_jobs=2", cwd=cwd)
+    assert result.returncode == 0, result.stdout
+    return cwd / "outputs/cka"
+
+
+def report(sweep_dir, cwd, *args):
+    return run_cli("report", f"sweep_dir={sweep_dir}", *args, cwd=cwd)
+
+
+def test_report_writes_every_file(sweep_dir, tmp_path):
+    out = tmp_path / "report"
+    result = report(sweep_dir, tmp_path, f"out_dir={out}")
+    assert result.returncode == 0, result.stdout
+    assert f"read 126 runs from {sweep_dir}; left out: none" in result.stdout
+
+    results = pd.read_csv(out / "cka_results.csv", dtype={"seed_a": str, "seed_b": str})
+    assert list(results.columns) == COLUMNS
+    assert len(results) == 126 * 3
+    for run_dir, rows in results.groupby("run_dir"):
+        timeline = pd.read_csv(f"{run_dir}/cka_timeline.csv")
+        assert rows["step"].tolist() == timeline["step"].tolist()
+        assert rows["cka"].tolist() == timeline["cka"].tolist()
+        summary = json.loads(open(f"{run_dir}/summary.json").read())
+        final = rows[rows["final"]]
+        assert final["cka"].tolist() == [summary["final_cka"]]
+        assert final[["model_a", "seed_a", "model_b", "seed_b"]].iloc[0].tolist() == [
+            f"{summary['regime']}-{summary['pair'].split('_')[0]}", summary["seed_pair"].split("_")[0],
+            f"{summary['regime']}-{summary['pair'].split('_')[1]}", summary["seed_pair"].split("_")[1]]
+    assert set(results["setting"]) == {"linear"}
+    assert (results["n_shared_tasks"] == 0).sum() == (21 * 3 + 7 * 3) * 3  # the disjoint pairs' rows
+
+    images = ["matrix_pt1_layer5.png", "matrix_pt3_layer5.png", "trends.png", "timelines.png"]
+    for name in images:
+        image = matplotlib.image.imread(out / name)
+        assert image.shape[0] >= 300 and image.shape[1] >= 400
+        assert image[..., :3].std() > 0.05  # not blank
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == len(images)
+    assert not re.search(r"src=['\"](?!data:)", page)  # self-contained
+
+    stats = pd.read_csv(out / "stats.csv")
+    groups = stats[stats["table"] == "groups"]
+    assert set(zip(groups["regime"], groups["kind"])) == {
+        ("pt1", "different-task"), ("pt1", "same-task cross-seed"),
+        ("pt3", "different-task"), ("pt3", "same-task cross-seed")}
+    assert groups["n_units"].tolist() == [3, 3, 3, 3]
+    regimes = stats[stats["table"] == "regime vs regime"]
+    assert regimes[["regime_a", "regime_b"]].values.tolist() == [["pt1", "pt3"]]
+    assert "seed pairing" in (out / "stats.md").read_text()
+
+
+def test_default_out_dir_and_failed_runs_are_left_out(sweep_dir, tmp_path):
+    copy = tmp_path / "cka"
+    shutil.copytree(sweep_dir, copy)
+    runs = sorted(p.parent for p in copy.rglob("summary.json"))
+    (runs[0] / "summary.json").unlink()
+    (runs[0] / "error.txt").write_text("failed")
+    (runs[1] / "summary.json").unlink()  # killed before it finished
+    result = report(copy, tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "read 124 runs" in result.stdout and "left out: 1 failed, 1 incomplete" in result.stdout
+    assert len(pd.read_csv(copy / "report" / "cka_results.csv")) == 124 * 3
+    again = report(copy, tmp_path)  # the report's own folder is not read as a run
+    assert "read 124 runs" in again.stdout
+
+
+def test_mixed_settings_are_reported_separately(small_store, tmp_path):
+    for kernel in ("linear", "rbf"):
+        result = run_cli("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", f"cka.kernel={kernel}",
+                         f"data.root={small_store}", f"hydra.sweep.dir=outputs/cka/{kernel}", cwd=tmp_path)
+        assert result.returncode == 0, result.stdout
+    result = report(tmp_path / "outputs/cka", tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "results of 2 settings (linear, rbf0.4): each is reported on its own, never pooled" in result.stdout
+    out = tmp_path / "outputs/cka/report"
+    for name in ("matrix_pt3_layer5_linear.png", "matrix_pt3_layer5_rbf0.4.png", "trends_linear.png",
+                 "trends_rbf0.4.png"):
+        assert (out / name).is_file()
+    groups = pd.read_csv(out / "stats.csv").query("table == 'groups'")
+    assert sorted(groups["setting"]) == ["linear", "rbf0.4"]
+    assert groups["n_comparisons"].tolist() == [7, 7]
+
+
+def test_empty_and_missing_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = report(tmp_path / "empty", tmp_path)
+    assert result.returncode == 1
+    assert "no results under" in result.stdout and "Traceback" not in result.stdout
+    # Hydra creates the report's own folder (<sweep_dir>/report) before the report runs
+    missing = report(tmp_path / "nowhere", tmp_path)
+    assert missing.returncode == 1
+    assert f"no results under {tmp_path / 'nowhere'}" in missing.stdout
+
+
+def hand_made():
+    """pt2 layer 5: different-task and same-task values per seed pairing; pt3 different-task."""
+    rows = []
+    values = {
+        ("pt2", "different"): {"orig_1": [0.5, 0.7], "orig_2": [0.8], "1_2": [0.7, 0.9]},
+        ("pt2", "same"): {"orig_1": [0.9], "orig_2": [0.95], "1_2": [0.85]},
+        ("pt3", "different"): {"orig_1": [0.9], "orig_2": [0.85], "1_2": [0.95]},
+    }
+    for (regime, kind), by_pairing in values.items():
+        for pairing, ckas in by_pairing.items():
+            seed_a, seed_b = pairing.split("_")
+            for i, cka in enumerate(ckas):
+                b = 1 if kind == "same" else 2 + i
+                rows.append(dict(setting="linear", regime=regime, layer=5, model_a=f"{regime}-1", seed_a=seed_a,
+                                 model_b=f"{regime}-{b}", seed_b=seed_b, n_shared_tasks=0 if kind == "different" else 2,
+                                 final=True, cka=cka))
+    return final_values(pd.DataFrame(rows))
+
+
+def test_statistics_equal_hand_computed_numbers():
+    final = hand_made()
+    groups = group_summary(final).set_index(["regime", "kind"])
+    different = groups.loc[("pt2", "different-task")]
+    # seed-pairing means 0.6, 0.8, 0.8: mean 0.7333, sd 0.11547, t(0.975, 2) = 4.302653
+    assert different["n_comparisons"] == 5 and different["n_units"] == 3
+    assert different["mean"] == pytest.approx(0.733333, abs=1e-6)
+    half = 4.302653 * 0.1154701 / np.sqrt(3)
+    assert different["ci_low"] == pytest.approx(0.733333 - half, abs=1e-5)
+    assert different["ci_high"] == pytest.approx(0.733333 + half, abs=1e-5)
+    assert different["std"] == pytest.approx(np.std([0.5, 0.7, 0.8, 0.7, 0.9], ddof=1), abs=1e-12)
+
+    kinds = compare_kinds(final).iloc[0]
+    # paired differences 0.3, 0.15, 0.05: mean 0.16667, sd 0.125831; d_z = 1.32453, t = 2.29416,
+    # two-sided p with 2 df: 1 - t / sqrt(t^2 + 2) = 0.148741
+    assert kinds["difference"] == pytest.approx(0.166667, abs=1e-6)
+    assert kinds["effect_size_dz"] == pytest.approx(1.32453, abs=1e-5)
+    assert kinds["t"] == pytest.approx(2.29416, abs=1e-5)
+    assert kinds["p"] == pytest.approx(0.148741, abs=1e-5)
+
+    regimes = compare_regimes(final).iloc[0]
+    # pt2 means 0.6, 0.8, 0.8 against pt3 0.9, 0.85, 0.95 (sd 0.05): difference -0.166667,
+    # Welch t = -0.166667 / sqrt(0.0133333 / 3 + 0.0025 / 3) = -2.29416,
+    # Hedges' g = -0.166667 / sqrt((0.0133333 + 0.0025) / 2) * (1 - 3 / 15) = -1.49854
+    assert (regimes["regime_a"], regimes["regime_b"]) == ("pt2", "pt3")
+    assert regimes["difference"] == pytest.approx(-0.166667, abs=1e-6)
+    assert regimes["t"] == pytest.approx(-2.29416, abs=1e-5)
+    assert regimes["hedges_g"] == pytest.approx(-1.49854, abs=1e-5)
