@@ -113,8 +113,8 @@ def median_squared_distance(xc: Tensor, block_size: int = DEFAULT_BLOCK_SIZE) ->
     takes it (the mean of the two middle values when n^2 is even).
 
     Uses the symmetry: the n^2 values are n zeros and each of the n(n-1)/2 distances of the
-    upper triangle twice, so only the upper triangle is held (4 n^2 bytes in float64, and
-    as much again while an order statistic is selected).
+    upper triangle twice, so only the upper triangle is held: 4 n^2 bytes in float64, and
+    three times that while torch selects an order statistic (its copy and index array).
     """
     n = xc.shape[0]
     upper = torch.empty(n * (n - 1) // 2, dtype=xc.dtype, device=xc.device)
@@ -219,8 +219,8 @@ def rbf_cka(
     """CKA with RBF kernels (bandwidth: see rbf_kernel), Gram matrices built in row blocks.
 
     O(n^2 d) time. Memory: each kernel is kept whole up to 1 GiB (n <= 11585 in float64),
-    else built twice in blocks of O(block_size * n); plus 4 n^2 bytes (float64) while the
-    median distance is found: 1.6 GB at n = 20000.
+    else built twice in blocks of O(block_size * n); plus 12 n^2 bytes (float64) while the
+    median distance is found: 4.8 GB at n = 20000.
     """
     _check_pair(x, y, debiased)
     if x.dim() > 2:
