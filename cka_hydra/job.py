@@ -239,6 +239,8 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
     unless `overwrite` is set. Returns a small dict: status (done/skipped), seconds.
     """
     plan = plan_job(cfg)
+    estimate = estimator(cfg.cka)
+    device = resolve_device(cfg.device, job_num)
     start = time.perf_counter()
     a, b, steps = plan.a, plan.b, plan.steps
     if not cfg.overwrite and is_finished(plan, run_dir):
@@ -248,8 +250,6 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
     # a stale summary must never sit beside a half-written new timeline
     summary_file.unlink(missing_ok=True)
 
-    device = resolve_device(cfg.device, job_num)
-    estimate = estimator(cfg.cka)
     log.info("%s vs %s, layer %d, steps %s, on %s", a.instance, b.instance, cfg.layer, steps, device)
     pairs = [
         aligned(load_checkpoint(step, plan.checkpoints_a[step]), load_checkpoint(step, plan.checkpoints_b[step]),
@@ -266,8 +266,7 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
         intervals = [bootstrap_interval(estimate, x, y, cfg.cka.bootstrap, cfg.cka.confidence, generator)
                      for x, y in pairs]
     rows = [(step, value, x.shape[0]) for step, value, (x, _) in zip(steps, values, pairs)]
-
-    values = np.array([value for _, value, _ in rows])
+    ckas = np.array(values)
     seconds = time.perf_counter() - start
     summary = {
         "exp1": a.instance,
@@ -275,11 +274,11 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
         "layer": cfg.layer,
         "n_checkpoints": len(rows),
         "n_cities": rows[-1][2],
-        "final_cka": float(values[-1]),
-        "mean_cka": float(values.mean()),
-        "std_cka": float(values.std()),
-        "min_cka": float(values.min()),
-        "max_cka": float(values.max()),
+        "final_cka": float(ckas[-1]),
+        "mean_cka": float(ckas.mean()),
+        "std_cka": float(ckas.std()),
+        "min_cka": float(ckas.min()),
+        "max_cka": float(ckas.max()),
         "regime": cfg.regime.name,
         "pair": f"{cfg.pair.a}_{cfg.pair.b}",
         "seed_pair": f"{cfg.seed_pair.a}_{cfg.seed_pair.b}",
@@ -305,5 +304,5 @@ def run_comparison(cfg: DictConfig, run_dir: Path, job_num: int = 0) -> dict[str
     write_atomic(summary_file, json.dumps(summary, indent=2) + "\n")  # last: its presence means complete
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     log.info("%s vs %s, layer %d: final CKA %.6f (%d cities, %d checkpoint(s), %.2f s)",
-             a.instance, b.instance, cfg.layer, values[-1], rows[-1][2], len(rows), seconds)
+             a.instance, b.instance, cfg.layer, ckas[-1], rows[-1][2], len(rows), seconds)
     return {"status": "done", "seconds": seconds}
