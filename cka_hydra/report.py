@@ -109,23 +109,31 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: 
 
 def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: list[str], images: list[str],
           tables: dict[str, pd.DataFrame], out_dir: Path) -> str:
-    """One self-contained page: images inlined, tables as HTML."""
+    """One self-contained page: trends and timelines, then statistics, then the matrices in a grid."""
+
+    def figure(name: str) -> str:
+        data = base64.b64encode((out_dir / name).read_bytes()).decode()
+        return f"<figure><img alt='{name}' src='data:image/png;base64,{data}'><figcaption>{name}</figcaption></figure>"
+
+    matrices = [name for name in images if name.startswith("matrix_")]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>CKA report</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1200px}img{max-width:100%;border:1px solid #ddd}"
+        "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
+        "figure{margin:0 0 1em 0}figcaption{font-size:0.8em;color:#555}"
+        ".grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
         "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}"
         "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>",
         f"<h1>CKA report</h1><p>{n_runs} runs from <code>{html.escape(str(sweep_dir))}</code>; left out: "
         f"{html.escape(skipped)}. Settings: {html.escape(', '.join(settings))}. Data: "
         "<a href='cka_results.csv'>cka_results.csv</a>, <a href='stats.csv'>stats.csv</a>, "
         "<a href='stats.md'>stats.md</a>.</p>",
+        "<h2>Trends and timelines</h2><div class='grid'>",
+        *(figure(name) for name in images if name not in matrices),
+        f"</div><h2>Statistics</h2><pre>{html.escape(METHOD)}</pre>",
     ]
-    for name in images:
-        data = base64.b64encode((out_dir / name).read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
-    parts.append(f"<h2>Statistics</h2><pre>{html.escape(METHOD)}</pre>")
     for name, table in tables.items():
         body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else "<p>none</p>"
         parts.append(f"<h3>{html.escape(name)}</h3>{body}")
-    parts.append("</body></html>")
+    parts += ["<h2>Instance matrices</h2><div class='grid'>", *(figure(name) for name in matrices),
+              "</div></body></html>"]
     return "\n".join(parts)
