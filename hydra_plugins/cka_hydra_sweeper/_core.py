@@ -97,8 +97,8 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
             f"layer={j.comparison.layer}: {j.error}" for j in failed
         )
         raise SweepError(
-            f"{len(failed)} of {len(jobs)} jobs did not finish (see {sweep_dir / JOBS_FILE}; "
-            f"each failed job's folder has error.txt; re-running retries only these):\n{table}"
+            f"{len(failed)} of {len(jobs)} jobs did not finish (see {sweep_dir / JOBS_FILE}; a failed job's "
+            f"folder holds error.txt; running the sweep again retries only these):\n{table}"
         )
     return returns
 
