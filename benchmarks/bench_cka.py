@@ -25,9 +25,13 @@ SHAPES = [(4500, 256), (5000, 512)]  # the real layer-5 shape, and the notes' be
 
 def data(n: int, d: int, seed: int = 0, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    base = torch.randn(n, 16, generator=g, dtype=torch.float64)
-    x = base @ torch.randn(16, d, generator=g, dtype=torch.float64) + torch.randn(n, d, generator=g, dtype=torch.float64)
-    y = base @ torch.randn(16, d, generator=g, dtype=torch.float64) + 2 * torch.randn(n, d, generator=g, dtype=torch.float64)
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    base = normal(n, 16)
+    x = base @ normal(16, d) + normal(n, d)
+    y = base @ normal(16, d) + 2 * normal(n, d)
     return x + offset, y + offset
 
 
@@ -52,7 +56,8 @@ def compare(repeats: int) -> None:
             ("linear debiased", lambda: linear_cka(x, y, debiased=True),
              lambda: ckatorch.core.cka_base(x, y, unbiased=True)),
             # threshold = sigma_frac; odd n^2 would make the median conventions agree exactly
-            ("rbf (sigma_frac 0.4)", lambda: rbf_cka(x, y, 0.4), lambda: ckatorch.core.cka_base(x, y, "rbf", threshold=0.4)),
+            ("rbf (sigma_frac 0.4)", lambda: rbf_cka(x, y, 0.4),
+             lambda: ckatorch.core.cka_base(x, y, "rbf", threshold=0.4)),
         ]
         for name, ours, theirs in cases:
             t_ours, v_ours = timed(ours, repeats)

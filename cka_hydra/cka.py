@@ -53,7 +53,9 @@ def _centred(x: Tensor, dtype: torch.dtype, side: str) -> Tensor:
 
 def _check_pair(x: Tensor, y: Tensor, debiased: bool) -> None:
     if x.dim() < 2 or x.shape[:-1] != y.shape[:-1]:
-        raise ValueError(f"expected (..., n, d1) and (..., n, d2) with the same n, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"expected (..., n, d1) and (..., n, d2) with the same n, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if debiased and x.shape[-2] < 4:
         raise ValueError(f"debiased CKA needs at least 4 examples, got {x.shape[-2]}")
 

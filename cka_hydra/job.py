@@ -140,7 +140,8 @@ def aligned(
         bad = int((~torch.isfinite(matrix)).sum())
         if bad:
             raise InputError(
-                f"{ckpt.path / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the compared cities at step {ckpt.step}"
+                f"{ckpt.path / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the compared cities "
+                f"at step {ckpt.step}"
             )
     return x.to(device), y.to(device)
 

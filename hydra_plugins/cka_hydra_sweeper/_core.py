@@ -166,7 +166,9 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], fixed: List[str], check_f
         for name, values, known in (("pair", pairs or [], models), ("seed_pair", seed_list, seeds)):
             missing = sorted({str(v) for v in itertools.chain(*values)} - {str(k) for k in known})
             if missing:
-                raise SweepError(f"{name}: regime {regime} has no {', '.join(missing)} (it has {', '.join(map(str, known))})")
+                raise SweepError(
+                    f"{name}: regime {regime} has no {', '.join(missing)} (it has {', '.join(map(str, known))})"
+                )
         comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs)
         n_candidates = len(comparisons) + sum(removed.values())
         log.info(
