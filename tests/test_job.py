@@ -1,0 +1,43 @@
+"""The job's choices that need no store: devices and checkpoint steps."""
+
+import pytest
+import torch
+
+from cka_hydra.errors import InputError
+from cka_hydra.job import resolve_device, select_steps
+
+
+def test_auto_device_spreads_jobs_over_the_gpus_torch_sees(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert resolve_device("auto", 5) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [resolve_device("auto", job) for job in range(3)] == [
+        torch.device("cuda:0"), torch.device("cuda:1"), torch.device("cuda:0")]
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(InputError, match=r"device=cuda:2: torch sees 2 CUDA device\(s\)"):
+        resolve_device("cuda:2")
+
+
+@pytest.mark.parametrize("spec", ["gpu", "cuda:x", "CPU", ""])
+def test_unknown_device(spec):
+    with pytest.raises(InputError, match="expected auto, cpu, cuda or cuda:N"):
+        resolve_device(spec)
+
+
+def test_cpu_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_checkpoint_selection():
+    a, b = [0, 100, 200, 300], [0, 100, 300, 400]
+    assert select_steps("final", a, b, "A", "B") == [300]
+    assert select_steps("all", a, b, "A", "B") == [0, 100, 300]
+    assert select_steps([300, 0, 0], a, b, "A", "B") == [0, 300]
+    assert select_steps(100, a, b, "A", "B") == [100]
+    with pytest.raises(InputError, match=r"steps \[200\] are not held by both A and B; common steps: \[0, 100, 300\]"):
+        select_steps([0, 200], a, b, "A", "B")
+    with pytest.raises(InputError, match=r"A and B share no checkpoint step: A has \[1\], B has \[2\]"):
+        select_steps("final", [1], [2], "A", "B")
+    for bad in ("last", [], [1.5]):
+        with pytest.raises(InputError, match="expected final, all, or a list of steps"):
+            select_steps(bad, a, b, "A", "B")
