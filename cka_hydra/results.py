@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cka_hydra.errors import InputError
-from cka_hydra.pairs import model_name
+from cka_hydra.pairs import model_name, shared_tasks
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _rows(run_dir: Path) -> pd.DataFrame:
     rows = timeline.assign(
         regime=regime, layer=summary["layer"], model_a=model_name(regime, index_a), seed_a=seed_a,
         model_b=model_name(regime, index_b), seed_b=seed_b, tasks_a="+".join(tasks_a), tasks_b="+".join(tasks_b),
-        n_shared_tasks=len(set(tasks_a) & set(tasks_b)), n_tasks_a=len(tasks_a), n_tasks_b=len(tasks_b),
+        n_shared_tasks=len(shared_tasks(tasks_a, tasks_b)), n_tasks_a=len(tasks_a), n_tasks_b=len(tasks_b),
         kernel=summary["kernel"], debiased=summary.get("debiased", False), sigma_frac=summary.get("sigma_frac"),
         final=timeline["step"] == timeline["step"].max(), city_filter=summary["settings"]["city_filter"],
         run_dir=str(run_dir),

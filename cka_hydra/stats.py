@@ -46,10 +46,10 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
 def group_summary(final: pd.DataFrame) -> pd.DataFrame:
     """Per setting, regime, layer and kind: comparisons, units, mean, std, 95% CI over units."""
     keys = ["setting", "regime", "layer", "kind"]
-    units = unit_means(final, keys)
+    units = dict(iter(unit_means(final, keys).groupby(keys)["cka"]))
     rows = []
     for key, group in final.groupby(keys):
-        unit_values = units.merge(pd.DataFrame([key], columns=keys))["cka"].to_numpy()
+        unit_values = units[key].to_numpy()
         mean, low, high = mean_ci(unit_values)
         rows.append(dict(zip(keys, key), n_comparisons=len(group), n_units=len(unit_values), mean=mean,
                          std=float(group["cka"].std(ddof=1)) if len(group) > 1 else float("nan"),
