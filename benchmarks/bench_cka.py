@@ -17,8 +17,7 @@ import time
 import ckatorch
 import torch
 
-from cka_hydra.cka import linear_cka, rbf_cka
-from cka_hydra.job import timeline
+from cka_hydra.cka import linear_cka, rbf_cka, timeline
 
 SHAPES = [(4500, 256), (5000, 512)]  # the real layer-5 shape, and the notes' benchmark shape
 

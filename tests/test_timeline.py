@@ -5,8 +5,7 @@ import functools
 import pytest
 import torch
 
-from cka_hydra.cka import UndefinedCKAError, linear_cka, rbf_cka
-from cka_hydra.job import timeline
+from cka_hydra.cka import UndefinedCKAError, linear_cka, rbf_cka, timeline
 
 
 def steps(n_steps=7, n=40):
