@@ -1,4 +1,8 @@
-"""The Hydra tasks: one comparison per job, in single runs and sweeps alike; and the report."""
+"""The Hydra tasks: one comparison per job, in single runs and sweeps alike; and the report.
+
+Also the callback that checks a single run before Hydra creates its folder: a refused run
+must not leave anything in the results dir.
+"""
 
 import logging
 import sys
@@ -8,27 +12,63 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cka_hydra import config
+from cka_hydra import run_folder
+from cka_hydra.config import register, run_config
 from cka_hydra.errors import InputError
-from cka_hydra.atomic import write_atomic
-from cka_hydra.job import ERROR_FILE, run_comparison
 
 log = logging.getLogger(__name__)
-config.register()
+register()
+
+
+def results_dir(run_dir: Path, sweep_dir: str) -> Path | None:
+    """The results dir that holds run_dir (hydra.sweep.dir), or None for a run written elsewhere."""
+    sweep = Path(sweep_dir).resolve()
+    return sweep if run_dir.resolve().is_relative_to(sweep) else None
+
+
+class RunChecks(Callback):
+    """Checks a single run before Hydra writes its folder (`.hydra/`, the log): a run that
+    would fail for its settings is refused with one line, and a run whose result is already
+    there ends at once, leaving the folder as it was.
+
+    Both end the process with SystemExit: Hydra turns a callback's exceptions into warnings,
+    but SystemExit is no Exception and passes through."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from cka_hydra.demo import ensure_demo_store
+        from cka_hydra.job import check_city_filter, plan_job, preflight
+
+        try:
+            run = run_config(config)
+            if run.data.root is None:
+                ensure_demo_store(run.data.path)
+            run_dir = Path(config.hydra.run.dir).resolve()
+            plan = preflight(run, run_dir, results_dir(run_dir, config.hydra.sweep.dir))
+            check_city_filter(plan)
+        except InputError as err:
+            raise SystemExit(f"Error: {err}") from None
+        if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
+            log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
+            sys.exit(0)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    from cka_hydra.job import run_comparison
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        return run_comparison(cfg, run_dir, OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
+        run = run_config(cfg)
+        return run_comparison(run, run_dir, results_dir(run_dir, hydra_cfg.sweep.dir),
+                              OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
     except Exception as err:
-        # Hydra's job log does not hold the traceback (hydra#2284): keep it beside the results
-        write_atomic(run_dir / ERROR_FILE, f"{err}\n\n{traceback.format_exc()}")
+        # Hydra's job log does not hold the traceback (hydra#2284): keep it beside the run
+        run_folder.write_error(run_dir, f"{err}\n\n{traceback.format_exc()}")
         if isinstance(err, InputError) and hydra_cfg.mode == RunMode.RUN:
             log.error("%s", err)
             sys.exit(1)

@@ -1,9 +1,16 @@
-"""Writing files so that a killed process never leaves one half-written."""
+"""Writing files so that a killed process never leaves one half-written; the one CSV writer."""
 
+import csv
+import io
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextmanager
@@ -18,6 +25,37 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        if isinstance(text, bytes):
+            tmp.write_bytes(text)
+        else:
+            tmp.write_text(text)
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> bytes:
+    """Write a CSV file atomically and return its bytes. Floats keep every digit (repr);
+    NaN and None are written as empty fields."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([_cell(value) for value in row] for row in rows)
+    data = out.getvalue().encode()
+    write_atomic(path, data)
+    return data
+
+
+def write_table(path: Path, table: "pd.DataFrame") -> bytes:
+    """write_csv for a pandas DataFrame, without its index."""
+    return write_csv(path, list(table.columns), table.itertuples(index=False, name=None))
+
+
+def _cell(value: object) -> object:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

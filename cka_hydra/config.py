@@ -1,18 +1,32 @@
-"""The schema of a comparison job, registered in Hydra's ConfigStore.
+"""The schema of a comparison job: types, defaults and value checks, registered in Hydra's ConfigStore.
 
-The types live here; the values live in the YAML files under `conf/`, which merge
-onto these dataclasses, so a mistyped key or a value of the wrong type fails at
-composition with the valid choices listed.
+The settings' defaults live here; the options of the groups `regime`, `pair`, `seed_pair` and
+`layer` live in `conf/`. Hydra composes a config onto these dataclasses, so a mistyped value
+fails at composition; `run_config` then turns it into plain dataclasses once, refusing keys
+the schema does not know. Below that edge nothing sees a `DictConfig`.
 """
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from cka_hydra.pairs import instance_name
+from cka_hydra import run_folder
+from cka_hydra.errors import InputError
+from cka_hydra.filters import parse_filter
+from cka_hydra.pairs import Comparison
+
+STUDY_FILTER = "region:^(?!Atlantis).* && city_id:^[1-9][0-9]{3,}$"
+DEMO_STORE = Path("outputs", "demo_store")
+# Keys that say which comparison a job is: they make the run folder's path.
+COMPARISON_KEYS = ("regime", "pair", "seed_pair", "layer")
+# Keys that decide how or whether a job runs, never what it computes.
+HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap")
+
 
 @dataclass
 class RegimeConfig:
@@ -39,7 +53,16 @@ class SeedPairConfig:
 
 @dataclass
 class DataConfig:
-    root: Optional[str] = MISSING
+    # the experiments folder; None: the built-in demo store in outputs/demo_store
+    root: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.root is not None:  # one spelling per folder, so that equal roots compare equal
+            self.root = str(Path(self.root).expanduser().resolve())
+
+    @property
+    def path(self) -> Path:
+        return DEMO_STORE.resolve() if self.root is None else Path(self.root)
 
 
 class Kernel(Enum):
@@ -49,18 +72,43 @@ class Kernel(Enum):
 
 class Precision(Enum):
     float64 = "float64"
-    float32 = "float32"
+    float32 = "float32"  # faster on some GPUs; README states its error
 
 
 @dataclass
 class CKAConfig:
-    kernel: Kernel = MISSING
-    sigma_frac: float = MISSING
-    debiased: bool = MISSING
-    precision: Precision = MISSING
-    bootstrap: int = MISSING
-    confidence: float = MISSING
-    seed: int = MISSING
+    kernel: Kernel = Kernel.linear
+    # rbf bandwidth: sigma^2 = sigma_frac^2 * median squared distance
+    sigma_frac: float = 0.4
+    # unbiased HSIC estimator (Song et al. 2012) in all three terms
+    debiased: bool = False
+    precision: Precision = Precision.float64
+    # resamples of the cities for a percentile confidence interval; 0: none
+    bootstrap: int = 0
+    # of the bootstrap interval
+    confidence: float = 0.95
+    # of the bootstrap resampling
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.sigma_frac > 0:
+            raise InputError(f"cka.sigma_frac={self.sigma_frac}: expected a positive number")
+        if self.bootstrap < 0:
+            raise InputError(f"cka.bootstrap={self.bootstrap}: expected 0 (no interval) or a number of resamples")
+        if not 0 < self.confidence < 1:
+            raise InputError(f"cka.confidence={self.confidence}: expected a level between 0 and 1, such as 0.95")
+
+    def unused(self) -> set[str]:
+        """Settings that cannot change the result, given the others."""
+        unused = set()
+        if self.kernel is not Kernel.rbf:
+            unused.add("sigma_frac")
+        if not self.bootstrap:
+            unused |= {"confidence", "seed"}
+        return unused
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?")
 
 
 @dataclass
@@ -69,27 +117,124 @@ class RunConfig:
     pair: PairConfig = MISSING
     seed_pair: SeedPairConfig = MISSING
     layer: int = MISSING
-    data: DataConfig = field(default_factory=DataConfig)
-    checkpoints: Any = MISSING  # final | all | [step, ...]: checked by the job
-    city_filter: Optional[str] = MISSING
     cka: CKAConfig = field(default_factory=CKAConfig)
-    device: str = MISSING  # auto | cpu | cuda | cuda:N: checked by the job
-    overwrite: bool = MISSING
-    allow_overlap: bool = MISSING
+    # final (largest common step) | all (every common step) | [0, 7813, ...]
+    checkpoints: Any = "final"
+    # see README, "City filter"; None keeps every city
+    city_filter: Optional[str] = STUDY_FILTER
+    data: DataConfig = field(default_factory=DataConfig)
+    # auto (a GPU when torch sees one) | cpu | cuda | cuda:N
+    device: str = "auto"
+    # recompute even when the run folder holds the result, and replace a result of another data root
+    overwrite: bool = False
+    # compare two models that share a training task
+    allow_overlap: bool = False
+
+    def __post_init__(self) -> None:
+        self.checkpoints = _checkpoint_spec(self.checkpoints)
+        parse_filter(self.city_filter)
+        if not _DEVICE.fullmatch(self.device):
+            raise InputError(f"device={self.device}: expected auto, cpu, cuda or cuda:N")
+        if self.layer < 0:
+            raise InputError(f"layer={self.layer}: expected a layer index, 0 or more")
+
+    @property
+    def comparison(self) -> Comparison:
+        return Comparison(self.regime.name, self.pair.a, self.pair.b, self.seed_pair.a, self.seed_pair.b, self.layer)
+
+
+def _checkpoint_spec(spec: Any) -> Any:
+    """`final`, `all`, or the sorted distinct steps of a list (or of one step)."""
+    if spec in ("final", "all"):
+        return spec
+    steps = [spec] if isinstance(spec, int) and not isinstance(spec, bool) else spec
+    if (not isinstance(steps, list) or not steps
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps)):
+        raise InputError(f"checkpoints={spec}: expected final, all, or a list of steps such as [0,7813]")
+    return sorted(set(steps))
 
 
 @dataclass
 class ReportConfig:
-    sweep_dir: str = MISSING
-    out_dir: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    # the sweep's folder (its hydra.sweep.dir); by default the one a sweep on data.root writes
+    sweep_dir: str = "${cka_results_dir:${data.root}}"
+    out_dir: str = "${sweep_dir}/report"
+
+
+def run_config(cfg: DictConfig) -> RunConfig:
+    """The composed config as plain dataclasses, with every value checked.
+
+    Raises InputError for a key the schema does not know: Hydra lets `+key=value` add one,
+    and a typo such as `+cka.kernal=rbf` must not run with the default kernel.
+    """
+    values = {}
+    for f in fields(RunConfig):
+        node = cfg[f.name]
+        if OmegaConf.is_dict(node):
+            _refuse_unknown_keys(node, f.name)
+        values[f.name] = OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+    unknown = sorted(set(cfg) - {f.name for f in fields(RunConfig)} - {"hydra"})
+    if unknown:
+        raise InputError(f"{', '.join(unknown)}: unknown setting; the settings are: "
+                         f"{', '.join(f.name for f in fields(RunConfig))}")
+    return RunConfig(**values)
+
+
+def _refuse_unknown_keys(node: DictConfig, path: str) -> None:
+    schema = OmegaConf.get_type(node)
+    if not is_dataclass(schema):
+        return  # a mapping of data (regime.models), not a section of settings
+    known = [f.name for f in fields(schema)]
+    for key in node:
+        if key not in known:
+            raise InputError(f"{path}.{key}: unknown setting; {path} has: {', '.join(known)}")
+        child = node._get_node(key)
+        if OmegaConf.is_dict(child):
+            _refuse_unknown_keys(child, f"{path}.{key}")
+
+
+def settings(run: RunConfig) -> dict[str, Any]:
+    """Every setting that decides a comparison's result, besides which comparison it is, by
+    dotted key as plain JSON values. Settings that the others make irrelevant are left out
+    (`cka.sigma_frac` unless the kernel is rbf), so that runs bound to agree compare equal.
+
+    Derived from the schema: a setting added to it later takes part without changes here."""
+    return _flatten({f.name: getattr(run, f.name) for f in fields(run) if f.name not in COMPARISON_KEYS})
+
+
+def default_settings() -> dict[str, Any]:
+    """The default of every setting that `settings` may hold, irrelevant ones included: the
+    study's defaults, against which run folder names say what differs."""
+    return _flatten({
+        f.name: f.default_factory() if callable(f.default_factory) else f.default
+        for f in fields(RunConfig) if f.name not in COMPARISON_KEYS
+    }, keep_unused=True)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "", keep_unused: bool = False) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in HOW_TO_RUN_KEYS:
+            continue
+        if is_dataclass(value):
+            unused = value.unused() if hasattr(value, "unused") and not keep_unused else set()
+            flat |= _flatten({f.name: getattr(value, f.name) for f in fields(value) if f.name not in unused},
+                             f"{prefix}{name}.", keep_unused)
+        else:
+            flat[prefix + name] = value.value if isinstance(value, Enum) else value
+    return flat
 
 
 def register() -> None:
-    """Put the schemas in the ConfigStore and the resolver that names instances in OmegaConf."""
+    """Put the schemas in the ConfigStore and the resolvers that name result folders in OmegaConf."""
     ConfigStore.instance().store(name="cka_hydra_schema", node=RunConfig)
     ConfigStore.instance().store(name="cka_hydra_report_schema", node=ReportConfig)
-    if not OmegaConf.has_resolver("cka_instance"):
-        OmegaConf.register_new_resolver(
-            "cka_instance",
-            lambda regime, index, seed: instance_name(f"{regime}-{index}", str(seed)),
-        )
+    if not OmegaConf.has_resolver("cka_run_subdir"):
+        OmegaConf.register_new_resolver("cka_results_dir", run_folder.results_dir_name)
+        OmegaConf.register_new_resolver("cka_run_subdir", _run_subdir)
+
+
+def _run_subdir(*, _root_: DictConfig) -> str:
+    run = run_config(_root_)
+    return run_folder.subdir(run.comparison, settings(run), default_settings())

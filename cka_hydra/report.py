@@ -2,6 +2,7 @@
 
 import base64
 import html
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cka_hydra import figures
-from cka_hydra.atomic import atomic_path, write_atomic
+from cka_hydra.atomic import atomic_path, write_atomic, write_table
 from cka_hydra.results import collect
 from cka_hydra.stats import DIFFERENT_TASK, compare_kinds, compare_regimes, final_values, group_summary
 
@@ -38,15 +39,26 @@ approximate: read effect sizes and intervals first. Groups with a single seed pa
 get no interval or test."""
 
 
+REPORT_FILE = "report.json"  # what the last report found and wrote; the next one removes those files first
+
+
 def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Write every table and figure of the report into out_dir; returns what was written."""
-    results, left_out = collect(sweep_dir, exclude=out_dir)
+    """Write every table and figure of the report into out_dir, in place of the previous
+    report's files; returns what was found and written."""
+    results, left_out, meanings = collect(sweep_dir, exclude=out_dir)
     n_runs = results["run_dir"].nunique()
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(left_out.items())) or "none"
-    print(f"read {n_runs} runs from {sweep_dir}; left out: {skipped}", flush=True)
+    log.info("read %d runs from %s; left out: %s", n_runs, sweep_dir, skipped)
+    settings = sorted(meanings)
+    runs = results.groupby("setting")["run_dir"].nunique()
+    for setting in settings:
+        log.info("setting %s: %d runs (%s)", setting, runs[setting], meanings[setting])
+    if len(settings) > 1:
+        log.info("results of %d settings: each is reported on its own, never pooled", len(settings))
+    _remove_previous(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    write_atomic(out_dir / "cka_results.csv", results.to_csv(index=False))
+    write_table(out_dir / "cka_results.csv", results)
     written = ["cka_results.csv"]
     try:
         with atomic_path(out_dir / "cka_results.parquet") as tmp:
@@ -56,10 +68,6 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
         log.info("no Parquet engine (pip install pyarrow): wrote the CSV only")
 
     final = final_values(results)
-    settings = sorted(final["setting"].unique())
-    if len(settings) > 1:
-        print(f"results of {len(settings)} settings ({', '.join(settings)}): each is reported on its own, "
-              "never pooled", flush=True)
     images = []
     for setting in settings:
         images += _figures(results[results["setting"] == setting], final[final["setting"] == setting], setting,
@@ -71,17 +79,33 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
         "regime vs regime": compare_regimes(final),
     }
     stats_csv = pd.concat([t.assign(table=name) for name, t in tables.items() if len(t)], ignore_index=True)
-    write_atomic(out_dir / "stats.csv", stats_csv.to_csv(index=False))
+    write_table(out_dir / "stats.csv", stats_csv)
     markdown = ["# Statistics", "", METHOD, ""]
     for name, table in tables.items():
         markdown += [f"## {name}", "", table.to_markdown(index=False, floatfmt=".4g") if len(table)
                      else "(no such comparisons in this sweep)", ""]
     write_atomic(out_dir / "stats.md", "\n".join(markdown))
     written += ["stats.csv", "stats.md", *images]
-    write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, settings, images, tables, out_dir))
+    setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name]} for name in settings}
+    write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, setting_rows, images, tables, out_dir))
     written.append("index.html")
-    print(f"wrote {len(written)} files to {out_dir}: open {out_dir / 'index.html'}", flush=True)
-    return {"runs": n_runs, "left_out": dict(left_out), "settings": settings, "files": written}
+    found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "settings": setting_rows,
+             "files": written}
+    write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
+    log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
+    return found
+
+
+def _remove_previous(out_dir: Path) -> None:
+    """Remove the files the previous report wrote, so that no stale figure outlives its data.
+    Only files it listed: out_dir may hold other things of the user's."""
+    try:
+        previous = json.loads((out_dir / REPORT_FILE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for name in previous:
+        if isinstance(name, str) and "/" not in name:
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: Path, suffix: str) -> list[str]:
@@ -107,7 +131,7 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: 
     return names
 
 
-def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: list[str], images: list[str],
+def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: dict[str, dict], images: list[str],
           tables: dict[str, pd.DataFrame], out_dir: Path) -> str:
     """One self-contained page: trends and timelines, then statistics, then the matrices in a grid."""
 
@@ -124,9 +148,10 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: list[str], image
         "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}"
         "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>",
         f"<h1>CKA report</h1><p>{n_runs} runs from <code>{html.escape(str(sweep_dir))}</code>; left out: "
-        f"{html.escape(skipped)}. Settings: {html.escape(', '.join(settings))}. Data: "
-        "<a href='cka_results.csv'>cka_results.csv</a>, <a href='stats.csv'>stats.csv</a>, "
-        "<a href='stats.md'>stats.md</a>.</p>",
+        f"{html.escape(skipped)}. Data: <a href='cka_results.csv'>cka_results.csv</a>, "
+        "<a href='stats.csv'>stats.csv</a>, <a href='stats.md'>stats.md</a>.</p>",
+        "<h2>Settings</h2><p>Results of different settings are never pooled.</p>",
+        pd.DataFrame([{"setting": name, **row} for name, row in settings.items()]).to_html(index=False),
         "<h2>Trends and timelines</h2><div class='grid'>",
         *(figure(name) for name in images if name not in matrices),
         f"</div><h2>Statistics</h2><pre>{html.escape(METHOD)}</pre>",

@@ -1,19 +1,19 @@
 """Collecting the run folders of a sweep into one tidy table.
 
-A run folder is one Hydra job's folder (it holds `.hydra/`); it counts as a result
-only when its `summary.json` and `cka_timeline.csv` are there and readable. Knows
-files and pandas, not Hydra.
+Reads through `cka_hydra.run_folder`, which decides what counts as a result; knows pandas,
+not Hydra.
 """
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
+from cka_hydra import run_folder
+from cka_hydra.config import default_settings
 from cka_hydra.errors import InputError
-from cka_hydra.pairs import model_name, shared_tasks
+from cka_hydra.pairs import shared_tasks
 
 log = logging.getLogger(__name__)
 
@@ -22,51 +22,54 @@ COLUMNS = [
     "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased", "sigma_frac", "step", "final", "cka",
     "cka_low", "cka_high", "n_cities", "run_dir",
 ]
+DEFAULT_SETTING = "default"  # the label of results computed with every default setting
 PROGRESS_EVERY = 200
 
 
-def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame, Counter]:
-    """One row per comparison and step (the `final` row is a run's last step), and the number
-    of run folders left out, by reason: failed (error.txt), incomplete, unreadable."""
+def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame, Counter, dict[str, str]]:
+    """One row per comparison and step (the `final` row is a run's last step); the number of
+    run folders left out, by reason (failed: error.txt; incomplete); and each setting label
+    with the settings it stands for.
+
+    A setting label is the run folder's (`rbf0.4-all`, `default`); results of different data
+    roots get different labels too: nothing here pools results that could differ."""
     if not sweep_dir.is_dir():
         raise InputError(f"sweep_dir={sweep_dir}: no such folder (expected a sweep's folder, e.g. outputs/cka)")
-    run_dirs = sorted(p.parent for p in sweep_dir.rglob(".hydra") if exclude is None or exclude not in p.parents)
-    frames, left_out = [], Counter()
+    run_dirs = run_folder.run_folders(sweep_dir, exclude)
+    frames, left_out, summaries = [], Counter(), []
     for count, run_dir in enumerate(run_dirs, 1):
         if len(run_dirs) > PROGRESS_EVERY and count % PROGRESS_EVERY == 0:
-            print(f"read {count}/{len(run_dirs)} run folders", flush=True)
-        if not (run_dir / "summary.json").exists():
-            left_out["failed" if (run_dir / "error.txt").exists() else "incomplete"] += 1
+            log.info("read %d/%d run folders", count, len(run_dirs))
+        summary = run_folder.read_result(run_dir)
+        if summary is None:
+            left_out["failed" if (run_dir / run_folder.ERROR_FILE).exists() else "incomplete"] += 1
             continue
         try:
-            frames.append(_rows(run_dir))
+            frames.append(_rows(run_dir, summary))
         except (OSError, ValueError, KeyError) as err:
             log.warning("%s: unreadable result (%s)", run_dir, err)
             left_out["unreadable"] += 1
+            continue
+        summaries.append(summary)
     if not frames:
         raise InputError(
-            f"no results under {sweep_dir} ({sum(left_out.values())} run folders without one): "
-            "run a sweep first, e.g. python -m cka_hydra -m sweep"
+            f"no results under {sweep_dir} ({sum(left_out.values())} run folders without one): run a sweep "
+            "first (python -m cka_hydra -m sweep), or name its folder: sweep_dir=... or data.root=..."
         )
-    results = pd.concat(frames, ignore_index=True)
-    results.insert(0, "setting", setting_labels(results))
-    return results[COLUMNS], left_out
+    labels, meanings = _setting_labels(summaries)
+    results = pd.concat([frame.assign(setting=label) for frame, label in zip(frames, labels)], ignore_index=True)
+    return results[COLUMNS], left_out, meanings
 
 
-def _rows(run_dir: Path) -> pd.DataFrame:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    timeline = pd.read_csv(run_dir / "cka_timeline.csv")
-    regime = summary["regime"]
-    index_a, index_b = (int(i) for i in summary["pair"].split("_"))
-    seed_a, seed_b = summary["seed_pair"].split("_")
+def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
+    timeline = pd.read_csv(run_dir / run_folder.TIMELINE_FILE)
     tasks_a, tasks_b = summary["tasks_a"], summary["tasks_b"]
     rows = timeline.assign(
-        regime=regime, layer=summary["layer"], model_a=model_name(regime, index_a), seed_a=seed_a,
-        model_b=model_name(regime, index_b), seed_b=seed_b, tasks_a="+".join(tasks_a), tasks_b="+".join(tasks_b),
+        regime=summary["regime"], layer=summary["layer"], model_a=summary["model_a"], seed_a=summary["seed_a"],
+        model_b=summary["model_b"], seed_b=summary["seed_b"], tasks_a="+".join(tasks_a), tasks_b="+".join(tasks_b),
         n_shared_tasks=len(shared_tasks(tasks_a, tasks_b)), n_tasks_a=len(tasks_a), n_tasks_b=len(tasks_b),
-        kernel=summary["kernel"], debiased=summary.get("debiased", False), sigma_frac=summary.get("sigma_frac"),
-        final=timeline["step"] == timeline["step"].max(), city_filter=summary["settings"]["city_filter"],
-        run_dir=str(run_dir),
+        kernel=summary["kernel"], debiased=summary["debiased"], sigma_frac=summary["sigma_frac"],
+        final=timeline["step"] == timeline["step"].max(), run_dir=str(run_dir),
     )
     for column in ("cka_low", "cka_high"):
         if column not in rows:
@@ -74,12 +77,18 @@ def _rows(run_dir: Path) -> pd.DataFrame:
     return rows
 
 
-def setting_labels(results: pd.DataFrame) -> pd.Series:
-    """A short name for each row's estimator and city filter: results of different settings
-    are never pooled. `linear`, `linear-debiased`, `rbf0.4`; `...-filter2` when filters differ."""
-    label = results["kernel"].where(results["kernel"] != "rbf", "rbf" + results["sigma_frac"].astype(str))
-    label = label.where(~results["debiased"].astype(bool), label + "-debiased")
-    filters = list(dict.fromkeys(results["city_filter"]))
-    if len(filters) > 1:
-        label = label + "-filter" + results["city_filter"].map({f: str(i + 1) for i, f in enumerate(filters)})
-    return label
+def _setting_labels(summaries: list[dict]) -> tuple[list[str], dict[str, str]]:
+    """Each summary's setting label, and what each label stands for."""
+    defaults = default_settings()
+    roots = list(dict.fromkeys(s["settings"]["data.root"] for s in summaries))
+    labels, meanings = [], {}
+    for summary in summaries:
+        label = summary["label"] or DEFAULT_SETTING
+        meaning = run_folder.describe(summary["settings"], defaults) or "every setting at its default"
+        if len(roots) > 1:  # a results dir replaced in part with overwrite=true
+            root = summary["settings"]["data.root"]
+            label += f"-data{roots.index(root) + 1}"
+            meaning += f" on data.root={run_folder.data_root_text(root)}"
+        labels.append(label)
+        meanings[label] = meaning
+    return labels, meanings

@@ -81,8 +81,8 @@ def _nearest_existing(path: Path) -> str:
     return ""
 
 
-def load_checkpoint(step: int, path: Path) -> Checkpoint:
-    """Read one checkpoint folder: the flat representation matrix and its city list."""
+def load_cities(path: Path) -> list[dict[str, Any]]:
+    """A checkpoint folder's city list, one entry per row of its representation matrix."""
     metadata_file = path / METADATA_FILE
     try:
         cities = json.loads(metadata_file.read_text())["city_info"]
@@ -90,7 +90,13 @@ def load_checkpoint(step: int, path: Path) -> Checkpoint:
         raise InputError(f"{metadata_file}: expected JSON with a 'city_info' list ({err!r})") from None
     if not isinstance(cities, list) or not all(isinstance(c, dict) for c in cities):
         raise InputError(f"{metadata_file}: 'city_info' must be a list of objects")
+    return cities
 
+
+def load_checkpoint(step: int, path: Path) -> Checkpoint:
+    """Read one checkpoint folder: the flat representation matrix and its city list."""
+    cities = load_cities(path)
+    metadata_file = path / METADATA_FILE
     tensor_file = path / REPRESENTATIONS_FILE
     try:
         # weights_only: a data file must not be able to run code; mmap: read only the tensor we use

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from hydra import compose, initialize_config_module
+
+from cka_hydra import run_folder
+from cka_hydra.__main__ import hydra_argv
+from cka_hydra.config import default_settings, register, run_config, settings
 from cka_hydra.demo import DemoSpec, write_store
+from cka_hydra.job import run_comparison
 
 SMALL = DemoSpec(n_cities=60, hidden=6, n_tokens=2, n_checkpoints=3, layers=(3, 5), regimes=("pt1", "pt2", "pt3"))
 
@@ -35,6 +41,18 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
         [sys.executable, "-m", "cka_hydra", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, timeout=timeout,
     )
+
+
+def run_in_process(results_dir: Path, *overrides: str) -> Path:
+    """One comparison as a job runs it, in this process: the Compose API, the typed edge and
+    run_comparison, into its run folder under results_dir, which is returned."""
+    register()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose("config", overrides=hydra_argv(overrides))
+    run = run_config(cfg)
+    run_dir = results_dir / run_folder.subdir(run.comparison, settings(run), default_settings())
+    run_comparison(run, run_dir, results_dir)
+    return run_dir
 
 
 def read_json(path: Path) -> dict:

@@ -306,6 +306,12 @@ def test_bad_shapes():
         linear_cka(torch.randn(3, 3), torch.randn(3, 3), debiased=True)
 
 
+@pytest.mark.parametrize("sigma_frac", [0.0, -0.4, float("nan")])
+def test_rbf_refuses_a_bandwidth_that_is_not_positive(sigma_frac):
+    with pytest.raises(ValueError, match="sigma_frac must be positive"):
+        rbf_cka(torch.randn(10, 3), torch.randn(10, 3), sigma_frac=sigma_frac)
+
+
 # --- bootstrap ---
 
 def test_bootstrap_interval():

@@ -45,9 +45,10 @@ def test_report_writes_every_file(sweep_dir, tmp_path):
         final = rows[rows["final"]]
         assert final["cka"].tolist() == [summary["final_cka"]]
         assert final[["model_a", "seed_a", "model_b", "seed_b"]].iloc[0].tolist() == [
-            f"{summary['regime']}-{summary['pair'].split('_')[0]}", summary["seed_pair"].split("_")[0],
-            f"{summary['regime']}-{summary['pair'].split('_')[1]}", summary["seed_pair"].split("_")[1]]
-    assert set(results["setting"]) == {"linear"}
+            summary["model_a"], summary["seed_a"], summary["model_b"], summary["seed_b"]]
+        assert summary["exp1"] == summary["model_a"] + ("" if summary["seed_a"] == "orig" else
+                                                        f"_seed{summary['seed_a']}")
+    assert set(results["setting"]) == {"all"}  # checkpoints=all: the run folders' label
     assert (results["n_shared_tasks"] == 0).sum() == (21 * 3 + 7 * 3) * 3  # the disjoint pairs' rows
 
     images = ["matrix_pt1_layer5.png", "matrix_pt3_layer5.png", "trends.png", "timelines.png"]
@@ -85,21 +86,36 @@ def test_default_out_dir_and_failed_runs_are_left_out(sweep_dir, tmp_path):
     assert "read 124 runs" in again.stdout
 
 
-def test_mixed_settings_are_reported_separately(small_store, tmp_path):
-    for kernel in ("linear", "rbf"):
-        result = run_cli("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", f"cka.kernel={kernel}",
-                         f"data.root={small_store}", f"hydra.sweep.dir=outputs/cka/{kernel}", cwd=tmp_path)
-        assert result.returncode == 0, result.stdout
-    result = report(tmp_path / "outputs/cka", tmp_path)
+def test_settings_are_reported_separately_and_each_report_is_written_afresh(small_store, tmp_path):
+    result = run_cli("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", "cka.kernel=linear,rbf",
+                     f"data.root={small_store}", "hydra/launcher=basic", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
-    assert "results of 2 settings (linear, rbf0.4): each is reported on its own, never pooled" in result.stdout
     out = tmp_path / "outputs/cka/report"
-    for name in ("matrix_pt3_layer5_linear.png", "matrix_pt3_layer5_rbf0.4.png", "trends_linear.png",
-                 "trends_rbf0.4.png"):
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    result = run_cli("report", f"data.root={small_store}", cwd=tmp_path)  # finds the sweep on that data root
+    assert result.returncode == 0, result.stdout
+    assert "setting default: 7 runs (every setting at its default)" in result.stdout
+    assert "setting rbf0.4: 7 runs (cka.kernel=rbf)" in result.stdout
+    assert "results of 2 settings: each is reported on its own, never pooled" in result.stdout
+    suffixed = ["matrix_pt3_layer5_default.png", "matrix_pt3_layer5_rbf0.4.png", "trends_default.png",
+                "trends_rbf0.4.png"]
+    for name in suffixed:
         assert (out / name).is_file()
     groups = pd.read_csv(out / "stats.csv").query("table == 'groups'")
-    assert sorted(groups["setting"]) == ["linear", "rbf0.4"]
+    assert sorted(groups["setting"]) == ["default", "rbf0.4"]
     assert groups["n_comparisons"].tolist() == [7, 7]
+    found = json.loads((out / "report.json").read_text())
+    assert found["settings"]["rbf0.4"] == {"runs": 7, "settings": "cka.kernel=rbf"}
+    assert "cka.kernel=rbf" in (out / "index.html").read_text()
+
+    for run_dir in (tmp_path / "outputs/cka/pt3").glob("*/layer5-rbf0.4"):
+        shutil.rmtree(run_dir)
+    again = run_cli("report", f"sweep_dir={tmp_path / 'outputs/cka'}", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout
+    assert not any((out / name).exists() for name in suffixed)  # no stale figure of the removed setting
+    assert (out / "matrix_pt3_layer5.png").is_file() and (out / "trends.png").is_file()
+    assert (out / "notes.txt").read_text() == "the user's own file"
 
 
 def test_empty_and_missing_folders(tmp_path):

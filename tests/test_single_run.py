@@ -6,11 +6,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import read_json, representations_dir, run_cli, save_checkpoint
+from conftest import read_json, representations_dir, run_cli, run_in_process, save_checkpoint
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
-from cka_hydra import config
+from cka_hydra.config import register, run_config
 from cka_hydra.job import run_comparison
 from test_cka import reference_cka, reference_rbf_cka
 
@@ -39,10 +39,11 @@ def reference_from_files(folder_a, folder_b, estimator=reference_cka):
 
 
 def failure(result):
-    """The one error line of a failed run, after checking it failed cleanly."""
+    """The one error line of a failed run, after checking it failed cleanly: `Error: ...` when
+    it was refused before it started, a logged `[ERROR]` when its data failed it."""
     assert result.returncode != 0
-    assert "Traceback" not in result.stdout
-    errors = [line for line in (result.stdout).splitlines() if "[ERROR]" in line]
+    assert "Traceback" not in result.stdout and "Warning" not in result.stdout
+    errors = [line for line in (result.stdout).splitlines() if "[ERROR]" in line or line.startswith("Error: ")]
     assert len(errors) == 1, result.stdout
     return errors[0]
 
@@ -76,10 +77,9 @@ def test_single_run_writes_its_folder_and_matches_an_independent_reference(small
 
 
 def test_timeline_over_all_common_steps(small_store, tmp_path):
-    result = run_cli("regime=pt3", "pair=1_2", "seed_pair=1_2", "layer=3", "checkpoints=all",
-                     f"data.root={small_store}", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout
-    run_dir = tmp_path / "outputs/cka/pt3/pt3-1_seed1_vs_pt3-2_seed2/layer3"
+    run_dir = run_in_process(tmp_path, "regime=pt3", "pair=1_2", "seed_pair=1_2", "layer=3", "checkpoints=all",
+                             f"data.root={small_store}")
+    assert run_dir == tmp_path / "pt3/pt3-1_seed1_vs_pt3-2_seed2/layer3-all"
     lines = (run_dir / "cka_timeline.csv").read_text().splitlines()
     steps = [int(line.split(",")[0]) for line in lines[1:]]
     assert steps == [0, 82036, 164073]
@@ -96,32 +96,38 @@ def test_timeline_over_all_common_steps(small_store, tmp_path):
         assert value == pytest.approx(expected, abs=1e-9)
 
 
+FINAL_A = ("pt2-1", "distance", 5)
+FINAL_B = ("revision/exp2/pt2-2_seed1", "angle", 5)
+
+
+def final_reference(store, estimator=reference_cka):
+    return reference_from_files(representations_dir(store, *FINAL_A) / "checkpoint-164073",
+                                representations_dir(store, *FINAL_B) / "checkpoint-164073", estimator)[0]
+
+
 @pytest.mark.parametrize(
-    "options, reference",
+    "options, label, reference",
     [
-        (["cka.debiased=true"], lambda x, y: reference_cka(x, y, debiased=True)),
-        (["cka.kernel=rbf", "cka.sigma_frac=0.7"], lambda x, y: reference_rbf_cka(x, y, 0.7)),
-        (["cka.kernel=rbf", "cka.debiased=true"], lambda x, y: reference_rbf_cka(x, y, 0.4, debiased=True)),
+        (["cka.debiased=true"], "debiased", lambda x, y: reference_cka(x, y, debiased=True)),
+        (["cka.kernel=rbf", "cka.sigma_frac=0.7"], "rbf0.7", lambda x, y: reference_rbf_cka(x, y, 0.7)),
+        (["cka.kernel=rbf", "cka.debiased=true"], "rbf0.4-debiased",
+         lambda x, y: reference_rbf_cka(x, y, 0.4, debiased=True)),
     ],
 )
-def test_other_estimators_match_the_reference(small_store, tmp_path, options, reference):
-    result = run_cli(*RUN, f"data.root={small_store}", *options, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout
-    summary = read_json(tmp_path / RUN_DIR / "summary.json")
-    expected, _ = reference_from_files(
-        representations_dir(small_store, "pt2-1", "distance", 5) / "checkpoint-164073",
-        representations_dir(small_store, "revision/exp2/pt2-2_seed1", "angle", 5) / "checkpoint-164073",
-        reference,
-    )
-    assert summary["final_cka"] == pytest.approx(expected, abs=1e-9)
+def test_other_estimators_match_the_reference(small_store, tmp_path, options, label, reference):
+    run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", *options)
+    assert run_dir.name == f"layer5-{label}"
+    summary = read_json(run_dir / "summary.json")
+    assert summary["final_cka"] == pytest.approx(final_reference(small_store, reference), abs=1e-9)
     assert summary["kernel"] == ("rbf" if "cka.kernel=rbf" in options else "linear")
     assert summary["debiased"] == ("cka.debiased=true" in options)
+    assert summary["label"] == label
 
 
 def test_bootstrap_interval_in_timeline_and_summary(small_store, tmp_path):
-    result = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout
-    lines = (tmp_path / RUN_DIR / "cka_timeline.csv").read_text().splitlines()
+    run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200")
+    assert run_dir.name == "layer5-boot200-all"
+    lines = (run_dir / "cka_timeline.csv").read_text().splitlines()
     assert lines[0] == "step,cka,n_cities,cka_low,cka_high"
     for line in lines[1:]:
         _, value, _, low, high = map(float, line.split(","))
@@ -130,50 +136,48 @@ def test_bootstrap_interval_in_timeline_and_summary(small_store, tmp_path):
     # on 50 cities), so only where the signal dominates must the interval hold the estimate.
     _, value, _, low, high = map(float, lines[-1].split(","))
     assert low < value < high
-    summary = read_json(tmp_path / RUN_DIR / "summary.json")
+    summary = read_json(run_dir / "summary.json")
     assert summary["bootstrap"] == 200 and summary["confidence"] == 0.95
     assert summary["final_cka_ci"] == [float(x) for x in lines[-1].split(",")[3:]]
-    again = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200", cwd=tmp_path)
-    assert "skipped" in again.stdout
-    reseeded = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200", "cka.seed=1",
-                       cwd=tmp_path)
-    assert "skipped" not in reseeded.stdout
-    assert read_json(tmp_path / RUN_DIR / "summary.json")["final_cka_ci"] != summary["final_cka_ci"]
+    reseeded = run_in_process(tmp_path, *RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200",
+                              "cka.seed=1")
+    assert reseeded.name == "layer5-boot200-seed1-all"
+    assert read_json(reseeded / "summary.json")["final_cka_ci"] != summary["final_cka_ci"]
+    assert read_json(run_dir / "summary.json") == summary
 
 
 def test_float32_precision_is_close_to_float64(small_store, tmp_path):
-    result = run_cli(*RUN, f"data.root={small_store}", "cka.precision=float32", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout
-    expected, _ = reference_from_files(
-        representations_dir(small_store, "pt2-1", "distance", 5) / "checkpoint-164073",
-        representations_dir(small_store, "revision/exp2/pt2-2_seed1", "angle", 5) / "checkpoint-164073",
-    )
-    summary = read_json(tmp_path / RUN_DIR / "summary.json")
-    assert summary["precision"] == "float32"
-    assert summary["final_cka"] == pytest.approx(expected, abs=1e-5)
+    run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", "cka.precision=float32")
+    summary = read_json(run_dir / "summary.json")
+    assert run_dir.name == "layer5-f32" and summary["precision"] == "float32"
+    assert summary["final_cka"] == pytest.approx(final_reference(small_store), abs=1e-5)
 
 
 def test_explicit_steps_and_pt1_seed_layout(small_store, tmp_path):
-    result = run_cli("regime=pt1", "pair=2_6", "seed_pair=2_orig", "layer=3", "checkpoints=[0,328146]",
-                     f"data.root={small_store}", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout
-    summary = read_json(tmp_path / "outputs/cka/pt1/pt1-2_seed2_vs_pt1-6/layer3/summary.json")
-    assert summary["steps"] == [0, 328146]
+    run_dir = run_in_process(tmp_path, "regime=pt1", "pair=2_6", "seed_pair=2_orig", "layer=3",
+                             "checkpoints=[328146,0]", f"data.root={small_store}")
+    assert run_dir == tmp_path / "pt1/pt1-2_seed2_vs_pt1-6/layer3-steps0+328146"
+    assert read_json(run_dir / "summary.json")["steps"] == [0, 328146]
 
 
-def test_second_run_is_skipped_unless_settings_change(small_store, tmp_path):
+def folder_bytes(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_second_run_leaves_the_folder_as_it_was_and_other_settings_go_elsewhere(small_store, tmp_path):
     assert run_cli(*RUN, f"data.root={small_store}", cwd=tmp_path).returncode == 0
-    summary_file = tmp_path / RUN_DIR / "summary.json"
-    first = summary_file.read_text()
+    run_dir = tmp_path / RUN_DIR
+    before = folder_bytes(run_dir)
 
-    again = run_cli(*RUN, f"data.root={small_store}", cwd=tmp_path)
+    again = run_cli(*RUN, f"data.root={small_store}", "device=cpu", cwd=tmp_path)  # device decides nothing
     assert again.returncode == 0
-    assert "skipped" in again.stdout
-    assert summary_file.read_text() == first
+    assert f"skipped: {run_dir} already holds this result" in again.stdout
+    assert folder_bytes(run_dir) == before  # not even .hydra/ or the log
 
     other = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", cwd=tmp_path)
-    assert "skipped" not in other.stdout
-    assert read_json(summary_file)["n_checkpoints"] == 3
+    assert other.returncode == 0 and "skipped" not in other.stdout
+    assert read_json(tmp_path / (RUN_DIR + "-all") / "summary.json")["n_checkpoints"] == 3
+    assert folder_bytes(run_dir) == before
 
 
 def test_overwrite_recomputes(small_store, tmp_path):
@@ -189,8 +193,11 @@ def test_demo_store_is_written_on_first_use(tmp_path):
     result = run_cli(*RUN, cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     assert "wrote the built-in demo store" in result.stdout and "data.root=" in result.stdout
-    summary = read_json(tmp_path / RUN_DIR / "summary.json")
+    demo_dir = tmp_path / "outputs/cka_demo"  # the demo's results never mix with real ones
+    summary = read_json(demo_dir / RUN_DIR.removeprefix("outputs/cka/") / "summary.json")
     assert summary["data_root"] == str(tmp_path / "outputs" / "demo_store")
+    assert summary["settings"]["data.root"] is None
+    assert (demo_dir / "data_root.txt").read_text() == "demo\n"
     assert 0 < summary["final_cka"] < 1
     second = run_cli(*RUN, "pair=2_3", cwd=tmp_path)
     assert second.returncode == 0
@@ -247,12 +254,7 @@ def break_store(root, instance_dir, task, layer, step, tensors=None, cities=None
         (["layer=4"], None, r"no representation folder at .*distance_firstcity_last_and_trans_l4/representations \(.* holds: distance_firstcity_last_and_trans_l3, distance_firstcity_last_and_trans_l5\)"),
         (["data.root=/no/such/folder"], None, r"data.root=/no/such/folder: no such folder"),
         (["checkpoints=[0,5]"], None, r"checkpoints: steps \[5\] are not held by both pt2-1 and pt2-2_seed1; common steps: \[0, 82036, 164073\]"),
-        (["device=gpu"], None, r"device=gpu: expected auto, cpu, cuda or cuda:N"),
-        (["checkpoints=some"], None, r"checkpoints=some: expected final, all, or a list of steps"),
         (["cka.sigma_frac=0"], None, r"cka.sigma_frac=0.0: expected a positive number"),
-        (["cka.bootstrap=-1"], None, r"cka.bootstrap=-1: expected 0 \(no interval\) or a number of resamples"),
-        (["cka.confidence=95"], None, r"cka.confidence=95.0: expected a level between 0 and 1"),
-        (["city_filter='region:('"], None, r"city_filter: invalid regex '\(' for field 'region'"),
         (["city_filter='regoin:^A'"], None, r"city_filter: unknown field 'regoin'; city_info has: city_id, country, name, region, row_id, x, y"),
         (["city_filter='name:^City 1'"], None, r"step 164073: only \d cities in common after city_filter \(pt2-1 keeps \d+ of 60, pt2-2_seed1 keeps \d+ of 60\); need at least 10"),
         ([], "not_a_dict", r"checkpoint-164073/representations.pt: expected a dict with a 'representations_flat' or 'representations' tensor, got list"),
@@ -284,14 +286,16 @@ def test_bad_input_gets_one_clear_line(store_copy, tmp_path, args, breakage, exp
                 save_checkpoint(folder / f"checkpoint-{step}", {"representations_flat": torch.zeros(1, 1)}, [])
     result = run_cli(*RUN, f"data.root={store_copy}", *args, cwd=tmp_path)
     assert re.search(expected, failure(result)), failure(result)
-    run_dir = tmp_path / RUN_DIR
-    if run_dir.exists():  # the folder records why, and holds nothing that looks like a result
-        assert not (run_dir / "summary.json").exists()
-        assert re.search(expected, (run_dir / "error.txt").read_text())
+    run_dirs = [p.parent for p in tmp_path.rglob(".hydra")]
+    if failure(result).startswith("Error: "):  # refused before it started: nothing written
+        assert not (tmp_path / "outputs").exists()
+    else:  # failed by its data: the run's folder records why, and holds nothing that looks like a result
+        assert len(run_dirs) == 1 and not (run_dirs[0] / "summary.json").exists()
+        assert re.search(expected, (run_dirs[0] / "error.txt").read_text())
 
 
 def test_compose_api_builds_the_same_job(small_store, tmp_path):
-    config.register()
+    register()
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose("config", overrides=["regime=pt3", "pair='2_3'", "seed_pair='1_2'", "layer='5'",
                                            f"data.root={small_store}"])
@@ -302,7 +306,7 @@ def test_compose_api_builds_the_same_job(small_store, tmp_path):
     assert list(cfg.regime.models[2]) == ["compass", "inside", "perimeter"]
     assert cfg.checkpoints == "final" and cfg.device == "auto"
 
-    assert run_comparison(cfg, tmp_path / "direct")["status"] == "done"
+    assert run_comparison(run_config(cfg), tmp_path / "direct")["status"] == "done"
     result = run_cli("regime=pt3", "pair=2_3", "seed_pair=1_2", "layer=5", f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     via_cli = read_json(tmp_path / "outputs/cka/pt3/pt3-2_seed1_vs_pt3-3_seed2/layer5/summary.json")

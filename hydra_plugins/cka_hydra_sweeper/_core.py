@@ -1,36 +1,34 @@
-"""The cka sweeper's work: plan the valid jobs, launch them in bounded batches, record each one.
+"""The cka sweeper's work: plan the valid jobs, check them, launch them in bounded batches, record each one.
 
-Validity comes from `cka_hydra.pairs`, applied to each regime's data composed once;
-nothing here composes a job to test it.
+The jobs are the valid comparisons (`cka_hydra.pairs`, applied to each regime's data) times
+every combination of the other swept settings, as Hydra's basic sweeper would form them. Each
+regime and combination is composed once; nothing here composes a job to test it. Run folders,
+the manifest and what counts as finished belong to `cka_hydra.run_folder`.
 """
 
-import csv
-import io
+import dataclasses
 import itertools
 import logging
-import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, QuotedString
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import OmegaConf
 
+from cka_hydra import run_folder
+from cka_hydra.config import PairConfig, RunConfig, SeedPairConfig, default_settings, run_config, settings
 from cka_hydra.errors import InputError
-from cka_hydra.atomic import write_atomic
-from cka_hydra.job import is_finished, plan_job
 from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 
 log = logging.getLogger(__name__)
 
 GROUPS = ("regime", "pair", "seed_pair", "layer")
-JOBS_FILE = "jobs.csv"
-JOBS_COLUMNS = ("regime", "pair", "seed_pair", "layer", "run_dir", "status", "seconds", "error")
 
 
 class SweepError(CompactHydraException):
@@ -41,36 +39,46 @@ class SweepError(CompactHydraException):
 class Job:
     comparison: Comparison
     overrides: List[str]
-    run_dir: str = ""
+    run: RunConfig
+    results_dir: Path
+    subdir: str
+    settings: str  # the settings that differ from the defaults, as overrides
     status: str = "pending"
     seconds: Optional[float] = None
     error: str = ""
 
+    @property
+    def run_dir(self) -> Path:
+        return self.results_dir / self.subdir
+
     def row(self) -> Dict[str, Any]:
         c = self.comparison
         seconds = "" if self.seconds is None else f"{self.seconds:.3f}"
-        return dict(regime=c.regime, pair=c.pair, seed_pair=c.seed_pair, layer=c.layer,
-                    run_dir=self.run_dir, status=self.status, seconds=seconds, error=self.error)
+        return dict(regime=c.regime, pair=c.pair, seed_pair=c.seed_pair, layer=c.layer, settings=self.settings,
+                    run_dir=self.subdir, status=self.status, seconds=seconds, error=self.error)
 
 
 def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
     config_loader = sweeper.hydra_context.config_loader
-    choices, fixed = _split_overrides(config_loader, sweeper.params, arguments)
-    jobs = _plan(sweeper, choices, fixed, check_finished=not sweeper.dry_run)
+    choices, swept, fixed = _split_overrides(config_loader, sweeper.params, arguments)
+    jobs = _plan(sweeper, choices, swept, fixed)
     if sweeper.dry_run:
         for job in jobs:
-            print(" ".join(job.overrides))
-        print(f"{len(jobs)} jobs (dry run: nothing computed)")
+            log.info("%s", " ".join(job.overrides))
+        log.info("%d jobs (dry run: nothing computed)", len(jobs))
         return []
 
-    sweep_dir = Path(str(sweeper.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
-    _write_jobs(sweep_dir, jobs)
+    _check(jobs)
+    results_dirs = sorted({job.results_dir for job in jobs})
+    for results_dir in results_dirs:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(sweeper.config, results_dir / "multirun.yaml")
+    _write_jobs(jobs)
+    counts = Counter(job.status for job in jobs)
+    log.info("%d jobs already have results for the same settings (skipped); %d failed before launch; %d to run",
+             counts["skipped"], counts["failed"], counts["pending"])
 
     todo = [job for job in jobs if job.status == "pending"]
-    log.info("%d jobs already have results for the same settings (skipped); %d to run",
-             len(jobs) - len(todo), len(todo))
     returns: List[JobReturn] = []
     start = time.perf_counter()
     for first in range(0, len(todo), sweeper.batch_size):
@@ -85,7 +93,7 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
             for job, result in zip(batch, results):
                 _record(job, result)
             returns.extend(results)
-        _write_jobs(sweep_dir, jobs)
+        _write_jobs(batch)
         _log_progress(jobs, first + len(batch), len(todo), time.perf_counter() - start)
     if not todo:
         _log_progress(jobs, 0, 0, 0.0)
@@ -94,33 +102,37 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
     if failed:
         table = "\n".join(
             f"  {j.status:6} {j.comparison.regime} pair={j.comparison.pair} seed_pair={j.comparison.seed_pair} "
-            f"layer={j.comparison.layer}: {j.error}" for j in failed
+            f"layer={j.comparison.layer}{' ' + j.settings if j.settings else ''}: {j.error}" for j in failed
         )
+        where = ", ".join(str(d / run_folder.JOBS_FILE) for d in results_dirs)
         raise SweepError(
-            f"{len(failed)} of {len(jobs)} jobs did not finish (see {sweep_dir / JOBS_FILE}; a failed job's "
-            f"folder holds error.txt; running the sweep again retries only these):\n{table}"
+            f"{len(failed)} of {len(jobs)} jobs did not finish (see {where}; a failed job's folder holds "
+            f"{run_folder.ERROR_FILE} when it was launched; running the sweep again retries only these):\n{table}"
         )
     return returns
 
 
-def _split_overrides(config_loader: Any, params: Dict[str, str], arguments: List[str]):
-    """Values of the four groups by name, and the other overrides that every job gets.
-
-    The sweeper's params come first, so the command line replaces them key by key.
-    """
+def _split_overrides(
+    config_loader: Any, params: Dict[str, str], arguments: List[str]
+) -> Tuple[Dict[str, List[str]], List[List[str]], List[str]]:
+    """The values of the four groups by name; each other swept key's overrides, one per value;
+    and the overrides every job gets. The sweeper's params come first, so the command line
+    replaces them key by key."""
     parser = OverridesParser.create(config_loader=config_loader)
     lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
     choices: Dict[str, List[str]] = {}
+    swept: Dict[str, List[str]] = {}
     fixed: Dict[str, str] = {}
     for override in parser.parse_overrides(lines):
         key = override.get_key_element()
+        for table in (choices, swept, fixed):
+            table.pop(key, None)
         if key in GROUPS:
             choices[key] = _values(override)
         elif override.is_sweep_override():
-            raise SweepError(
-                f"{override.input_line}: only {', '.join(GROUPS)} can take several values in a sweep "
-                "(they name the run folders); run one sweep per value, each with its own hydra.sweep.dir"
-            )
+            if not override.is_discrete_sweep():
+                raise SweepError(f"{override.input_line}: only lists of values can be swept here, not intervals")
+            swept[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
         else:
             fixed[key] = override.input_line
     for group, values in choices.items():
@@ -128,7 +140,7 @@ def _split_overrides(config_loader: Any, params: Dict[str, str], arguments: List
         unknown = [v for v in values if v not in known]
         if unknown:
             raise SweepError(f"{group}={','.join(unknown)}: no such option; {group} has: {', '.join(known)}")
-    return choices, list(fixed.values())
+    return choices, list(swept.values()), list(fixed.values())
 
 
 def _values(override: Override) -> List[str]:
@@ -136,29 +148,37 @@ def _values(override: Override) -> List[str]:
     return [v.text if isinstance(v, QuotedString) else str(v) for v in values]
 
 
-def _index_pair(option: str, group: str) -> Sequence[str]:
+def _index_pair(option: str, group: str) -> Tuple[str, str]:
     first, sep, second = option.partition("_")
     if not sep:
         raise SweepError(f"{group}={option}: expected <first>_<second>, e.g. 1_2 (quote numbers in YAML: '1_2')")
     return first, second
 
 
-def _plan(sweeper: Any, choices: Dict[str, List[str]], fixed: List[str], check_finished: bool) -> List[Job]:
+def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], fixed: List[str]) -> List[Job]:
     runtime_choices = sweeper.config.hydra.runtime.choices
     regimes = choices.get("regime", [runtime_choices.regime])
     layers = [int(layer) for layer in choices.get("layer", [runtime_choices.layer])]
     pairs = None
     if "pair" in choices:
-        pairs = [tuple(int(i) for i in _index_pair(p, "pair")) for p in choices["pair"]]
+        pairs = [(int(a), int(b)) for a, b in (_index_pair(p, "pair") for p in choices["pair"])]
     # the full instance matrix pairs every model with itself too
     self_pairs = sweeper.self_pairs or sweeper.seed_policy is SeedPolicy.matrix
+    defaults = default_settings()
 
-    jobs = []
-    for regime in regimes:
-        # composed once per regime; each job's values are then set on it, not composed again
-        job_cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, [f"regime={regime}", *fixed])
-        models = {int(k): list(v) for k, v in job_cfg.regime.models.items()}
-        seeds = list(job_cfg.regime.seeds)
+    jobs: List[Job] = []
+    first_combination = next(itertools.product(*swept))
+    for combination, regime in itertools.product(itertools.product(*swept), regimes):
+        # composed once per regime and combination; each job's values are then set on it
+        job_cfg = sweeper.hydra_context.config_loader.load_sweep_config(
+            sweeper.config, [f"regime={regime}", *fixed, *combination])
+        try:
+            base = run_config(job_cfg)
+        except InputError as err:
+            raise SweepError(f"{err}{' (with ' + ' '.join(combination) + ')' if combination else ''}") from None
+        results_dir = Path(str(job_cfg.hydra.sweep.dir)).resolve()
+        models = {int(k): list(v) for k, v in base.regime.models.items()}
+        seeds = list(base.regime.seeds)
         if "seed_pair" in choices:
             seed_list = [_index_pair(s, "seed_pair") for s in choices["seed_pair"]]
         else:
@@ -170,42 +190,87 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], fixed: List[str], check_f
                     f"{name}: regime {regime} has no {', '.join(missing)} (it has {', '.join(map(str, known))})"
                 )
         comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs)
-        n_candidates = len(comparisons) + sum(removed.values())
-        log.info(
-            "%s: %d candidates; removed %s; %d jobs", regime, n_candidates,
-            ", ".join(f"{n} for {rule}" for rule, n in removed.items()), len(comparisons),
-        )
-        jobs += [_job(job_cfg, c, fixed, check_finished) for c in comparisons]
-    log.info("sweep: %d jobs", len(jobs))
+        if combination == first_combination:  # the rules give the same counts for every combination
+            log.info("%s: %d candidates; removed %s; %d jobs", regime, len(comparisons) + sum(removed.values()),
+                     ", ".join(f"{n} for {rule}" for rule, n in removed.items()), len(comparisons))
+        job_settings = settings(base)
+        for c in comparisons:
+            run = dataclasses.replace(base, pair=PairConfig(c.a, c.b), seed_pair=SeedPairConfig(c.seed_a, c.seed_b),
+                                      layer=c.layer)
+            # quoted: Hydra would read pair=1_2 and layer=5 as integers, which are no group choice
+            overrides = [f"regime={c.regime}", f"pair='{c.pair}'", f"seed_pair='{c.seed_pair}'", f"layer='{c.layer}'"]
+            jobs.append(Job(c, overrides + fixed + list(combination), run, results_dir,
+                            run_folder.subdir(c, job_settings, defaults), run_folder.describe(job_settings, defaults)))
+    log.info("sweep: %d jobs%s", len(jobs), f" ({len(jobs) // max(1, _n_combinations(swept))} comparisons x "
+             f"{_n_combinations(swept)} settings)" if swept else "")
+    _refuse_duplicates(jobs)
     return jobs
 
 
-def _job(job_cfg: DictConfig, c: Comparison, fixed: List[str], check_finished: bool) -> Job:
-    """A job with its run folder; with check_finished, marked skipped when that folder
-    already holds results for the same settings.
+def _n_combinations(swept: List[List[str]]) -> int:
+    count = 1
+    for values in swept:
+        count *= len(values)
+    return count
 
-    Sets the comparison's values on job_cfg (a regime's composed config) as the pair,
-    seed_pair and layer options would, which is far cheaper than composing the job.
-    """
-    with read_write(job_cfg):
-        job_cfg.pair.a, job_cfg.pair.b = c.a, c.b
-        job_cfg.seed_pair.a, job_cfg.seed_pair.b = c.seed_a, c.seed_b
-        job_cfg.layer = c.layer
-    run_dir = os.path.abspath(os.path.join(str(job_cfg.hydra.sweep.dir), str(job_cfg.hydra.sweep.subdir)))
-    # quoted: Hydra would read pair=1_2 and layer=5 as integers, which are no group choice
-    overrides = [f"regime={c.regime}", f"pair='{c.pair}'", f"seed_pair='{c.seed_pair}'", f"layer='{c.layer}'"]
-    job = Job(c, overrides + fixed, run_dir)
-    if check_finished and not job_cfg.overwrite:
+
+def _refuse_duplicates(jobs: List[Job]) -> None:
+    """Swept values that cannot change a result (device, or sigma_frac with the linear kernel)
+    would send two jobs to one run folder: say so instead."""
+    seen: Dict[Path, Job] = {}
+    for job in jobs:
+        other = seen.setdefault(job.run_dir, job)
+        if other is not job:
+            raise SweepError(
+                f"two jobs would compute the same result into {job.run_dir}: {' '.join(other.overrides)} and "
+                f"{' '.join(job.overrides)}; sweep only values that change the result"
+            )
+
+
+def _check(jobs: List[Job]) -> None:
+    """Check what every job needs before launching any: what all jobs of a regime and settings
+    share stops the sweep with one message; a job's own missing input fails that job alone."""
+    from cka_hydra.demo import ensure_demo_store
+    from cka_hydra.job import check_city_filter, data_root, preflight, resolve_device
+
+    roots: Dict[Path, set] = defaultdict(set)
+    for job in jobs:
+        roots[job.results_dir].add(job.run.data.root)
+    for results_dir, data_roots in roots.items():
+        if len(data_roots) > 1:
+            raise SweepError(f"{results_dir}: a results dir holds one data root's results, not "
+                             f"{', '.join(map(run_folder.data_root_text, data_roots))}: run one sweep per data root")
+
+    checked, filter_checked = set(), set()
+    for job in jobs:
+        run = job.run
+        group = (job.results_dir, job.settings, run.regime.name)
         try:
-            if is_finished(plan_job(job_cfg), Path(run_dir)):
-                job.status = "skipped"
-        except InputError:
-            pass  # the job itself will fail and say why
-    return job
+            if group not in checked:
+                checked.add(group)
+                if run.data.root is None:
+                    ensure_demo_store(run.data.path)
+                data_root(run.data)
+                resolve_device(run.device)
+                run_folder.check_data_root(job.results_dir, run.data.root, run.overwrite)
+        except InputError as err:
+            raise SweepError(str(err)) from None
+        try:
+            plan = preflight(run, job.run_dir, None)
+        except InputError as err:
+            job.status, job.error = "failed", str(err)
+            continue
+        if group not in filter_checked:  # on the first job of the group that has its inputs
+            filter_checked.add(group)
+            try:
+                check_city_filter(plan)
+            except InputError as err:
+                raise SweepError(str(err)) from None
+        if not run.overwrite and run_folder.is_finished(job.run_dir, plan.settings, plan.inputs):
+            job.status = "skipped"
 
 
 def _record(job: Job, result: JobReturn) -> None:
-    job.run_dir = str(result.hydra_cfg.hydra.runtime.output_dir)
     if result.status == JobStatus.COMPLETED:
         job.status, job.seconds = result.return_value["status"], result.return_value["seconds"]
     else:
@@ -216,12 +281,12 @@ def _record(job: Job, result: JobReturn) -> None:
             job.error = (str(err).splitlines() or [type(err).__name__])[0]
 
 
-def _write_jobs(sweep_dir: Path, jobs: List[Job]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=JOBS_COLUMNS)
-    writer.writeheader()
-    writer.writerows(job.row() for job in jobs)
-    write_atomic(sweep_dir / JOBS_FILE, out.getvalue())
+def _write_jobs(jobs: List[Job]) -> None:
+    by_dir: Dict[Path, List[Dict[str, Any]]] = defaultdict(list)
+    for job in jobs:
+        by_dir[job.results_dir].append(job.row())
+    for results_dir, rows in by_dir.items():
+        run_folder.update_jobs(results_dir, rows)
 
 
 def _log_progress(jobs: List[Job], n_run: int, n_todo: int, elapsed: float) -> None:

@@ -1,0 +1,201 @@
+"""The results folder: where each result lives, what its files hold, and when it counts.
+
+    <results dir>/                      hydra.sweep.dir: outputs/cka, or outputs/cka_demo on the demo store
+      data_root.txt                     the store that every result here was computed from
+      jobs.csv                          one row per job ever planned here
+      <regime>/<A>_vs_<B>/layer<L>[-<settings>]/      one run folder per comparison and settings
+        summary.json  cka_timeline.csv  the result; .hydra/ and cka.log: Hydra's record of the run
+        error.txt                       why the run failed, only in a folder without a result
+
+A run folder's name says every setting that decides its result (`settings_label`); only the data
+root is left out, and results dir and run folder both record it. The job, the sweeper and the
+report all go through this module. It knows files, not Hydra, torch or CKA.
+"""
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock
+
+from cka_hydra.atomic import read_csv, write_atomic, write_csv
+from cka_hydra.errors import InputError
+from cka_hydra.pairs import Comparison, instance_name, model_name
+
+SUMMARY_FILE = "summary.json"
+TIMELINE_FILE = "cka_timeline.csv"
+ERROR_FILE = "error.txt"
+DATA_ROOT_FILE = "data_root.txt"
+JOBS_FILE = "jobs.csv"
+JOBS_COLUMNS = ("regime", "pair", "seed_pair", "layer", "settings", "run_dir", "status", "seconds", "error")
+DEMO = "demo"  # data_root.txt of a results dir computed from the built-in demo store
+
+
+def results_dir_name(data_root: str | None) -> str:
+    """The default results dir: the demo's results never share a folder with real ones."""
+    return "outputs/cka" if data_root is not None else "outputs/cka_demo"
+
+
+# Short names of settings that differ from the default. A label may read other settings (the
+# rbf kernel names its bandwidth) and may be "" when another label already says it.
+def _short(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:8]
+
+
+def _steps(steps: Any) -> str:
+    if isinstance(steps, str):
+        return steps
+    return "steps" + ("+".join(map(str, steps)) if len(steps) <= 3 else "-" + _short(steps))
+
+
+_LABELS: dict[str, Callable[[Any, Mapping[str, Any]], str]] = {
+    "checkpoints": lambda v, s: _steps(v),
+    "city_filter": lambda v, s: f"filter-{_short(v)}" if v else "nofilter",
+    "cka.kernel": lambda v, s: f"{v}{s['cka.sigma_frac']!r}" if v == "rbf" else v,
+    "cka.sigma_frac": lambda v, s: "",  # in the kernel's label
+    "cka.debiased": lambda v, s: "debiased" if v else "biased",
+    "cka.precision": lambda v, s: {"float32": "f32", "float64": "f64"}.get(v, v),
+    "cka.bootstrap": lambda v, s: f"boot{v}",
+    "cka.confidence": lambda v, s: f"ci{v!r}",
+    "cka.seed": lambda v, s: f"seed{v}",
+}
+# Said by data_root.txt and summary.json instead: a results dir holds one data root.
+_UNNAMED = {"data.root"}
+_PLAIN = re.compile(r"[\w.+]{1,24}")
+
+
+def _label(key: str, value: Any, settings: Mapping[str, Any]) -> str:
+    if key in _LABELS:
+        return _LABELS[key](value, settings)
+    # a setting without a label of its own: readable when short and plain, else hashed
+    name = key.rsplit(".", 1)[-1]
+    return f"{name}{value}" if _PLAIN.fullmatch(str(value)) else f"{name}-{_short(value)}"
+
+
+def changed(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that differ from the defaults (a setting without a default differs)."""
+    return {k: v for k, v in settings.items() if k not in defaults or defaults[k] != v}
+
+
+def settings_label(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """`rbf0.4-all`, `debiased-f32`, `filter-1a2b3c4d`: one short part per setting that differs
+    from the defaults, in schema order; "" for the defaults."""
+    parts = [_label(k, v, settings) for k, v in changed(settings, defaults).items() if k not in _UNNAMED]
+    return "-".join(part for part in parts if part)
+
+
+def describe(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """The settings that differ from the defaults, as overrides: `cka.kernel=rbf checkpoints=all`."""
+    return " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+                    for k, v in changed(settings, defaults).items() if k not in _UNNAMED)
+
+
+def subdir(comparison: Comparison, settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """A run folder's path below the results dir: `pt2/pt2-1_vs_pt2-2_seed1/layer5[-rbf0.4-all]`."""
+    c = comparison
+    a = instance_name(model_name(c.regime, c.a), c.seed_a)
+    b = instance_name(model_name(c.regime, c.b), c.seed_b)
+    label = settings_label(settings, defaults)
+    return f"{c.regime}/{a}_vs_{b}/layer{c.layer}" + (f"-{label}" if label else "")
+
+
+def data_root_text(data_root: str | None) -> str:
+    return DEMO if data_root is None else data_root
+
+
+# --- a run folder's files ---
+
+def write_result(run_dir: Path, summary: dict[str, Any], header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Write a complete result: the timeline, then the summary, which names the timeline's
+    checksum. A folder counts as holding a result only when both are there and agree, so a
+    process killed between the two renames never leaves a result that counts."""
+    timeline = write_csv(run_dir / TIMELINE_FILE, header, rows)
+    summary = {**summary, "timeline_sha256": hashlib.sha256(timeline).hexdigest()}
+    write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of the complete result in run_dir, or None where it holds none."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        timeline = (run_dir / TIMELINE_FILE).read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("timeline_sha256") != hashlib.sha256(timeline).hexdigest():
+        return None
+    return summary
+
+
+def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> bool:
+    """Whether run_dir holds the result of these settings on these inputs (representation
+    folders and steps: a store that gained a final checkpoint makes `final` stale)."""
+    summary = read_result(run_dir)
+    return summary is not None and summary.get("settings") == settings and summary.get("inputs") == inputs
+
+
+def conflict(run_dir: Path, settings: Mapping[str, Any]) -> str | None:
+    """Why run_dir's result is not one of these settings (another data root, an older
+    version's result), or None when it holds none or one of the same settings."""
+    summary = read_result(run_dir)
+    if summary is None or summary.get("settings") == settings:
+        return None
+    theirs = summary.get("settings") or {}
+    differ = sorted(k for k in {*settings, *theirs} if settings.get(k) != theirs.get(k))
+    return (f"{run_dir} holds a result of other settings ({', '.join(f'{k}={theirs.get(k)}' for k in differ)}); "
+            "set overwrite=true to replace it, or hydra.sweep.dir=... to write elsewhere")
+
+
+def write_error(run_dir: Path, text: str) -> None:
+    """Record why a run failed, unless run_dir holds a result: an error beside a valid result
+    would make it look failed. (The job's log and jobs.csv say why in either case.)"""
+    if read_result(run_dir) is None:
+        write_atomic(run_dir / ERROR_FILE, text)
+
+
+def clear_error(run_dir: Path) -> None:
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+
+
+# --- the results dir ---
+
+def check_data_root(results_dir: Path, data_root: str | None, overwrite: bool) -> None:
+    """Refuse to write results of one data root into a results dir that holds another's."""
+    try:
+        recorded = (results_dir / DATA_ROOT_FILE).read_text().strip()
+    except OSError:
+        return
+    if recorded != data_root_text(data_root) and not overwrite:
+        raise InputError(
+            f"{results_dir} holds results computed from data.root={recorded}, not {data_root_text(data_root)}: "
+            f"write these elsewhere (hydra.sweep.dir=...), or set overwrite=true to replace them"
+        )
+
+
+def record_data_root(results_dir: Path, data_root: str | None) -> None:
+    path = results_dir / DATA_ROOT_FILE
+    text = data_root_text(data_root) + "\n"
+    if not path.exists() or path.read_text() != text:
+        write_atomic(path, text)
+
+
+def run_folders(results_dir: Path, exclude: Path | None = None) -> list[Path]:
+    """Every run folder below results_dir: each Hydra job's folder holds `.hydra/`."""
+    return sorted(p.parent for p in results_dir.rglob(".hydra") if exclude is None or exclude not in p.parents)
+
+
+def update_jobs(results_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Merge rows into jobs.csv, keyed by run folder: a job planned again replaces its row, the
+    rows of earlier sweeps in this folder stay. `run_dir` is relative to results_dir."""
+    path = results_dir / JOBS_FILE
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        merged = {row["run_dir"]: row for row in (read_csv(path) if path.exists() else [])}
+        merged |= {row["run_dir"]: row for row in rows}
+        write_csv(path, JOBS_COLUMNS, ([row.get(c, "") for c in JOBS_COLUMNS] for row in merged.values()))
+
+
+def read_jobs(results_dir: Path) -> list[dict[str, str]]:
+    return read_csv(results_dir / JOBS_FILE)
