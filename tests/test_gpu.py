@@ -1,0 +1,73 @@
+"""The GPU path on a real GPU: `python -m pytest -m gpu` on a machine where torch sees CUDA.
+
+Skipped elsewhere (CI has no GPU). Timings and peak memory are benchmarks/bench_gpu.py's.
+"""
+
+import functools
+
+import pytest
+import torch
+from conftest import read_json, run_cli
+
+from cka_hydra.cka import linear_cka, rbf_cka, timeline
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+ESTIMATORS = {
+    "linear": linear_cka,
+    "linear debiased": functools.partial(linear_cka, debiased=True),
+    "rbf": functools.partial(rbf_cka, sigma_frac=0.4),
+    "rbf debiased": functools.partial(rbf_cka, sigma_frac=0.4, debiased=True),
+}
+FLOAT32_ERROR = {"linear": 1e-6, "linear debiased": 1e-6, "rbf": 3e-7, "rbf debiased": 3e-7}  # README's table, x3
+
+
+def hidden_states(n: int = 4500, d: int = 256, seed: int = 0, offset: float = 20.0) -> tuple[torch.Tensor, ...]:
+    """float32 like the stored files, with a shared signal and large per-feature offsets."""
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randn(n, 12, generator=g)
+    x = shared @ torch.randn(12, d, generator=g) + torch.randn(n, d, generator=g)
+    y = shared @ torch.randn(12, d, generator=g) + 2 * torch.randn(n, d, generator=g)
+    return x + offset * torch.randn(d, generator=g), y + offset * torch.randn(d, generator=g)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_every_estimator_on_cuda_equals_the_cpu_in_float64(name):
+    x, y = hidden_states()
+    cpu = float(ESTIMATORS[name](x, y))
+    gpu = ESTIMATORS[name](x.cuda(), y.cuda())
+    assert gpu.device.type == "cuda"
+    assert abs(float(gpu) - cpu) < 1e-9
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e4])
+def test_float32_on_the_gpu_stays_within_the_stated_error(name, offset):
+    x, y = hidden_states(offset=offset)
+    exact = float(ESTIMATORS[name](x, y))
+    fast = float(ESTIMATORS[name](x.cuda(), y.cuda(), dtype=torch.float32))
+    assert abs(fast - exact) < FLOAT32_ERROR[name]
+
+
+def test_the_batched_timeline_on_cuda_equals_step_by_step_on_the_cpu():
+    pairs = [hidden_states(1000, 64, seed=s) for s in range(9)]
+    on_cpu = timeline(linear_cka, pairs, 0)
+    on_gpu = timeline(linear_cka, [(x.cuda(), y.cuda()) for x, y in pairs], 2**29)
+    assert on_gpu == pytest.approx(on_cpu, abs=1e-9)
+
+
+def test_a_four_worker_sweep_computes_every_job_on_the_gpu(small_store, tmp_path):
+    sweep = ["-m", "sweep", "regime=pt3", "layer=5", "checkpoints=all", f"data.root={small_store}"]
+    on_gpu = run_cli(*sweep, cwd=tmp_path)  # the default launcher: 4 joblib workers, device=auto
+    assert on_gpu.returncode == 0, on_gpu.stdout
+    on_cpu = run_cli(*sweep, "device=cpu", "hydra.sweep.dir=outputs/cpu", "hydra/launcher=basic", cwd=tmp_path)
+    assert on_cpu.returncode == 0, on_cpu.stdout
+    gpu_summaries = sorted((tmp_path / "outputs/cka").rglob("summary.json"))
+    assert len(gpu_summaries) == 21
+    for path in gpu_summaries:
+        gpu = read_json(path)
+        cpu = read_json(tmp_path / "outputs/cpu" / path.relative_to(tmp_path / "outputs/cka"))
+        assert gpu["device"].startswith("cuda") and cpu["device"] == "cpu"
+        assert gpu["steps"] == cpu["steps"]
+        assert abs(gpu["final_cka"] - cpu["final_cka"]) < 1e-9
+        assert abs(gpu["mean_cka"] - cpu["mean_cka"]) < 1e-9
