@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cka_hydra import run_folder
-from cka_hydra.config import register, run_config
+from cka_hydra.config import register, report_config, run_config
 from cka_hydra.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,27 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         return run_comparison(run, run_dir, results_dir(run_dir, hydra_cfg.sweep.dir),
                               OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
     except Exception as err:
-        # Hydra's job log does not hold the traceback (hydra#2284): keep it beside the run
+        # Hydra's job log does not hold the error (hydra#2284): log it, and keep the traceback
+        # beside the run unless the folder holds a result
+        log.error("%s", err)
         run_folder.write_error(run_dir, f"{err}\n\n{traceback.format_exc()}")
         if isinstance(err, InputError) and hydra_cfg.mode == RunMode.RUN:
-            log.error("%s", err)
             sys.exit(1)
         raise
+
+
+class ReportChecks(Callback):
+    """Checks the report's settings and sweep_dir before Hydra creates out_dir (see RunChecks)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from cka_hydra.results import check_sweep_dir
+
+        try:
+            settings = report_config(config)
+            check_sweep_dir(Path(settings.sweep_dir).resolve(), settings.data.root,
+                            exclude=Path(settings.out_dir).resolve())
+        except InputError as err:
+            raise SystemExit(f"Error: {err}") from None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="report")
@@ -80,7 +95,8 @@ def report(cfg: DictConfig) -> None:
     from cka_hydra.report import write_report  # matplotlib and scipy: only for the report
 
     try:
-        write_report(Path(cfg.sweep_dir).resolve(), Path(cfg.out_dir).resolve())
+        settings = report_config(cfg)
+        write_report(Path(settings.sweep_dir).resolve(), Path(settings.out_dir).resolve())
     except InputError as err:
         log.error("%s", err)
         sys.exit(1)

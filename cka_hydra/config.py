@@ -132,7 +132,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self.checkpoints = _checkpoint_spec(self.checkpoints)
+        if not (self.city_filter or "").strip():  # "" keeps every city, as null does: one spelling
+            self.city_filter = None
         parse_filter(self.city_filter)
+        seeds = list(self.regime.seeds)
+        if (self.pair.a == self.pair.b and {self.seed_pair.a, self.seed_pair.b} <= set(seeds)
+                and seeds.index(self.seed_pair.a) > seeds.index(self.seed_pair.b)):
+            # a model against itself at seeds (1, orig) is the comparison (orig, 1): CKA is symmetric
+            self.seed_pair = SeedPairConfig(self.seed_pair.b, self.seed_pair.a)
         if not _DEVICE.fullmatch(self.device):
             raise InputError(f"device={self.device}: expected auto, cpu, cuda or cuda:N")
         if self.layer < 0:
@@ -163,22 +170,31 @@ class ReportConfig:
 
 
 def run_config(cfg: DictConfig) -> RunConfig:
-    """The composed config as plain dataclasses, with every value checked.
+    """The composed config of a comparison as plain dataclasses, with every value checked.
 
     Raises InputError for a key the schema does not know: Hydra lets `+key=value` add one,
     and a typo such as `+cka.kernal=rbf` must not run with the default kernel.
     """
+    return _typed(cfg, RunConfig)
+
+
+def report_config(cfg: DictConfig) -> ReportConfig:
+    """The composed config of the report as plain dataclasses (see run_config)."""
+    return _typed(cfg, ReportConfig)
+
+
+def _typed(cfg: DictConfig, schema: type) -> Any:
     values = {}
-    for f in fields(RunConfig):
+    for f in fields(schema):
         node = cfg[f.name]
         if OmegaConf.is_dict(node):
             _refuse_unknown_keys(node, f.name)
         values[f.name] = OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
-    unknown = sorted(set(cfg) - {f.name for f in fields(RunConfig)} - {"hydra"})
+    unknown = sorted(set(cfg) - {f.name for f in fields(schema)} - {"hydra"})
     if unknown:
         raise InputError(f"{', '.join(unknown)}: unknown setting; the settings are: "
-                         f"{', '.join(f.name for f in fields(RunConfig))}")
-    return RunConfig(**values)
+                         f"{', '.join(f.name for f in fields(schema))}")
+    return schema(**values)
 
 
 def _refuse_unknown_keys(node: DictConfig, path: str) -> None:

@@ -187,7 +187,10 @@ def preflight(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPla
     if not run.overwrite:
         if results_dir is not None:
             run_folder.check_data_root(results_dir, run.data.root, overwrite=False)
-        reason = run_folder.conflict(run_dir, plan.settings)
+        # a results dir recorded as this data root's may hold stale results of another, left by an overwrite
+        owned = (results_dir is not None and
+                 run_folder.recorded_data_root(results_dir) == run_folder.data_root_text(run.data.root))
+        reason = run_folder.conflict(run_dir, plan.settings, data_root_checked=owned)
         if reason:
             raise InputError(reason)
     return plan
@@ -277,6 +280,6 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
     run_folder.clear_error(run_dir)
     if results_dir is not None:
         run_folder.record_data_root(results_dir, run.data.root)
-    log.info("%s vs %s, layer %d: final CKA %.6f (%d cities, %d checkpoint(s), %.2f s)",
-             a.instance, b.instance, run.layer, ckas[-1], n_cities[-1], len(steps), seconds)
+    log.info("%s vs %s, layer %d: final CKA %.6f (%d cities, %d checkpoint(s), %.2f s) in %s",
+             a.instance, b.instance, run.layer, ckas[-1], n_cities[-1], len(steps), seconds, run_dir)
     return {"status": "done", "seconds": seconds}

@@ -26,16 +26,29 @@ DEFAULT_SETTING = "default"  # the label of results computed with every default 
 PROGRESS_EVERY = 200
 
 
+def check_sweep_dir(sweep_dir: Path, data_root: str | None, exclude: Path | None = None) -> None:
+    """Refuse a sweep_dir that is no folder, holds no run folder, or (when a data root is
+    named) holds another data root's results."""
+    hint = "run a sweep first (python -m cka_hydra -m sweep), or name its folder: sweep_dir=... or data.root=..."
+    if not sweep_dir.is_dir():
+        raise InputError(f"sweep_dir={sweep_dir}: no such folder; {hint}")
+    if not run_folder.run_folders(sweep_dir, exclude):
+        raise InputError(f"no results under {sweep_dir}; {hint}")
+    if data_root is not None:
+        run_folder.check_data_root(sweep_dir, data_root, overwrite=False)
+
+
 def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame, Counter, dict[str, str]]:
     """One row per comparison and step (the `final` row is a run's last step); the number of
-    run folders left out, by reason (failed: error.txt; incomplete); and each setting label
-    with the settings it stands for.
+    run folders left out, by reason (failed: error.txt; incomplete; of another data root than
+    the folder's data_root.txt); and each setting label with the settings it stands for.
 
     A setting label is the run folder's (`rbf0.4-all`, `default`); results of different data
     roots get different labels too: nothing here pools results that could differ."""
-    if not sweep_dir.is_dir():
-        raise InputError(f"sweep_dir={sweep_dir}: no such folder (expected a sweep's folder, e.g. outputs/cka)")
+    check_sweep_dir(sweep_dir, None, exclude)
     run_dirs = run_folder.run_folders(sweep_dir, exclude)
+    # results of another data root than the results dir's own are stale, left by an overwrite
+    owner = run_folder.recorded_data_root(sweep_dir)
     frames, left_out, summaries = [], Counter(), []
     for count, run_dir in enumerate(run_dirs, 1):
         if len(run_dirs) > PROGRESS_EVERY and count % PROGRESS_EVERY == 0:
@@ -43,6 +56,9 @@ def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame,
         summary = run_folder.read_result(run_dir)
         if summary is None:
             left_out["failed" if (run_dir / run_folder.ERROR_FILE).exists() else "incomplete"] += 1
+            continue
+        if owner is not None and run_folder.data_root_text(summary.get("settings", {}).get("data.root")) != owner:
+            left_out["of another data root (stale)"] += 1
             continue
         try:
             frames.append(_rows(run_dir, summary))
@@ -85,7 +101,7 @@ def _setting_labels(summaries: list[dict]) -> tuple[list[str], dict[str, str]]:
     for summary in summaries:
         label = summary["label"] or DEFAULT_SETTING
         meaning = run_folder.describe(summary["settings"], defaults) or "every setting at its default"
-        if len(roots) > 1:  # a results dir replaced in part with overwrite=true
+        if len(roots) > 1:  # a folder above several results dirs
             root = summary["settings"]["data.root"]
             label += f"-data{roots.index(root) + 1}"
             meaning += f" on data.root={run_folder.data_root_text(root)}"

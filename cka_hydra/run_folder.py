@@ -88,9 +88,14 @@ def settings_label(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
 
 
 def describe(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
-    """The settings that differ from the defaults, as overrides: `cka.kernel=rbf checkpoints=all`."""
-    return " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
-                    for k, v in changed(settings, defaults).items() if k not in _UNNAMED)
+    """The settings that differ from the defaults, as Hydra overrides: `cka.kernel=rbf
+    checkpoints=all city_filter="region:^Europe"` (quote the whole for a shell)."""
+    return " ".join(f"{k}={_override_value(v)}" for k, v in changed(settings, defaults).items() if k not in _UNNAMED)
+
+
+def _override_value(value: Any) -> str:
+    text = _text(value)
+    return text if not isinstance(value, str) or _PLAIN.fullmatch(value) else json.dumps(value)
 
 
 def subdir(comparison: Comparison, settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
@@ -103,7 +108,12 @@ def subdir(comparison: Comparison, settings: Mapping[str, Any], defaults: Mappin
 
 
 def data_root_text(data_root: str | None) -> str:
+    """What data_root.txt holds for a data root."""
     return DEMO if data_root is None else data_root
+
+
+def _data_root_words(text: str) -> str:
+    return "the built-in demo store" if text == DEMO else f"data.root={text}"
 
 
 # --- a run folder's files ---
@@ -136,16 +146,22 @@ def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str,
     return summary is not None and summary.get("settings") == settings and summary.get("inputs") == inputs
 
 
-def conflict(run_dir: Path, settings: Mapping[str, Any]) -> str | None:
-    """Why run_dir's result is not one of these settings (another data root, an older
-    version's result), or None when it holds none or one of the same settings."""
+def conflict(run_dir: Path, settings: Mapping[str, Any], data_root_checked: bool) -> str | None:
+    """Why run_dir's result may not be replaced by one of these settings, or None when it holds
+    none, one of the same settings, or (with data_root_checked: the results dir was found to
+    belong to this data root) a stale one of another data root, left by an earlier overwrite."""
     summary = read_result(run_dir)
-    if summary is None or summary.get("settings") == settings:
-        return None
-    theirs = summary.get("settings") or {}
+    theirs = (summary or {}).get("settings") or {}
     differ = sorted(k for k in {*settings, *theirs} if settings.get(k) != theirs.get(k))
-    return (f"{run_dir} holds a result of other settings ({', '.join(f'{k}={theirs.get(k)}' for k in differ)}); "
+    if summary is None or not differ or (data_root_checked and differ == ["data.root"]):
+        return None
+    return (f"{run_dir} holds a result of other settings ({', '.join(f'{k}={_text(theirs.get(k))}' for k in differ)}); "
             "set overwrite=true to replace it, or hydra.sweep.dir=... to write elsewhere")
+
+
+def _text(value: Any) -> str:
+    """A value as an override spells it: null, true, [0,7], region:^A."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def write_error(run_dir: Path, text: str) -> None:
@@ -163,15 +179,22 @@ def clear_error(run_dir: Path) -> None:
 
 def check_data_root(results_dir: Path, data_root: str | None, overwrite: bool) -> None:
     """Refuse to write results of one data root into a results dir that holds another's."""
-    try:
-        recorded = (results_dir / DATA_ROOT_FILE).read_text().strip()
-    except OSError:
-        return
-    if recorded != data_root_text(data_root) and not overwrite:
+    recorded = recorded_data_root(results_dir)
+    if recorded is not None and recorded != data_root_text(data_root) and not overwrite:
         raise InputError(
-            f"{results_dir} holds results computed from data.root={recorded}, not {data_root_text(data_root)}: "
-            f"write these elsewhere (hydra.sweep.dir=...), or set overwrite=true to replace them"
+            f"{results_dir} holds results computed from {_data_root_words(recorded)}, not "
+            f"{_data_root_words(data_root_text(data_root))}: write these elsewhere (hydra.sweep.dir=...), or set "
+            "overwrite=true to replace them"
         )
+
+
+def recorded_data_root(results_dir: Path) -> str | None:
+    """The data root results_dir's results belong to, as data_root.txt says, or None without one."""
+    try:
+        text = (results_dir / DATA_ROOT_FILE).read_text().strip()
+    except OSError:
+        return None
+    return text
 
 
 def record_data_root(results_dir: Path, data_root: str | None) -> None:
@@ -191,7 +214,7 @@ def update_jobs(results_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     rows of earlier sweeps in this folder stay. `run_dir` is relative to results_dir."""
     path = results_dir / JOBS_FILE
     results_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with FileLock(str(results_dir / f".{JOBS_FILE}.lock")):
         merged = {row["run_dir"]: row for row in (read_csv(path) if path.exists() else [])}
         merged |= {row["run_dir"]: row for row in rows}
         write_csv(path, JOBS_COLUMNS, ([row.get(c, "") for c in JOBS_COLUMNS] for row in merged.values()))

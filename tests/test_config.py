@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_module
 
 from cka_hydra import run_folder
 from cka_hydra.config import (
-    STUDY_FILTER, CKAConfig, Kernel, RunConfig, default_settings, register, run_config, settings,
+    STUDY_FILTER, CKAConfig, Kernel, RunConfig, default_settings, register, report_config, run_config, settings,
 )
 from cka_hydra.errors import InputError
 from cka_hydra.pairs import Comparison
@@ -57,6 +57,7 @@ def test_the_composed_config_becomes_plain_dataclasses_with_the_defaults():
     (["cka.bootstrap=200"], "layer5-boot200"),
     (["cka.bootstrap=200", "cka.confidence=0.9", "cka.seed=3"], "layer5-boot200-ci0.9-seed3"),
     (["city_filter=null"], "layer5-nofilter"),
+    (["city_filter=''"], "layer5-nofilter"),  # keeps every city too: the same result
     (["city_filter='region:^Europe'"], f"layer5-filter-{short_hash('region:^Europe')}"),
     (["cka.kernel=rbf", "cka.debiased=true", "cka.precision=float32", "checkpoints=all"],
      "layer5-rbf0.4-debiased-f32-all"),
@@ -123,3 +124,20 @@ def test_settings_leave_out_what_cannot_change_the_result():
         "cka.kernel": "rbf", "cka.sigma_frac": 0.7, "cka.debiased": False, "cka.precision": "float64",
         "cka.bootstrap": 5, "cka.confidence": 0.95, "cka.seed": 2}
     assert not {"device", "overwrite", "allow_overlap"} & set(settings(rbf))
+
+
+def test_a_model_against_itself_is_one_comparison_whichever_seed_comes_first():
+    forward = run_config(composed("pair='1_1'", "seed_pair='orig_1'"))
+    backward = run_config(composed("pair='1_1'", "seed_pair='1_orig'"))
+    assert backward.comparison == forward.comparison == Comparison("pt2", 1, 1, "orig", "1", 5)
+    other_models = run_config(composed("pair='1_2'", "seed_pair='1_orig'"))  # a different comparison
+    assert (other_models.seed_pair.a, other_models.seed_pair.b) == ("1", "orig")
+
+
+def test_the_report_config_refuses_unknown_keys():
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose("report", overrides=["+data.rot=/x"])
+        assert report_config(compose("report")).sweep_dir == "outputs/cka_demo"
+        assert report_config(compose("report", overrides=["data.root=/x"])).sweep_dir == "outputs/cka"
+    with pytest.raises(InputError, match="data.rot: unknown setting; data has: root"):
+        report_config(cfg)

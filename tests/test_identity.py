@@ -119,7 +119,7 @@ def test_another_data_root_is_refused_unless_overwrite(small_store, cwd, tmp_pat
     one = ["regime=pt3", "pair=1_2", "seed_pair=orig_1", "layer=5", f"data.root={other}"]
     single = run_cli(*one, cwd=cwd)
     assert single.returncode == 1
-    assert f"holds results computed from data.root={small_store}, not {other}" in single.stdout
+    assert f"holds results computed from data.root={small_store}, not data.root={other}" in single.stdout
     assert "hydra.sweep.dir=" in single.stdout and "overwrite=true" in single.stdout
     start = time.perf_counter()
     swept = run_cli(*SWEEP, f"data.root={other}", cwd=cwd)
@@ -136,6 +136,18 @@ def test_another_data_root_is_refused_unless_overwrite(small_store, cwd, tmp_pat
     summary = read_json(cwd / "outputs/cka/pt3/pt3-1_vs_pt3-2_seed1/layer5/summary.json")
     assert summary["settings"]["data.root"] == str(other)
     assert (cwd / "outputs/cka/data_root.txt").read_text() == f"{other}\n"
+    # the folder is now the other store's: the first store's results in it are stale, never reported
+    report = run_cli("report", f"data.root={other}", cwd=cwd)
+    assert "read 1 runs" in report.stdout and "left out: 6 of another data root (stale)" in report.stdout
+    refused = run_cli("report", f"data.root={small_store}", cwd=cwd)
+    assert refused.returncode == 1 and f"not data.root={small_store}" in refused.stdout
+    # and a sweep on the other store replaces them without overwrite=true
+    rerun = run_cli(*SWEEP, f"data.root={other}", cwd=cwd)
+    assert rerun.returncode == 0, rerun.stdout
+    assert "1 jobs already have results for the same settings (skipped); 0 failed before launch; 6 to run" in (
+        rerun.stdout)
+    assert {read_json(p)["settings"]["data.root"] for p in (cwd / "outputs/cka").rglob("summary.json")} == {
+        str(other)}
 
 
 def test_a_sweep_with_a_bad_setting_launches_nothing(tmp_path):
@@ -150,6 +162,27 @@ def test_a_sweep_with_a_bad_setting_launches_nothing(tmp_path):
         assert message in result.stdout and "Traceback" not in result.stdout, result.stdout
         assert len(result.stdout.splitlines()) < 10
         assert not (tmp_path / "outputs").exists()
+
+
+def test_a_dry_run_checks_too_and_a_sweep_of_no_job_says_so(small_store, tmp_path):
+    dry = run_cli(*SWEEP, "data.root=/nonexistent", "hydra.sweeper.dry_run=true", cwd=tmp_path)
+    assert dry.returncode == 1 and "Error: data.root=/nonexistent: no such folder" in dry.stdout
+    none = run_cli(*SWEEP, "pair=1_3", f"data.root={small_store}", cwd=tmp_path)  # pt3-1 and pt3-3 share tasks
+    assert none.returncode == 1
+    assert "removed 1 for shared training task" in none.stdout and "Error: no valid comparison" in none.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_refused_report_writes_nothing(small_store, finished, tmp_path):
+    for args, message in [([], f"sweep_dir={tmp_path / 'outputs/cka_demo'}: no such folder; run a sweep first"),
+                          ([f"sweep_dir={tmp_path}"], f"no results under {tmp_path}; run a sweep first"),
+                          ([f"data.root={small_store}", "+data.rot=1"], "data.rot: unknown setting")]:
+        result = run_cli("report", *args, cwd=tmp_path)
+        assert result.returncode == 1 and f"Error: " in result.stdout and message in result.stdout, result.stdout
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "report").exists()
+    other = run_cli("report", f"sweep_dir={finished / 'outputs/cka'}", "data.root=/some/other/store", cwd=tmp_path)
+    assert other.returncode == 1 and "not data.root=/some/other/store" in other.stdout
+    assert not (finished / "outputs/cka/report").exists()
 
 
 def test_an_unknown_key_added_with_plus_is_refused(small_store, tmp_path):

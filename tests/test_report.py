@@ -118,17 +118,6 @@ def test_settings_are_reported_separately_and_each_report_is_written_afresh(smal
     assert (out / "notes.txt").read_text() == "the user's own file"
 
 
-def test_empty_and_missing_folders(tmp_path):
-    (tmp_path / "empty").mkdir()
-    result = report(tmp_path / "empty", tmp_path)
-    assert result.returncode == 1
-    assert "no results under" in result.stdout and "Traceback" not in result.stdout
-    # Hydra creates the report's own folder (<sweep_dir>/report) before the report runs
-    missing = report(tmp_path / "nowhere", tmp_path)
-    assert missing.returncode == 1
-    assert f"no results under {tmp_path / 'nowhere'}" in missing.stdout
-
-
 def hand_made():
     """pt2 layer 5: different-task and same-task values per seed pairing; pt3 different-task."""
     rows = []

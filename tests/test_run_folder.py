@@ -46,19 +46,24 @@ def test_an_error_is_never_written_beside_a_result(tmp_path):
 
 
 def test_a_result_of_other_settings_is_a_conflict(tmp_path):
-    assert run_folder.conflict(tmp_path, SETTINGS) is None
+    assert run_folder.conflict(tmp_path, SETTINGS, data_root_checked=False) is None
     write(tmp_path)
-    assert run_folder.conflict(tmp_path, SETTINGS) is None
-    reason = run_folder.conflict(tmp_path, {**SETTINGS, "data.root": "/other"})
+    assert run_folder.conflict(tmp_path, SETTINGS, data_root_checked=False) is None
+    reason = run_folder.conflict(tmp_path, {**SETTINGS, "data.root": "/other"}, data_root_checked=False)
     assert "holds a result of other settings (data.root=/data)" in reason
     assert "overwrite=true" in reason and "hydra.sweep.dir" in reason
+    # in a results dir recorded as /other's, a result of /data is stale: it may be replaced
+    assert run_folder.conflict(tmp_path, {**SETTINGS, "data.root": "/other"}, data_root_checked=True) is None
+    older = {**SETTINGS, "data.root": "/other", "checkpoints": None}  # e.g. a result of an older version
+    assert "(checkpoints=final, data.root=/data)" in run_folder.conflict(tmp_path, older, data_root_checked=True)
 
 
 def test_one_data_root_per_results_dir(tmp_path):
     run_folder.check_data_root(tmp_path, "/data", overwrite=False)  # nothing recorded yet
     run_folder.record_data_root(tmp_path, "/data")
     run_folder.check_data_root(tmp_path, "/data", overwrite=False)
-    with pytest.raises(InputError, match=r"holds results computed from data.root=/data, not demo: .*hydra.sweep.dir"):
+    with pytest.raises(InputError, match=r"holds results computed from data.root=/data, not the built-in demo store: "
+                                         r"write these elsewhere \(hydra.sweep.dir=...\), or set overwrite=true"):
         run_folder.check_data_root(tmp_path, None, overwrite=False)
     run_folder.check_data_root(tmp_path, None, overwrite=True)
     run_folder.record_data_root(tmp_path, None)
@@ -79,5 +84,6 @@ def test_the_manifest_keeps_every_job_ever_planned(tmp_path):
 
 def test_describe_writes_the_changed_settings_as_overrides():
     defaults = {"checkpoints": "final", "cka.kernel": "linear", "cka.sigma_frac": 0.4, "data.root": None}
-    changed = {"checkpoints": [0, 7], "cka.kernel": "rbf", "cka.sigma_frac": 0.4, "data.root": "/x"}
-    assert run_folder.describe(changed, defaults) == "checkpoints=[0,7] cka.kernel=rbf"
+    changed = {"checkpoints": [0, 7], "cka.kernel": "rbf", "cka.sigma_frac": 0.4, "data.root": "/x",
+               "city_filter": "region:^Europe"}
+    assert run_folder.describe(changed, defaults) == 'checkpoints=[0,7] cka.kernel=rbf city_filter="region:^Europe"'

@@ -18,7 +18,6 @@ from typing import Any, Dict, List, Optional, Tuple
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, QuotedString
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
 from cka_hydra import run_folder
@@ -29,10 +28,15 @@ from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 log = logging.getLogger(__name__)
 
 GROUPS = ("regime", "pair", "seed_pair", "layer")
+DEFAULT_BATCH_SIZE = 16
 
 
-class SweepError(CompactHydraException):
-    """A sweep that cannot start, or that ended with failed or lost jobs: one message, no traceback."""
+class SweepError(SystemExit):
+    """A sweep that cannot start, or that ended with failed or lost jobs: the message alone, exit
+    status 1. (SystemExit: Hydra would add a hint about stack traces to any other exception.)"""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"Error: {message}")
 
 
 @dataclass
@@ -62,13 +66,16 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
     config_loader = sweeper.hydra_context.config_loader
     choices, swept, fixed = _split_overrides(config_loader, sweeper.params, arguments)
     jobs = _plan(sweeper, choices, swept, fixed)
+    _check(jobs, write_demo_store=not sweeper.dry_run)
     if sweeper.dry_run:
         for job in jobs:
-            log.info("%s", " ".join(job.overrides))
-        log.info("%d jobs (dry run: nothing computed)", len(jobs))
+            log.info("%s%s", " ".join(job.overrides), "" if job.status == "pending" else
+                     f"  [{job.status}{': ' + job.error if job.error else ''}]")
+        counts = Counter(job.status for job in jobs)
+        log.info("%d jobs (dry run: nothing computed): %d to run, %d already done, %d failing before launch",
+                 len(jobs), counts["pending"], counts["skipped"], counts["failed"])
         return []
 
-    _check(jobs)
     results_dirs = sorted({job.results_dir for job in jobs})
     for results_dir in results_dirs:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -79,12 +86,22 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
              counts["skipped"], counts["failed"], counts["pending"])
 
     todo = [job for job in jobs if job.status == "pending"]
+    batch_size = _batch_size(sweeper, len(todo))
     returns: List[JobReturn] = []
     start = time.perf_counter()
-    for first in range(0, len(todo), sweeper.batch_size):
-        batch = todo[first:first + sweeper.batch_size]
+    for first in range(0, len(todo), batch_size):
+        batch = todo[first:first + batch_size]
         try:
             results = sweeper.launcher.launch([job.overrides for job in batch], initial_job_idx=first)
+        except KeyboardInterrupt:
+            for job in batch:
+                job.status, job.error = "lost", "interrupted"
+            _write_jobs(batch)
+            left = sum(job.status == "pending" for job in jobs)
+            raise SweepError(
+                f"interrupted: {len(batch)} launched jobs are marked lost and {left} were not launched (see "
+                f"{', '.join(str(d / run_folder.JOBS_FILE) for d in results_dirs)}); running the sweep again "
+                "skips every job that finished and runs the rest") from None
         except Exception as err:  # a worker died hard: only this batch is lost
             log.error("lost %d jobs: the launcher failed (%s: %s)", len(batch), type(err).__name__, err)
             for job in batch:
@@ -110,6 +127,15 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
             f"{run_folder.ERROR_FILE} when it was launched; running the sweep again retries only these):\n{table}"
         )
     return returns
+
+
+def _batch_size(sweeper: Any, n_jobs: int) -> int:
+    """hydra.sweeper.batch_size, else 16: when one worker dies, joblib (or the plugin's submitit
+    launchers) lose the whole launch() call. A launcher whose array tasks fail alone takes every
+    job at once, since the sweeper waits for each call to finish before the next."""
+    if sweeper.batch_size is not None:
+        return sweeper.batch_size
+    return max(1, n_jobs) if getattr(sweeper.launcher, "array_tasks_fail_alone", False) else DEFAULT_BATCH_SIZE
 
 
 def _split_overrides(
@@ -183,24 +209,29 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
             seed_list = [_index_pair(s, "seed_pair") for s in choices["seed_pair"]]
         else:
             seed_list = seed_pairs(sweeper.seed_policy, seeds)
-        for name, values, known in (("pair", pairs or [], models), ("seed_pair", seed_list, seeds)):
+        for name, what, values, known in (("pair", "model", pairs or [], models),
+                                          ("seed_pair", "seed", seed_list, seeds)):
             missing = sorted({str(v) for v in itertools.chain(*values)} - {str(k) for k in known})
             if missing:
-                raise SweepError(
-                    f"{name}: regime {regime} has no {', '.join(missing)} (it has {', '.join(map(str, known))})"
-                )
+                raise SweepError(f"{name}: regime {regime} has no {what} {', '.join(missing)} "
+                                 f"(it has {', '.join(map(str, known))})")
         comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs)
         if combination == first_combination:  # the rules give the same counts for every combination
             log.info("%s: %d candidates; removed %s; %d jobs", regime, len(comparisons) + sum(removed.values()),
                      ", ".join(f"{n} for {rule}" for rule, n in removed.items()), len(comparisons))
         job_settings = settings(base)
-        for c in comparisons:
-            run = dataclasses.replace(base, pair=PairConfig(c.a, c.b), seed_pair=SeedPairConfig(c.seed_a, c.seed_b),
-                                      layer=c.layer)
+        for planned in comparisons:
+            run = dataclasses.replace(base, pair=PairConfig(planned.a, planned.b),
+                                      seed_pair=SeedPairConfig(planned.seed_a, planned.seed_b), layer=planned.layer)
+            c = run.comparison  # as the job will see it (a model against itself: seeds in the regime's order)
             # quoted: Hydra would read pair=1_2 and layer=5 as integers, which are no group choice
             overrides = [f"regime={c.regime}", f"pair='{c.pair}'", f"seed_pair='{c.seed_pair}'", f"layer='{c.layer}'"]
             jobs.append(Job(c, overrides + fixed + list(combination), run, results_dir,
                             run_folder.subdir(c, job_settings, defaults), run_folder.describe(job_settings, defaults)))
+    if not jobs:
+        raise SweepError("no valid comparison in this sweep: every candidate was removed by the rules above "
+                         "(two models that share a training task are compared only with allow_overlap=true, "
+                         "one at a time)")
     log.info("sweep: %d jobs%s", len(jobs), f" ({len(jobs) // max(1, _n_combinations(swept))} comparisons x "
              f"{_n_combinations(swept)} settings)" if swept else "")
     _refuse_duplicates(jobs)
@@ -227,9 +258,10 @@ def _refuse_duplicates(jobs: List[Job]) -> None:
             )
 
 
-def _check(jobs: List[Job]) -> None:
+def _check(jobs: List[Job], write_demo_store: bool) -> None:
     """Check what every job needs before launching any: what all jobs of a regime and settings
-    share stops the sweep with one message; a job's own missing input fails that job alone."""
+    share stops the sweep with one message; a job's own missing input fails that job alone.
+    Without write_demo_store (a dry run), jobs on a demo store not yet written stay unchecked."""
     from cka_hydra.demo import ensure_demo_store
     from cka_hydra.job import check_city_filter, data_root, preflight, resolve_device
 
@@ -246,6 +278,8 @@ def _check(jobs: List[Job]) -> None:
         run = job.run
         group = (job.results_dir, job.settings, run.regime.name)
         try:
+            if run.data.root is None and not run.data.path.is_dir() and not write_demo_store:
+                continue
             if group not in checked:
                 checked.add(group)
                 if run.data.root is None:
@@ -256,7 +290,7 @@ def _check(jobs: List[Job]) -> None:
         except InputError as err:
             raise SweepError(str(err)) from None
         try:
-            plan = preflight(run, job.run_dir, None)
+            plan = preflight(run, job.run_dir, job.results_dir)
         except InputError as err:
             job.status, job.error = "failed", str(err)
             continue
@@ -273,12 +307,12 @@ def _check(jobs: List[Job]) -> None:
 def _record(job: Job, result: JobReturn) -> None:
     if result.status == JobStatus.COMPLETED:
         job.status, job.seconds = result.return_value["status"], result.return_value["seconds"]
-    else:
-        job.status = "failed"
-        try:
-            result.return_value
-        except Exception as err:  # the job's own exception, re-raised by JobReturn
-            job.error = (str(err).splitlines() or [type(err).__name__])[0]
+    elif result.status == JobStatus.FAILED:
+        # the job's own exception; not through .return_value, which prints Hydra's "Error executing job"
+        err = result._return_value
+        job.status, job.error = "failed", (str(err).splitlines() or [type(err).__name__])[0]
+    else:  # the launcher has no word from the job (its array task timed out or was killed)
+        job.status, job.error = "lost", str(result._return_value)
 
 
 def _write_jobs(jobs: List[Job]) -> None:

@@ -12,7 +12,7 @@ class CKASweeper(Sweeper):
 
     def __init__(
         self, params: Optional[Dict[str, str]], seed_policy: SeedPolicy, self_pairs: bool,
-        batch_size: int, dry_run: bool,
+        batch_size: Optional[int], dry_run: bool,
     ) -> None:
         self.params = dict(params or {})
         self.seed_policy = SeedPolicy(seed_policy)
