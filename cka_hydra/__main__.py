@@ -4,6 +4,7 @@
 [sweep_dir=...] [out_dir=...]` reports on a finished sweep.
 """
 
+import importlib.util
 import re
 import sys
 from collections.abc import Sequence
@@ -35,8 +36,23 @@ def hydra_argv(args: Sequence[str]) -> list[str]:
     return out
 
 
+# Launchers that need the optional extra: pip install "cka-hydra[slurm]"
+_SUBMITIT_LAUNCHER = re.compile(r"hydra/launcher=(slurm|slurm_local|submitit_slurm|submitit_local)")
+
+
+def missing_extra(args: Sequence[str]) -> str | None:
+    """The one-line message for a launcher whose plugin is not installed, or None."""
+    for arg in args:
+        if _SUBMITIT_LAUNCHER.fullmatch(arg) and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+            return f'Error: {arg} needs hydra-submitit-launcher: pip install "cka-hydra[slurm]" (or ".[slurm]" in a checkout)'
+    return None
+
+
 def run() -> None:
     args = sys.argv[1:]
+    message = missing_extra(args)
+    if message:
+        sys.exit(message)
     task = main
     if "report" in args:  # a task of its own, with conf/report.yaml
         args.remove("report")
