@@ -1,7 +1,9 @@
 """The cluster path on one machine: hydra-submitit-launcher's own submitit_local, and
 hydra/launcher=slurm_local, the launcher of hydra/launcher=slurm with submitit's local executor."""
 
+import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,44 +58,81 @@ def test_submitit_launchers_give_the_joblib_results(small_store, store_copy, tmp
     assert "not a readable torch.save file" in error
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the array task through /proc")
-def test_a_killed_array_task_loses_its_jobs_and_a_rerun_picks_them_up(small_store, store_copy, tmp_path):
-    """A metadata file that is a FIFO blocks the array task reading it; the test kills that task,
-    as a scheduler does at a timeout. pt3-6_seed1 is in the job (5_6, orig_1) alone."""
-    fifo = representations_dir(store_copy, "revision/exp2/pt3-6_seed1", "trianglearea", 5) / "checkpoint-164073/metadata.json"
+FIFO_INSTANCE = ("revision/exp2/pt3-6_seed1", "trianglearea", 5)  # pt3-6_seed1 is in the job (5_6, orig_1) alone
+
+
+def blocked_sweep(store: Path, cwd: Path) -> tuple[subprocess.Popen, int, Path]:
+    """A slurm_local sweep (2 jobs per array task) whose job (5_6, orig_1) blocks on a metadata file
+    that is a FIFO. Returns once a task has opened the FIFO: the process, the FIFO's write end
+    (keep it open, or the reader sees end-of-file), and the FIFO."""
+    fifo = representations_dir(store, *FIFO_INSTANCE) / "checkpoint-164073/metadata.json"
     fifo.unlink()
     os.mkfifo(fifo)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cka_hydra", *SMALL_SWEEP, f"data.root={store_copy}", "hydra/launcher=slurm_local",
-         "hydra.launcher.jobs_per_task=2"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+        [sys.executable, "-m", "cka_hydra", *SMALL_SWEEP, f"data.root={store}", "hydra/launcher=slurm_local",
+         "hydra.launcher.jobs_per_task=2"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:  # opening the write end succeeds only once a task has opened the FIFO to read
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
+            return proc, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), fifo
         except OSError:
             time.sleep(0.05)
-    else:
-        pytest.fail("no array task opened the FIFO")
+    proc.kill()
+    pytest.fail("no array task opened the FIFO")
+
+
+def kill_readers(fifo: Path) -> None:
+    deadline = time.monotonic() + 30
     while not (readers := _readers_of(fifo)) and time.monotonic() < deadline:
         time.sleep(0.01)  # the reader's descriptor shows in /proc a moment after its open() returns
     for pid in readers:
         os.kill(pid, signal.SIGKILL)
+
+
+def restore(fifo: Path, store: Path) -> None:
+    fifo.unlink()
+    fifo.write_bytes((representations_dir(store, *FIFO_INSTANCE) / "checkpoint-164073/metadata.json").read_bytes())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the array task through /proc")
+def test_a_killed_array_task_loses_its_jobs_and_a_rerun_picks_them_up(small_store, store_copy, tmp_path):
+    """The test kills the blocked array task, as a scheduler does at a timeout."""
+    proc, writer, fifo = blocked_sweep(store_copy, tmp_path)
+    kill_readers(fifo)
     os.close(writer)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, output
-    # the task held (4_5, orig_1) and (5_6, orig_1): the first may have finished before the kill
-    assert "lost   pt3 pair=5_6 seed_pair=orig_1 layer=5: array task" in output
-    assert "ended without a result" in output
+    # the task held (4_5, orig_1), which finished first, and (5_6, orig_1)
+    assert "1 of 7 jobs did not finish" in output
+    assert "lost   pt3 pair=5_6 seed_pair=orig_1 layer=5: array task" in output and "ended without a result" in output
 
-    fifo.unlink()
-    fifo.write_bytes((representations_dir(small_store, "revision/exp2/pt3-6_seed1", "trianglearea", 5)
-                      / "checkpoint-164073/metadata.json").read_bytes())
+    restore(fifo, small_store)
     retry = run_cli(*SMALL_SWEEP, f"data.root={store_copy}", "hydra/launcher=slurm_local", cwd=tmp_path)
     assert retry.returncode == 0, retry.stdout
+    assert "6 jobs already have results for the same settings (skipped); 0 failed before launch; 1 to run" in (
+        retry.stdout)
     assert len(summaries(tmp_path / "outputs/cka")) == 7
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the array task through /proc")
+def test_ctrl_c_on_the_submitting_process_says_what_is_still_queued(small_store, store_copy, tmp_path):
+    proc, writer, fifo = blocked_sweep(store_copy, tmp_path)
+    deadline = time.monotonic() + 60  # let the other array tasks finish
+    while len(summaries(tmp_path / "outputs/cka")) < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # to the submitting process alone, as on a cluster's login node
+    returncode = proc.wait(timeout=60)
+    kill_readers(fifo)  # the task left running holds the output pipe open
+    os.close(writer)
+    output, _ = proc.communicate(timeout=60)
+    assert returncode == 1, output
+    # at least the blocked task: the others may still be ending when the signal comes
+    assert re.search(r"interrupted: [1-4] array tasks are still queued or running; cancel them with: scancel \d+",
+                     output)
+    assert "Error: interrupted: 1 launched jobs have no result (marked lost) and 0 were not launched" in output
+    with open(tmp_path / "outputs/cka/jobs.csv") as f:
+        statuses = {(row["pair"], row["status"]) for row in csv.DictReader(f)}
+    assert ("5_6", "lost") in statuses and sum(status == "done" for _, status in statuses) == 6
 
 
 def test_a_submitit_launcher_without_the_extra_names_it(monkeypatch):

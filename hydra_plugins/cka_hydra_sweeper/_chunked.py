@@ -81,9 +81,8 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
                     returns += [JobReturn(status=JobStatus.UNKNOWN, _return_value=reason) for _ in chunk]
         except KeyboardInterrupt:
             waiting = [task.job_id for task in tasks if not task.done()]
-            log.error("interrupted: %d array tasks are still queued or running (%s); cancel them with "
-                      "scancel %s; running the sweep again skips every job they finish", len(waiting),
-                      " ".join(waiting), tasks[0].job_id.split("_")[0])
+            log.error("interrupted: %d array tasks are still queued or running; cancel them with: scancel %s "
+                      "(running the sweep again skips every job they finish)", len(waiting), " ".join(waiting))
             raise
         return returns
 

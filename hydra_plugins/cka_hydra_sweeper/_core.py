@@ -94,18 +94,17 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
         try:
             results = sweeper.launcher.launch([job.overrides for job in batch], initial_job_idx=first)
         except KeyboardInterrupt:
-            for job in batch:
-                job.status, job.error = "lost", "interrupted"
+            _settle(batch, "interrupted")
             _write_jobs(batch)
-            left = sum(job.status == "pending" for job in jobs)
+            counts = Counter(job.status for job in jobs)
             raise SweepError(
-                f"interrupted: {len(batch)} launched jobs are marked lost and {left} were not launched (see "
-                f"{', '.join(str(d / run_folder.JOBS_FILE) for d in results_dirs)}); running the sweep again "
-                "skips every job that finished and runs the rest") from None
+                f"interrupted: {counts['lost']} launched jobs have no result (marked lost) and {counts['pending']} "
+                f"were not launched (see {', '.join(str(d / run_folder.JOBS_FILE) for d in results_dirs)}); "
+                "running the sweep again skips every job that finished and runs the rest") from None
         except Exception as err:  # a worker died hard: only this batch is lost
-            log.error("lost %d jobs: the launcher failed (%s: %s)", len(batch), type(err).__name__, err)
-            for job in batch:
-                job.status, job.error = "lost", f"launcher failed: {type(err).__name__}"
+            log.error("the launcher failed (%s: %s): its batch's jobs without a result are lost",
+                      type(err).__name__, err)
+            _settle(batch, f"launcher failed: {type(err).__name__}")
         else:
             for job, result in zip(batch, results):
                 _record(job, result)
@@ -312,7 +311,17 @@ def _record(job: Job, result: JobReturn) -> None:
         err = result._return_value
         job.status, job.error = "failed", (str(err).splitlines() or [type(err).__name__])[0]
     else:  # the launcher has no word from the job (its array task timed out or was killed)
-        job.status, job.error = "lost", str(result._return_value)
+        _settle([job], str(result._return_value))
+
+
+def _settle(batch: List[Job], reason: str) -> None:
+    """A batch whose launch() gave no answer: its jobs that wrote their result are done, the rest lost."""
+    for job in batch:
+        summary = run_folder.read_result(job.run_dir)
+        if summary is not None and summary.get("settings") == settings(job.run):
+            job.status = "done"
+        else:
+            job.status, job.error = "lost", reason
 
 
 def _write_jobs(jobs: List[Job]) -> None:
