@@ -77,6 +77,7 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
         return []
 
     results_dirs = sorted({job.results_dir for job in jobs})
+    manifests = ", ".join(str(d / run_folder.JOBS_FILE) for d in results_dirs)
     for results_dir in results_dirs:
         results_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(sweeper.config, results_dir / "multirun.yaml")
@@ -99,7 +100,7 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
             counts = Counter(job.status for job in jobs)
             raise SweepError(
                 f"interrupted: {counts['lost']} launched jobs have no result (marked lost) and {counts['pending']} "
-                f"were not launched (see {', '.join(str(d / run_folder.JOBS_FILE) for d in results_dirs)}); "
+                f"were not launched (see {manifests}); "
                 "running the sweep again skips every job that finished and runs the rest") from None
         except Exception as err:  # a worker died hard: only this batch is lost
             log.error("the launcher failed (%s: %s): its batch's jobs without a result are lost",
@@ -120,9 +121,8 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
             f"  {j.status:6} {j.comparison.regime} pair={j.comparison.pair} seed_pair={j.comparison.seed_pair} "
             f"layer={j.comparison.layer}{' ' + j.settings if j.settings else ''}: {j.error}" for j in failed
         )
-        where = ", ".join(str(d / run_folder.JOBS_FILE) for d in results_dirs)
         raise SweepError(
-            f"{len(failed)} of {len(jobs)} jobs did not finish (see {where}; a failed job's folder holds "
+            f"{len(failed)} of {len(jobs)} jobs did not finish (see {manifests}; a failed job's folder holds "
             f"{run_folder.ERROR_FILE} when it was launched; running the sweep again retries only these):\n{table}"
         )
     return returns
