@@ -36,6 +36,22 @@ def hydra_argv(args: Sequence[str]) -> list[str]:
     return out
 
 
+# Hydra's flags that take the next word as their value (`--cfg job`, `-p hydra.launcher`).
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp", "--config-name",
+                     "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def stray_word(args: Sequence[str]) -> str | None:
+    """The message for a bare word that is neither a command nor a flag's value (`-m swep`,
+    which Hydra would report as "missing EQUAL at '<EOF>'"), or None."""
+    for before, arg in zip(["", *args], args):
+        if "=" not in arg and not arg.startswith("-") and arg not in (*CONFIG_NAMES, "report") \
+                and before not in _FLAGS_WITH_VALUE:
+            return (f"Error: {arg}: not a command; the commands are -m sweep and report, and settings are "
+                    "key=value (python -m cka_hydra --help)")
+    return None
+
+
 # Launchers that need the optional extra: pip install "cka-hydra[slurm]"
 _SUBMITIT_LAUNCHER = re.compile(r"hydra/launcher=(slurm|slurm_local|submitit_slurm|submitit_local)")
 
@@ -50,7 +66,7 @@ def missing_extra(args: Sequence[str]) -> str | None:
 
 def run() -> None:
     args = sys.argv[1:]
-    message = missing_extra(args)
+    message = stray_word(args) or missing_extra(args)
     if message:
         sys.exit(message)
     task = main

@@ -15,7 +15,7 @@ import pytest
 from conftest import representations_dir, run_cli
 from test_pairs import DISJOINT
 
-from cka_hydra.__main__ import hydra_argv
+from cka_hydra.__main__ import hydra_argv, stray_word
 
 PT3_FOLDERS = {  # pt3, layer 5, the study's seed pairs: 7 disjoint pairs x 3
     f"pt3/pt3-{a}{sa}_vs_pt3-{b}{sb}/layer5"
@@ -44,6 +44,14 @@ def test_hydra_argv_maps_the_bare_word_and_quotes_numeric_choices():
         "-m", "--config-name=sweep", "layer='3','6'", "pair='1_2'", "seed_pair='1_2','orig_1'",
         "data.root=/x"]
     assert hydra_argv(["layer=range(3,7)", "regime=pt2"]) == ["layer=range(3,7)", "regime=pt2"]
+
+
+def test_a_stray_word_is_refused_before_hydra_reads_it():
+    assert stray_word(["-m", "sweep", "layer=5"]) is None
+    assert stray_word(["report", "sweep_dir=x"]) is None
+    assert stray_word(["--cfg", "job", "-p", "cka", "--info", "plugins", "-cn", "config"]) is None
+    assert stray_word(["-m", "swep"]).startswith("Error: swep: not a command; the commands are -m sweep and report")
+    assert stray_word(["reprot"]).startswith("Error: reprot: not a command")
 
 
 def test_sweep_runs_exactly_the_valid_jobs_and_a_rerun_computes_nothing(small_store, tmp_path):
