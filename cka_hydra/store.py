@@ -102,13 +102,25 @@ def load_checkpoint(step: int, path: Path) -> Checkpoint:
         # weights_only: a data file must not be able to run code; mmap: read only the tensor we use
         data = torch.load(tensor_file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a file that is not its format
-        raise InputError(f"{tensor_file}: not a readable torch.save file ({type(err).__name__}: {err})") from None
+        raise InputError(f"{tensor_file}: not a readable torch.save file ({_unreadable(tensor_file, err)})") from None
     matrix = _flat_matrix(data, tensor_file)
     if matrix.shape[0] != len(cities):
         raise InputError(
             f"{tensor_file}: {matrix.shape[0]} rows but {metadata_file} lists {len(cities)} cities"
         )
     return Checkpoint(step, path, matrix, cities)
+
+
+def _unreadable(tensor_file: Path, err: Exception) -> str:
+    """Why torch could not load a file. For a file that is no zip archive at all (truncated, or
+    another format), torch's own message advises re-saving it for mmap, which misleads."""
+    try:
+        with open(tensor_file, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return "not a zip archive as torch.save writes: truncated, or another format"
+    except OSError:
+        pass
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
 
 
 def _flat_matrix(data: Any, tensor_file: Path) -> torch.Tensor:

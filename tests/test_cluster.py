@@ -44,7 +44,7 @@ def test_submitit_launchers_give_the_joblib_results(small_store, store_copy, tmp
     chunked = run_cli(*SMALL_SWEEP, f"data.root={store_copy}", "hydra/launcher=slurm_local",
                       "hydra.launcher.jobs_per_task=3", "hydra.sweep.dir=outputs/chunked", cwd=tmp_path)
     assert chunked.returncode == 1
-    assert "submitted 7 jobs as 3 array tasks of up to 3" in chunked.stdout
+    assert "submitted 7 jobs as 3 array task(s) of up to 3 jobs" in chunked.stdout
     assert "1 of 7 jobs did not finish" in chunked.stdout
     assert "failed pt3 pair=1_2 seed_pair=orig_1 layer=5" in chunked.stdout
     by_chunks = summaries(tmp_path / "outputs/chunked")
@@ -81,8 +81,8 @@ def blocked_sweep(store: Path, cwd: Path) -> tuple[subprocess.Popen, int, Path]:
     pytest.fail("no array task opened the FIFO")
 
 
-def kill_readers(fifo: Path) -> None:
-    deadline = time.monotonic() + 30
+def kill_readers(fifo: Path, wait: float = 30) -> None:
+    deadline = time.monotonic() + wait
     while not (readers := _readers_of(fifo)) and time.monotonic() < deadline:
         time.sleep(0.01)  # the reader's descriptor shows in /proc a moment after its open() returns
     for pid in readers:
@@ -115,20 +115,25 @@ def test_a_killed_array_task_loses_its_jobs_and_a_rerun_picks_them_up(small_stor
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the array task through /proc")
-def test_ctrl_c_on_the_submitting_process_says_what_is_still_queued(small_store, store_copy, tmp_path):
+def test_ctrl_c_on_the_submitting_process_ends_its_local_tasks_and_leaves_jobs_csv_true(small_store, store_copy, tmp_path):
     proc, writer, fifo = blocked_sweep(store_copy, tmp_path)
     deadline = time.monotonic() + 60  # let the other array tasks finish
     while len(summaries(tmp_path / "outputs/cka")) < 6 and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # to the submitting process alone, as on a cluster's login node
+    proc.send_signal(signal.SIGINT)  # to the submitting process alone, as `kill -INT` sends it
     returncode = proc.wait(timeout=60)
-    kill_readers(fifo)  # the task left running holds the output pipe open
+    deadline = time.monotonic() + 10
+    while _readers_of(fifo) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left_running = _readers_of(fifo)
+    kill_readers(fifo, wait=0)
     os.close(writer)
     output, _ = proc.communicate(timeout=60)
     assert returncode == 1, output
-    # at least the blocked task: the others may still be ending when the signal comes
-    assert re.search(r"interrupted: [1-4] array tasks are still queued or running; cancel them with: scancel \d+",
-                     output)
+    assert not left_running  # the blocked task ended with the sweep
+    # a local task is this machine's process: it ends with the sweep (at least the blocked one; the
+    # others may still be ending when the signal comes)
+    assert re.search(r"interrupted: cancelled [1-4] array task\(s\) still running", output)
     assert "Error: interrupted: 1 launched jobs have no result (marked lost) and 0 were not launched" in output
     with open(tmp_path / "outputs/cka/jobs.csv") as f:
         statuses = {(row["pair"], row["status"]) for row in csv.DictReader(f)}
@@ -147,3 +152,38 @@ def test_a_submitit_launcher_without_the_extra_names_it(monkeypatch):
     assert missing_extra(["-m", "sweep", "hydra/launcher=basic"]) is None
     monkeypatch.setattr(importlib.util, "find_spec", real)
     assert missing_extra(["hydra/launcher=slurm"]) is None  # installed here
+
+
+class FakeTask:
+    """A submitted SLURM array task, as far as the launcher uses one."""
+
+    def __init__(self, job_id: str, done: bool, interrupt: bool) -> None:
+        self.job_id, self._done, self._interrupt = job_id, done, interrupt
+
+    def done(self) -> bool:
+        return self._done
+
+    def results(self) -> list:
+        if self._interrupt:
+            raise KeyboardInterrupt
+        return [[]]
+
+
+def test_ctrl_c_on_a_slurm_sweep_names_the_tasks_still_queued(monkeypatch, caplog):
+    from hydra_plugins.cka_hydra_sweeper._chunked import ChunkedSlurmLauncher
+    from omegaconf import OmegaConf
+
+    launcher = ChunkedSlurmLauncher(jobs_per_task=2, submitit_folder="unused")
+    launcher.config = OmegaConf.create({})
+    tasks = [FakeTask("4242_0", True, False), FakeTask("4242_1", False, True), FakeTask("4242_2", False, False)]
+
+    class Executor:
+        def map_array(self, fn, chunks):
+            assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+            return tasks
+
+    monkeypatch.setattr(launcher, "_executor", lambda: Executor())
+    with pytest.raises(KeyboardInterrupt):
+        launcher.launch([[f"job={i}"] for i in range(5)], initial_job_idx=0)
+    assert ("interrupted: 2 array task(s) are still queued or running; cancel them with: scancel 4242_1 4242_2"
+            in caplog.text)

@@ -30,7 +30,10 @@ class ArrayTask:
         self.launcher = launcher
 
     def __call__(self, jobs: List[JobArgs]) -> List[JobReturn]:
-        return [self.launcher(*job) for job in jobs]
+        try:
+            return [self.launcher(*job) for job in jobs]
+        except KeyboardInterrupt:  # Ctrl-C in the terminal reaches local tasks too: end without a traceback
+            raise SystemExit(130) from None
 
     def checkpoint(self, jobs: List[JobArgs]) -> Any:
         """On preemption, submitit requeues the task; its finished jobs are skipped when it reruns."""
@@ -45,8 +48,8 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
 
     def __init__(self, jobs_per_task: int, **params: Any) -> None:
         super().__init__(**params)
-        if jobs_per_task < 1:
-            raise ValueError(f"hydra.launcher.jobs_per_task={jobs_per_task}: expected 1 or more")
+        if jobs_per_task < 1:  # SystemExit: Hydra would wrap any other exception in three lines
+            raise SystemExit(f"Error: hydra.launcher.jobs_per_task={jobs_per_task}: expected 1 or more")
         self.jobs_per_task = jobs_per_task
 
     def _executor(self) -> Any:
@@ -69,20 +72,27 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
                 for i, overrides in enumerate(job_overrides)]
         chunks = [jobs[i:i + self.jobs_per_task] for i in range(0, len(jobs), self.jobs_per_task)]
         tasks = self._executor().map_array(ArrayTask(self), chunks)
-        log.info("submitted %d jobs as %d array tasks of up to %d (%s job %s)", len(jobs), len(tasks),
-                 self.jobs_per_task, self._EXECUTOR, tasks[0].job_id.split("_")[0])
+        log.info("submitted %d jobs as %d array task(s) of up to %d jobs (%s job %s)", len(jobs), len(tasks),
+                 len(chunks[0]), self._EXECUTOR, tasks[0].job_id.split("_")[0])
         returns: List[JobReturn] = []
         try:
-            for task, chunk in zip(tasks, chunks):
+            for number, (task, chunk) in enumerate(zip(tasks, chunks), 1):
                 try:
                     returns += task.results()[0]
                 except Exception as err:  # timed out, preempted past max_num_timeout, killed: its jobs are lost
                     reason = f"array task {task.job_id} ended without a result ({type(err).__name__})"
                     returns += [JobReturn(status=JobStatus.UNKNOWN, _return_value=reason) for _ in chunk]
+                log.info("array task %d/%d ended (%d of %d jobs)", number, len(tasks), len(returns), len(jobs))
         except KeyboardInterrupt:
-            waiting = [task.job_id for task in tasks if not task.done()]
-            log.error("interrupted: %d array tasks are still queued or running; cancel them with: scancel %s "
-                      "(running the sweep again skips every job they finish)", len(waiting), " ".join(waiting))
+            waiting = [task for task in tasks if not task.done()]
+            if self._EXECUTOR == "local":  # this machine's own processes: end them with the sweep
+                for task in waiting:
+                    task.cancel(check=False)
+                log.error("interrupted: cancelled %d array task(s) still running", len(waiting))
+            else:
+                log.error("interrupted: %d array task(s) are still queued or running; cancel them with: scancel %s "
+                          "(running the sweep again skips every job they finish)", len(waiting),
+                          " ".join(task.job_id for task in waiting))
             raise
         return returns
 

@@ -105,7 +105,7 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
         except Exception as err:  # a worker died hard: only this batch is lost
             log.error("the launcher failed (%s: %s): its batch's jobs without a result are lost",
                       type(err).__name__, err)
-            _settle(batch, f"launcher failed: {type(err).__name__}")
+            _settle(batch, f"launcher failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
         else:
             for job, result in zip(batch, results):
                 _record(job, result)
