@@ -178,7 +178,7 @@ def test_a_refused_report_writes_nothing(small_store, finished, tmp_path):
                           ([f"sweep_dir={tmp_path}"], f"no results under {tmp_path}; run a sweep first"),
                           ([f"data.root={small_store}", "+data.rot=1"], "data.rot: unknown setting")]:
         result = run_cli("report", *args, cwd=tmp_path)
-        assert result.returncode == 1 and f"Error: " in result.stdout and message in result.stdout, result.stdout
+        assert result.returncode == 1 and "Error: " in result.stdout and message in result.stdout, result.stdout
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "report").exists()
     other = run_cli("report", f"sweep_dir={finished / 'outputs/cka'}", "data.root=/some/other/store", cwd=tmp_path)
     assert other.returncode == 1 and "not data.root=/some/other/store" in other.stdout
