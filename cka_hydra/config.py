@@ -108,7 +108,7 @@ class CKAConfig:
         return unused
 
 
-_DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?")
+DEVICE = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # the device setting; the group is a GPU's index
 
 
 @dataclass
@@ -140,7 +140,7 @@ class RunConfig:
                 and seeds.index(self.seed_pair.a) > seeds.index(self.seed_pair.b)):
             # a model against itself at seeds (1, orig) is the comparison (orig, 1): CKA is symmetric
             self.seed_pair = SeedPairConfig(self.seed_pair.b, self.seed_pair.a)
-        if not _DEVICE.fullmatch(self.device):
+        if not DEVICE.fullmatch(self.device):
             raise InputError(f"device={self.device}: expected auto, cpu, cuda or cuda:N")
         if self.layer < 0:
             raise InputError(f"layer={self.layer}: expected a layer index, 0 or more")

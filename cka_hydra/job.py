@@ -6,7 +6,6 @@ to, so tests can call it directly.
 
 import functools
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import torch
 
 from cka_hydra import run_folder
 from cka_hydra.cka import TIMELINE_BATCH_BYTES, UndefinedCKAError, bootstrap_interval, linear_cka, rbf_cka, timeline
-from cka_hydra.config import CKAConfig, DataConfig, Kernel, RunConfig, default_settings, settings
+from cka_hydra.config import DEVICE, CKAConfig, DataConfig, Kernel, RunConfig, default_settings, settings
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id, parse_filter
 from cka_hydra.pairs import instance_name, model_name, shared_tasks
@@ -104,7 +103,7 @@ def resolve_device(spec: str, job_num: int = 0) -> torch.device:
     if spec == "auto":
         count = torch.cuda.device_count()
         return torch.device(f"cuda:{job_num % count}") if count else torch.device("cpu")
-    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", spec)
+    match = DEVICE.fullmatch(spec)
     if not match:
         raise InputError(f"device={spec}: expected auto, cpu, cuda or cuda:N")
     if spec != "cpu":
@@ -185,11 +184,8 @@ def preflight(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPla
     plan = plan_job(run)
     resolve_device(run.device)
     if not run.overwrite:
-        if results_dir is not None:
-            run_folder.check_data_root(results_dir, run.data.root, overwrite=False)
         # a results dir recorded as this data root's may hold stale results of another, left by an overwrite
-        owned = (results_dir is not None and
-                 run_folder.recorded_data_root(results_dir) == run_folder.data_root_text(run.data.root))
+        owned = results_dir is not None and run_folder.check_data_root(results_dir, run.data.root, overwrite=False)
         reason = run_folder.conflict(run_dir, plan.settings, data_root_checked=owned)
         if reason:
             raise InputError(reason)

@@ -26,16 +26,18 @@ DEFAULT_SETTING = "default"  # the label of results computed with every default 
 PROGRESS_EVERY = 200
 
 
-def check_sweep_dir(sweep_dir: Path, data_root: str | None, exclude: Path | None = None) -> None:
-    """Refuse a sweep_dir that is no folder, holds no run folder, or (when a data root is
-    named) holds another data root's results."""
+def check_sweep_dir(sweep_dir: Path, data_root: str | None, exclude: Path | None = None) -> list[Path]:
+    """sweep_dir's run folders; refuses a sweep_dir that is no folder, holds no run folder, or
+    (when a data root is named) holds another data root's results."""
     hint = "run a sweep first (python -m cka_hydra -m sweep), or name its folder: sweep_dir=... or data.root=..."
     if not sweep_dir.is_dir():
         raise InputError(f"sweep_dir={sweep_dir}: no such folder; {hint}")
-    if not run_folder.run_folders(sweep_dir, exclude):
+    run_dirs = run_folder.run_folders(sweep_dir, exclude)
+    if not run_dirs:
         raise InputError(f"no results under {sweep_dir}; {hint}")
     if data_root is not None:
         run_folder.check_data_root(sweep_dir, data_root, overwrite=False)
+    return run_dirs
 
 
 def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame, Counter, dict[str, str]]:
@@ -45,8 +47,7 @@ def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame,
 
     A setting label is the run folder's (`rbf0.4-all`, `default`); results of different data
     roots get different labels too: nothing here pools results that could differ."""
-    check_sweep_dir(sweep_dir, None, exclude)
-    run_dirs = run_folder.run_folders(sweep_dir, exclude)
+    run_dirs = check_sweep_dir(sweep_dir, None, exclude)
     # results of another data root than the results dir's own are stale, left by an overwrite
     owner = run_folder.recorded_data_root(sweep_dir)
     frames, left_out, summaries = [], Counter(), []

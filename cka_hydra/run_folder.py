@@ -177,8 +177,9 @@ def clear_error(run_dir: Path) -> None:
 
 # --- the results dir ---
 
-def check_data_root(results_dir: Path, data_root: str | None, overwrite: bool) -> None:
-    """Refuse to write results of one data root into a results dir that holds another's."""
+def check_data_root(results_dir: Path, data_root: str | None, overwrite: bool) -> bool:
+    """Refuse to write results of one data root into a results dir that holds another's.
+    Returns whether data_root.txt names this data root."""
     recorded = recorded_data_root(results_dir)
     if recorded is not None and recorded != data_root_text(data_root) and not overwrite:
         raise InputError(
@@ -186,6 +187,7 @@ def check_data_root(results_dir: Path, data_root: str | None, overwrite: bool) -
             f"{_data_root_words(data_root_text(data_root))}: write these elsewhere (hydra.sweep.dir=...), or set "
             "overwrite=true to replace them"
         )
+    return recorded == data_root_text(data_root)
 
 
 def recorded_data_root(results_dir: Path) -> str | None:

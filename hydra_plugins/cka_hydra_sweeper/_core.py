@@ -9,6 +9,7 @@ the manifest and what counts as finished belong to `cka_hydra.run_folder`.
 import dataclasses
 import itertools
 import logging
+import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Job:
     results_dir: Path
     subdir: str
     settings: str  # the settings that differ from the defaults, as overrides
+    plan: Any = None  # its JobPlan, once checked before launch
     status: str = "pending"
     seconds: Optional[float] = None
     error: str = ""
@@ -238,10 +240,7 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
 
 
 def _n_combinations(swept: List[List[str]]) -> int:
-    count = 1
-    for values in swept:
-        count *= len(values)
-    return count
+    return math.prod(len(values) for values in swept)
 
 
 def _refuse_duplicates(jobs: List[Job]) -> None:
@@ -289,17 +288,17 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
         except InputError as err:
             raise SweepError(str(err)) from None
         try:
-            plan = preflight(run, job.run_dir, job.results_dir)
+            job.plan = preflight(run, job.run_dir, job.results_dir)
         except InputError as err:
             job.status, job.error = "failed", str(err)
             continue
         if group not in filter_checked:  # on the first job of the group that has its inputs
             filter_checked.add(group)
             try:
-                check_city_filter(plan)
+                check_city_filter(job.plan)
             except InputError as err:
                 raise SweepError(str(err)) from None
-        if not run.overwrite and run_folder.is_finished(job.run_dir, plan.settings, plan.inputs):
+        if not run.overwrite and _finished(job):
             job.status = "skipped"
 
 
@@ -317,11 +316,14 @@ def _record(job: Job, result: JobReturn) -> None:
 def _settle(batch: List[Job], reason: str) -> None:
     """A batch whose launch() gave no answer: its jobs that wrote their result are done, the rest lost."""
     for job in batch:
-        summary = run_folder.read_result(job.run_dir)
-        if summary is not None and summary.get("settings") == settings(job.run):
+        if _finished(job):
             job.status = "done"
         else:
             job.status, job.error = "lost", reason
+
+
+def _finished(job: Job) -> bool:
+    return run_folder.is_finished(job.run_dir, job.plan.settings, job.plan.inputs)
 
 
 def _write_jobs(jobs: List[Job]) -> None:
