@@ -40,7 +40,7 @@ class RunChecks(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from cka_hydra.demo import ensure_demo_store
-        from cka_hydra.job import check_city_filter, preflight
+        from cka_hydra.plan import check_city_filter, preflight
 
         try:
             run = run_config(config)

@@ -17,10 +17,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cka_hydra import run_folder
 from cka_hydra.errors import InputError
-from cka_hydra.filters import parse_filter
+from cka_hydra.filters import STUDY_FILTER, parse_filter
 from cka_hydra.pairs import Comparison
 
-STUDY_FILTER = "region:^(?!Atlantis).* && city_id:^[1-9][0-9]{3,}$"
 DEMO_STORE = Path("outputs", "demo_store")
 # Keys that say which comparison a job is: they make the run folder's path.
 COMPARISON_KEYS = ("regime", "pair", "seed_pair", "layer")

@@ -26,7 +26,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 from filelock import FileLock
 from omegaconf import OmegaConf
 
@@ -49,6 +48,9 @@ class DemoSpec:
     layers: tuple[int, ...] = (3, 4, 5, 6)
     regimes: tuple[str, ...] = ("pt1", "pt2", "pt3")
     seed: int = 0
+    # store representations_flat as a copy of its own, as the real files do (twice the size);
+    # the demo store keeps one storage for both keys
+    flat_copy: bool = False
 
 
 def load_regime(name: str) -> dict:
@@ -138,14 +140,15 @@ def write_store(root: Path, spec: DemoSpec = DemoSpec()) -> None:
 def _write_checkpoint(
     folder: Path, spec: DemoSpec, step: int, layer: int, data: np.ndarray, city_info: list[dict]
 ) -> None:
+    import torch  # here, not at the top: the sweeper's process imports this module and needs no torch
+
     folder.mkdir(parents=True, exist_ok=True)
     n = len(city_info)
     full = torch.from_numpy(data.astype(np.float32)).reshape(n, spec.n_tokens, 1, spec.hidden)
     torch.save(
         {
             "representations": full,
-            # a view of the same storage: both keys as in the real files, stored once
-            "representations_flat": full.reshape(n, -1),
+            "representations_flat": full.reshape(n, -1).clone() if spec.flat_copy else full.reshape(n, -1),
             "input_ids": torch.zeros(n, 4, dtype=torch.int64),
             "step": step,
             "layers": [layer],

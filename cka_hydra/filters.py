@@ -24,6 +24,9 @@ from cka_hydra.errors import InputError
 
 City = Mapping[str, Any]
 
+# the study's filter, the default: no city of the held-out region, ids of 4 digits or more
+STUDY_FILTER = "region:^(?!Atlantis).* && city_id:^[1-9][0-9]{3,}$"
+
 
 def city_id(city: City) -> str:
     """A city's id as a string: `city_id` if the entry has one, else `row_id`."""

@@ -1,14 +1,13 @@
-"""One comparison: wires the typed config, the store, the CKA math and the run folder together.
+"""Running one comparison: wires the plan, the store, the CKA math and the run folder together.
 
 Knows nothing of Hydra: `run_comparison` takes the job's `RunConfig` and the folders to write
-to, so tests can call it directly.
+to, so tests can call it directly. Planning (`cka_hydra.plan`) comes first and needs no torch.
 """
 
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,85 +16,15 @@ import torch
 
 from cka_hydra import run_folder
 from cka_hydra.cka import TIMELINE_BATCH_BYTES, UndefinedCKAError, bootstrap_interval, linear_cka, rbf_cka, timeline
-from cka_hydra.config import DEVICE, CKAConfig, DataConfig, Kernel, RunConfig, default_settings, settings
+from cka_hydra.config import CKAConfig, Kernel, RunConfig, default_settings
 from cka_hydra.errors import InputError
-from cka_hydra.filters import CityFilter, city_id, parse_filter
-from cka_hydra.pairs import instance_name, model_name, shared_tasks
-from cka_hydra.store import (
-    REPRESENTATIONS_FILE, Checkpoint, Layout, common_rows, list_checkpoints, load_checkpoint, load_cities,
-)
+from cka_hydra.filters import CityFilter, city_id
+from cka_hydra.plan import Side, check_device, preflight
+from cka_hydra.store import REPRESENTATIONS_FILE, Checkpoint, common_rows, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 MIN_CITIES = 10
-
-
-@dataclass(frozen=True)
-class Side:
-    """One instance (a model at a seed) taking part in a comparison."""
-
-    model: str
-    seed: str
-    tasks: list[str]
-    representations_dir: Path
-
-    @property
-    def instance(self) -> str:
-        return instance_name(self.model, self.seed)
-
-
-def data_root(data: DataConfig) -> Path:
-    root = data.path
-    if root.is_dir():
-        return root
-    if data.root is None:
-        raise InputError(f"no demo store at {root}: it is written when a run or sweep starts without data.root")
-    raise InputError(f"data.root={data.root}: no such folder (expected the experiments folder)")
-
-
-def sides(run: RunConfig, root: Path) -> tuple[Side, Side]:
-    """The two instances the config names, after checking them against the regime."""
-    regime, pair, seed_pair = run.regime, run.pair, run.seed_pair
-    layout = Layout(regime.original_dir, regime.seed_dir, regime.representations_dir)
-    for index in (pair.a, pair.b):
-        if index not in regime.models:
-            raise InputError(
-                f"pair={pair.a}_{pair.b}: regime {regime.name} has no model {index} (it has {sorted(regime.models)})"
-            )
-    for seed in (seed_pair.a, seed_pair.b):
-        if seed not in regime.seeds:
-            raise InputError(
-                f"seed_pair={seed_pair.a}_{seed_pair.b}: regime {regime.name} has no seed {seed!r} "
-                f"(it has {list(regime.seeds)})"
-            )
-    tasks_a, tasks_b = list(regime.models[pair.a]), list(regime.models[pair.b])
-    shared = shared_tasks(tasks_a, tasks_b)
-    if pair.a != pair.b and shared and not run.allow_overlap:
-        raise InputError(
-            f"pair={pair.a}_{pair.b}: {model_name(regime.name, pair.a)} and {model_name(regime.name, pair.b)} "
-            f"share the training task {', '.join(shared)}; set allow_overlap=true to compare them anyway"
-        )
-
-    def side(index: int, seed: str, tasks: list[str]) -> Side:
-        model = model_name(regime.name, index)
-        return Side(model, seed, tasks, layout.representations_path(root, model, seed, tasks[0], run.layer))
-
-    return side(pair.a, seed_pair.a, tasks_a), side(pair.b, seed_pair.b, tasks_b)
-
-
-def select_steps(spec: str | list[int], steps_a: Sequence[int], steps_b: Sequence[int], a: str, b: str) -> list[int]:
-    """The checkpoint steps to compare: `final`, `all`, or a list of steps both sides hold."""
-    common = sorted(set(steps_a) & set(steps_b))
-    if not common:
-        raise InputError(f"{a} and {b} share no checkpoint step: {a} has {list(steps_a)}, {b} has {list(steps_b)}")
-    if spec == "final":
-        return [common[-1]]
-    if spec == "all":
-        return common
-    missing = [s for s in spec if s not in common]
-    if missing:
-        raise InputError(f"checkpoints: steps {missing} are not held by both {a} and {b}; common steps: {common}")
-    return list(spec)
 
 
 def resolve_device(spec: str, job_num: int = 0) -> torch.device:
@@ -103,13 +32,7 @@ def resolve_device(spec: str, job_num: int = 0) -> torch.device:
     if spec == "auto":
         count = torch.cuda.device_count()
         return torch.device(f"cuda:{job_num % count}") if count else torch.device("cpu")
-    match = DEVICE.fullmatch(spec)
-    if not match:
-        raise InputError(f"device={spec}: expected auto, cpu, cuda or cuda:N")
-    if spec != "cpu":
-        count = torch.cuda.device_count()
-        if int(match.group(1) or 0) >= count:
-            raise InputError(f"device={spec}: torch sees {count} CUDA device(s)")
+    check_device(spec)
     return torch.device(spec)
 
 
@@ -139,57 +62,6 @@ def aligned(
                 f"at step {ckpt.step}"
             )
     return x.to(device), y.to(device)
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    """What a job will compute, known from the config and folder listings alone."""
-
-    a: Side
-    b: Side
-    root: Path
-    city_filter: CityFilter
-    checkpoints_a: dict[int, Path]
-    checkpoints_b: dict[int, Path]
-    steps: list[int]
-    # the settings that decide the result (config.settings), and the inputs they select
-    settings: dict[str, Any]
-    inputs: dict[str, Any]
-
-
-def plan_job(run: RunConfig) -> JobPlan:
-    """Check the config against the regime and the store's folders, and list what the job will
-    compare. Reads folder listings only, no data file."""
-    root = data_root(run.data)
-    a, b = sides(run, root)
-    checkpoints_a, checkpoints_b = list_checkpoints(a.representations_dir), list_checkpoints(b.representations_dir)
-    steps = select_steps(run.checkpoints, list(checkpoints_a), list(checkpoints_b), a.instance, b.instance)
-    inputs = {"representations_a": str(a.representations_dir), "representations_b": str(b.representations_dir),
-              "steps": steps}
-    return JobPlan(a, b, root, parse_filter(run.city_filter), checkpoints_a, checkpoints_b, steps,
-                   settings(run), inputs)
-
-
-def check_city_filter(plan: JobPlan) -> None:
-    """Refuse a filter field that no city of the job's first step has (reads its metadata only)."""
-    step = plan.steps[0]
-    for checkpoints in (plan.checkpoints_a, plan.checkpoints_b):
-        plan.city_filter.select(load_cities(checkpoints[step]))
-
-
-def preflight(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPlan:
-    """Everything a run needs that can be checked without computing: the config against the
-    regime and the store, the device, and that its result may go to run_dir (the results dir
-    holds no other data root's results, run_dir no other settings' result) unless overwrite."""
-    plan = plan_job(run)
-    resolve_device(run.device)
-    if not run.overwrite:
-        # a results dir recorded as this data root's may hold stale results of another, left by an overwrite
-        owned = results_dir is not None and run_folder.check_data_root(results_dir, run.data.root, overwrite=False)
-        reason = run_folder.conflict(run_dir, plan.settings, data_root_checked=owned)
-        if reason:
-            raise InputError(reason)
-    return plan
 
 
 def estimator(cka: CKAConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -4,23 +4,27 @@
         checkpoint-<step>/representations.pt   torch.save'd dict of tensors
         checkpoint-<step>/metadata.json        with `city_info`, one entry per row
 
-Knows files, not Hydra and not CKA.
+Knows files, not Hydra and not CKA. Imports torch only to read a tensor: the sweeper's process
+lists checkpoints with this module and never needs it.
 """
+
+from __future__ import annotations
 
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from cka_hydra.errors import InputError
 from cka_hydra.pairs import ORIGINAL_SEED
 
 REPRESENTATIONS_FILE = "representations.pt"
 METADATA_FILE = "metadata.json"
+if TYPE_CHECKING:
+    import torch
+
 _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 
 
@@ -95,6 +99,8 @@ def load_cities(path: Path) -> list[dict[str, Any]]:
 
 def load_checkpoint(step: int, path: Path) -> Checkpoint:
     """Read one checkpoint folder: the flat representation matrix and its city list."""
+    import torch
+
     cities = load_cities(path)
     metadata_file = path / METADATA_FILE
     tensor_file = path / REPRESENTATIONS_FILE
@@ -124,6 +130,8 @@ def _unreadable(tensor_file: Path, err: Exception) -> str:
 
 
 def _flat_matrix(data: Any, tensor_file: Path) -> torch.Tensor:
+    import torch
+
     expected = "a dict with a 'representations_flat' or 'representations' tensor"
     if not isinstance(data, Mapping):
         raise InputError(f"{tensor_file}: expected {expected}, got {type(data).__name__}")

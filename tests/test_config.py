@@ -9,9 +9,10 @@ from hydra import compose, initialize_config_module
 
 from cka_hydra import run_folder
 from cka_hydra.config import (
-    STUDY_FILTER, CKAConfig, Kernel, RunConfig, default_settings, register, report_config, run_config, settings,
+    CKAConfig, Kernel, RunConfig, default_settings, register, report_config, run_config, settings,
 )
 from cka_hydra.errors import InputError
+from cka_hydra.filters import STUDY_FILTER
 from cka_hydra.pairs import Comparison
 
 register()

@@ -1,10 +1,14 @@
-"""The job's choices that need no store: devices and checkpoint steps."""
+"""A job's choices that need no store: devices and checkpoint steps."""
+
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from cka_hydra.errors import InputError
-from cka_hydra.job import resolve_device, select_steps
+from cka_hydra.job import resolve_device
+from cka_hydra.plan import select_steps
 
 
 def test_auto_device_spreads_jobs_over_the_gpus_torch_sees(monkeypatch):
@@ -37,3 +41,11 @@ def test_checkpoint_selection():
         select_steps([0, 200], a, b, "A", "B")
     with pytest.raises(InputError, match=r"A and B share no checkpoint step: A has \[1\], B has \[2\]"):
         select_steps("final", [1], [2], "A", "B")
+
+
+def test_planning_imports_no_torch():
+    """The sweeper's process plans and checks every job; importing torch there costs 1.5 s a sweep."""
+    code = ("import sys, cka_hydra.app, cka_hydra.demo, cka_hydra.plan, hydra_plugins.cka_hydra_sweeper._core; "
+            "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

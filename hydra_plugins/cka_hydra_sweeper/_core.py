@@ -261,7 +261,7 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
     share stops the sweep with one message; a job's own missing input fails that job alone.
     Without write_demo_store (a dry run), jobs on a demo store not yet written stay unchecked."""
     from cka_hydra.demo import ensure_demo_store
-    from cka_hydra.job import check_city_filter, data_root, preflight, resolve_device
+    from cka_hydra.plan import check_city_filter, check_device, data_root, preflight
 
     roots: Dict[Path, set] = defaultdict(set)
     for job in jobs:
@@ -283,7 +283,7 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
                 if run.data.root is None:
                     ensure_demo_store(run.data.path)
                 data_root(run.data)
-                resolve_device(run.device)
+                check_device(run.device)
                 run_folder.check_data_root(job.results_dir, run.data.root, run.overwrite)
         except InputError as err:
             raise SweepError(str(err)) from None

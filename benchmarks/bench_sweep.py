@@ -1,0 +1,303 @@
+"""The sweep against its floor, in one run on this machine:
+
+    python benchmarks/bench_sweep.py [--checkpoints 5] [--growth] [--work DIR]
+
+Writes a store of the real shape (4500 cities, 2 tokens x hidden 128 = 256 features, both
+tensor keys stored apart as the real files have them; pt2 and pt3, 3 seeds, layers 3-6, K
+checkpoints), then times, each as a whole `python -m cka_hydra` process:
+
+- the default sweep with `checkpoints=final` and with `checkpoints=all`, first run and re-run;
+- the narrowed sweep `regime=pt3 layer=5` (final);
+- the floor of each: one plain process, no Hydra, that reads every file the sweep needs
+  exactly once and computes the same values with the project's own functions.
+
+It prints a markdown table: wall seconds, sweep/floor, the jobs' own seconds, Hydra's cost
+per job (`hydra/launcher=basic`: one process, no workers), a worker's start-up (its imports),
+peak memory of the planning process and of the largest worker, and the bytes the sweep's
+jobs read against the floor's; and checks the sweep's values equal the floor's to 1e-12.
+`--growth` adds how the cost grows: cities 1000 to 20000 and K 5 vs 41 on the narrowed
+sweep (its own stores). Nothing else should run meanwhile: the machine's cores are the
+measurement. Stores and results go to a temporary folder, or to --work, where the stores
+are kept and reused by the next run (the K=5 store takes 8 GB).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REGIMES, LAYERS = ("pt2", "pt3"), (3, 4, 5, 6)
+NARROW = ("pt3",), (5,)
+PYTHON = sys.executable
+
+
+# --- the floor: no Hydra, each file read once ---
+
+def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str) -> dict:
+    """Every comparison of the sweep, as {'regime pair seed_pair layer': [value per step]}."""
+    import torch
+
+    from cka_hydra.cka import linear_cka, timeline
+    from cka_hydra.demo import load_regime
+    from cka_hydra.filters import STUDY_FILTER, city_id, parse_filter
+    from cka_hydra.pairs import SeedPolicy, model_name, plan_comparisons, seed_pairs
+    from cka_hydra.store import Layout, common_rows, list_checkpoints, load_checkpoint
+
+    city_filter = parse_filter(STUDY_FILTER)
+    values = {}
+    for regime_name in regimes:
+        regime = load_regime(regime_name)
+        models = {int(k): v for k, v in regime["models"].items()}
+        layout = Layout(regime["original_dir"], regime["seed_dir"], regime["representations_dir"])
+        comparisons, _ = plan_comparisons(regime_name, models, list(layers),
+                                          seed_pairs(SeedPolicy.study, regime["seeds"]), None, False)
+        for layer in layers:
+            loaded = {}  # checkpoint folder -> (matrix, kept rows, their ids): one read per file
+
+            def read(path: Path) -> tuple:
+                if path not in loaded:
+                    ckpt = load_checkpoint(0, path)
+                    kept = city_filter.select(ckpt.cities)
+                    loaded[path] = ckpt.matrix, kept, [city_id(ckpt.cities[i]) for i in kept]
+                return loaded[path]
+
+            for c in (c for c in comparisons if c.layer == layer):
+                folders = [layout.representations_path(root, model_name(regime_name, index), seed,
+                                                       models[index][0], layer)
+                           for index, seed in ((c.a, c.seed_a), (c.b, c.seed_b))]
+                listed = [list_checkpoints(folder) for folder in folders]
+                common = sorted(set(listed[0]) & set(listed[1]))
+                pairs = []
+                for step in (common if checkpoints == "all" else common[-1:]):
+                    (xa, kept_a, ids_a), (xb, kept_b, ids_b) = read(listed[0][step]), read(listed[1][step])
+                    rows_a, rows_b = common_rows(ids_a, ids_b, "a", "b")
+                    pairs.append((xa[torch.tensor([kept_a[i] for i in rows_a])],
+                                  xb[torch.tensor([kept_b[i] for i in rows_b])]))
+                values[f"{regime_name} {c.pair} {c.seed_pair} {layer}"] = timeline(linear_cka, pairs, 0)
+    return values
+
+
+def sweep_values(results_dir: Path) -> dict:
+    """The sweep's values, keyed as floor() keys them, read through the run folder's owner."""
+    from cka_hydra import run_folder
+    from cka_hydra.atomic import read_csv
+
+    values = {}
+    for job in run_folder.read_jobs(results_dir):
+        run_dir = results_dir / job["run_dir"]
+        if run_folder.read_result(run_dir) is None:
+            raise SystemExit(f"{run_dir}: no result after the sweep")
+        key = f"{job['regime']} {job['pair']} {job['seed_pair']} {job['layer']}"
+        values[key] = [float(row["cka"]) for row in read_csv(run_dir / run_folder.TIMELINE_FILE)]
+    return values
+
+
+# --- measuring processes ---
+
+class PeakMemory(threading.Thread):
+    """Polls the peak resident memory (VmHWM) of a process and of each of its descendants."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peaks, self.done = pid, defaultdict(int), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            for pid in self._tree():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peaks[pid] = max(self.peaks[pid], int(line.split()[1]) * 1024)
+
+    def _tree(self) -> list[int]:
+        children = defaultdict(list)
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children[parent].append(int(entry))
+        tree, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo += children[pid]
+        return tree
+
+    def main_and_workers(self) -> tuple[int, int]:
+        workers = [peak for pid, peak in self.peaks.items() if pid != self.pid]
+        return self.peaks[self.pid], max(workers, default=0)
+
+
+def timed_process(args: list[str], cwd: Path) -> tuple[float, PeakMemory]:
+    start = time.perf_counter()
+    process = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    memory = PeakMemory(process.pid)
+    memory.start()
+    output, _ = process.communicate()
+    seconds = time.perf_counter() - start
+    memory.done.set()
+    memory.join()
+    if process.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{output}")
+    return seconds, memory
+
+
+def run_sweep(root: Path, results_dir: Path, *overrides: str) -> tuple[float, PeakMemory]:
+    return timed_process([PYTHON, "-m", "cka_hydra", "-m", "sweep", f"data.root={root}",
+                          f"hydra.sweep.dir={results_dir}", *overrides], cwd=results_dir.parent)
+
+
+def run_floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str,
+              out: Path) -> tuple[float, PeakMemory]:
+    return timed_process([PYTHON, __file__, "--floor", str(root), ",".join(regimes),
+                          ",".join(map(str, layers)), checkpoints, str(out)], cwd=out.parent)
+
+
+def import_seconds() -> float:
+    """A worker's start-up: a fresh interpreter importing what a job imports."""
+    seconds, _ = timed_process([PYTHON, "-c", "import cka_hydra.app, cka_hydra.job, hydra_plugins.hydra_joblib_launcher"],
+                               cwd=Path.cwd())
+    return seconds
+
+
+# --- one measured case ---
+
+def bytes_read(results_dir: Path) -> tuple[int, int]:
+    """Bytes of the files the sweep's jobs read (the used tensor and the metadata, per side and
+    step, as the sizes on disk say) against each of those files once."""
+    from cka_hydra import run_folder
+
+    per_job, unique = 0, {}
+    for job in run_folder.read_jobs(results_dir):
+        summary = run_folder.read_result(results_dir / job["run_dir"])
+        for side in ("representations_a", "representations_b"):
+            for step in summary["inputs"]["steps"]:
+                folder = Path(summary["inputs"][side]) / f"checkpoint-{step}"
+                size = tensor_bytes(folder) + (folder / "metadata.json").stat().st_size
+                per_job += size
+                unique[folder] = size
+    return per_job, sum(unique.values())
+
+
+def tensor_bytes(folder: Path) -> int:
+    """The bytes of the one tensor a job uses (representations_flat) in a checkpoint file."""
+    import torch
+
+    data = torch.load(folder / "representations.pt", map_location="cpu", weights_only=True, mmap=True)
+    return data["representations_flat"].untyped_storage().nbytes()
+
+
+def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str,
+         rerun: bool = True, basic: bool = False) -> dict:
+    """Time the sweep and its floor on one store; check they agree."""
+    from cka_hydra import run_folder
+
+    narrowed = [f"regime={','.join(regimes)}", f"layer={','.join(map(str, layers))}"]
+    slug = "".join(ch if ch.isalnum() else "-" for ch in name)
+    results_dir = work / f"out-{slug}"
+    sweep_s, memory = run_sweep(root, results_dir, *narrowed, f"checkpoints={checkpoints}")
+    row = {"case": name, "sweep_s": sweep_s}
+    row["main_mb"], row["worker_mb"] = (b / 2**20 for b in memory.main_and_workers())
+    if rerun:
+        row["rerun_s"], _ = run_sweep(root, results_dir, *narrowed, f"checkpoints={checkpoints}")
+    floor_file = work / f"floor-{slug}.json"
+    row["floor_s"], _ = run_floor(root, regimes, layers, checkpoints, floor_file)
+    jobs = run_folder.read_jobs(results_dir)
+    row["jobs"] = len(jobs)
+    row["job_s"] = sum(float(job["seconds"]) for job in jobs if job["seconds"])
+    theirs, ours = json.loads(floor_file.read_text()), sweep_values(results_dir)
+    if theirs.keys() != ours.keys():
+        raise SystemExit(f"{name}: the sweep ran {len(ours)} comparisons, the floor {len(theirs)}")
+    row["max_diff"] = max(abs(a - b) for key in ours for a, b in zip(ours[key], theirs[key], strict=True))
+    if row["max_diff"] > 1e-12:
+        raise SystemExit(f"{name}: the sweep's values differ from the floor's by {row['max_diff']:.1e}")
+    row["read_mb"], row["floor_read_mb"] = (b / 2**20 for b in bytes_read(results_dir))
+    if basic:  # Hydra's own cost per job: one process, jobs in turn, no workers to start
+        basic_dir = work / f"out-{slug}-basic"
+        basic_s, _ = run_sweep(root, basic_dir, *narrowed, f"checkpoints={checkpoints}", "hydra/launcher=basic")
+        basic_job_s = sum(float(job["seconds"]) for job in run_folder.read_jobs(basic_dir) if job["seconds"])
+        row["hydra_per_job_s"] = (basic_s - row["rerun_s"] - basic_job_s) / row["jobs"]
+    return row
+
+
+def write_store(work: Path, n_cities: int, n_checkpoints: int, regimes: tuple[str, ...],
+                layers: tuple[int, ...]) -> tuple[Path, float]:
+    """A store of these dimensions in work, written unless work holds it from an earlier run."""
+    from cka_hydra.demo import DemoSpec
+    from cka_hydra.demo import write_store as write
+
+    root = work / f"store-{n_cities}-{n_checkpoints}-{'+'.join(regimes)}-{'+'.join(map(str, layers))}"
+    start = time.perf_counter()
+    if not root.is_dir():
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write(tmp, DemoSpec(n_cities=n_cities, hidden=128, n_tokens=2, n_checkpoints=n_checkpoints,
+                            layers=layers, regimes=regimes, flat_copy=True))
+        tmp.rename(root)
+    return root, time.perf_counter() - start
+
+
+def table(rows: list[dict]) -> None:
+    columns = [("case", "case", "{}"), ("jobs", "jobs", "{}"), ("sweep s", "sweep_s", "{:.1f}"),
+               ("floor s", "floor_s", "{:.1f}"), ("sweep/floor", "ratio", "{:.2f}"),
+               ("re-run s", "rerun_s", "{:.1f}"), ("jobs' own s", "job_s", "{:.1f}"),
+               ("Hydra s/job", "hydra_per_job_s", "{:.3f}"), ("planner MB", "main_mb", "{:.0f}"),
+               ("worker MB", "worker_mb", "{:.0f}"), ("read MB", "read_mb", "{:.0f}"),
+               ("floor read MB", "floor_read_mb", "{:.0f}"), ("max diff", "max_diff", "{:.0e}")]
+    print("| " + " | ".join(title for title, _, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        row["ratio"] = row["sweep_s"] / row["floor_s"]
+        print("| " + " | ".join(fmt.format(row[key]) if key in row else "" for _, key, fmt in columns) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", type=int, default=5, help="checkpoints per instance (K), e.g. 5 or 41")
+    parser.add_argument("--growth", action="store_true", help="also cities 1000-20000 and K 5 vs 41 (narrowed)")
+    parser.add_argument("--work", type=Path, help="folder for the stores and results, kept to be reused "
+                                                  "(default: a temporary one)")
+    parser.add_argument("--floor", nargs=5, metavar=("ROOT", "REGIMES", "LAYERS", "CHECKPOINTS", "OUT"),
+                        help=argparse.SUPPRESS)  # the floor's own process
+    args = parser.parse_args()
+    if args.floor:
+        root, regimes, layers, checkpoints, out = args.floor
+        values = floor(Path(root), tuple(regimes.split(",")), tuple(map(int, layers.split(","))), checkpoints)
+        Path(out).write_text(json.dumps(values))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench_sweep-") as tmp:
+        work = args.work or Path(tmp)
+        for results in work.glob("out-*"):  # results of an earlier run: the sweeps must start afresh
+            shutil.rmtree(results)
+        store, seconds = write_store(work, 4500, args.checkpoints, REGIMES, LAYERS)
+        print(f"store: 4500 cities x 256 features, K={args.checkpoints}, pt2+pt3, layers 3-6, written in "
+              f"{seconds:.0f} s; {os.cpu_count()} cores; a worker's imports take {import_seconds():.2f} s\n")
+        rows = [
+            case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", basic=True),
+            case("default sweep, final", store, work, REGIMES, LAYERS, "final", basic=True),
+            case(f"default sweep, all (K={args.checkpoints})", store, work, REGIMES, LAYERS, "all"),
+        ]
+        if args.growth:
+            for n_cities, k in ((1000, 5), (20000, 5), (4500, 41)):
+                grown, _ = write_store(work, n_cities, k, *NARROW)
+                for checkpoints in ("final", "all") if k == 41 else ("final",):
+                    rows.append(case(f"narrowed, {n_cities} cities, K={k}, {checkpoints}", grown, work, *NARROW,
+                                     checkpoints, rerun=False))
+        table(rows)
+
+
+if __name__ == "__main__":
+    main()
