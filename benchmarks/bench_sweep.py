@@ -48,7 +48,7 @@ def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpo
     from cka_hydra.demo import load_regime
     from cka_hydra.filters import STUDY_FILTER, city_id, parse_filter
     from cka_hydra.pairs import SeedPolicy, model_name, plan_comparisons, seed_pairs
-    from cka_hydra.store import Layout, common_rows, list_checkpoints, load_checkpoint
+    from cka_hydra.store import Layout, common_rows, list_checkpoints, load_cities, load_matrix
 
     city_filter = parse_filter(STUDY_FILTER)
     values = {}
@@ -63,9 +63,9 @@ def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpo
 
             def read(path: Path) -> tuple:
                 if path not in loaded:
-                    ckpt = load_checkpoint(0, path)
-                    kept = city_filter.select(ckpt.cities)
-                    loaded[path] = ckpt.matrix, kept, [city_id(ckpt.cities[i]) for i in kept]
+                    cities = load_cities(path)
+                    kept = city_filter.select(cities)
+                    loaded[path] = load_matrix(path, len(cities)), kept, [city_id(cities[i]) for i in kept]
                 return loaded[path]
 
             for c in (c for c in comparisons if c.layer == layer):

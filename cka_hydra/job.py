@@ -20,7 +20,7 @@ from cka_hydra.config import CKAConfig, Kernel, RunConfig, default_settings
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id
 from cka_hydra.plan import Side, check_device, preflight
-from cka_hydra.store import REPRESENTATIONS_FILE, Checkpoint, common_rows, load_checkpoint
+from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, common_rows, load_cities, load_matrix
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +36,46 @@ def resolve_device(spec: str, job_num: int = 0) -> torch.device:
     return torch.device(spec)
 
 
+def kept_cities(folder: Path, city_filter: CityFilter) -> tuple[int, list[int], list[str]]:
+    """A checkpoint's number of cities, the rows city_filter keeps, and their ids.
+
+    Cached in the process, keyed by metadata.json's inode, size and modification time: a worker's jobs
+    share instances, and parsing and filtering a city list costs as much as a comparison's
+    arithmetic. A file rewritten since is read again."""
+    try:
+        stat = (folder / METADATA_FILE).stat()
+        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:  # load_cities says what is wrong
+        stamp = (-1, -1, -1)
+    return _kept_cities(folder, stamp, city_filter)
+
+
+@functools.lru_cache(maxsize=32)  # a sweep's (regime, layer) has 21 instances
+def _kept_cities(folder: Path, stamp: tuple[int, int, int], city_filter: CityFilter) -> tuple[int, list[int], list[str]]:
+    cities = load_cities(folder)
+    kept = city_filter.select(cities)
+    return len(cities), kept, [city_id(cities[i]) for i in kept]
+
+
 def aligned(
-    ckpt_a: Checkpoint, ckpt_b: Checkpoint, a: Side, b: Side, city_filter: CityFilter, device: torch.device
+    step: int, folder_a: Path, folder_b: Path, a: Side, b: Side, city_filter: CityFilter, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both sides' rows for the cities both keep after the filter, paired by city id."""
-    kept_a, kept_b = city_filter.select(ckpt_a.cities), city_filter.select(ckpt_b.cities)
-    rows_a, rows_b = common_rows(
-        [city_id(ckpt_a.cities[i]) for i in kept_a],
-        [city_id(ckpt_b.cities[i]) for i in kept_b],
-        str(ckpt_a.path), str(ckpt_b.path),
-    )
+    """Both sides' rows at one checkpoint, for the cities both keep after the filter, paired by city id."""
+    (n_a, kept_a, ids_a), (n_b, kept_b, ids_b) = kept_cities(folder_a, city_filter), kept_cities(folder_b, city_filter)
+    rows_a, rows_b = common_rows(ids_a, ids_b, str(folder_a), str(folder_b))
     if len(rows_a) < MIN_CITIES:
         raise InputError(
-            f"step {ckpt_a.step}: only {len(rows_a)} cities in common after city_filter "
-            f"({a.instance} keeps {len(kept_a)} of {len(ckpt_a.cities)}, "
-            f"{b.instance} keeps {len(kept_b)} of {len(ckpt_b.cities)}); need at least {MIN_CITIES}"
+            f"step {step}: only {len(rows_a)} cities in common after city_filter "
+            f"({a.instance} keeps {len(kept_a)} of {n_a}, {b.instance} keeps {len(kept_b)} of {n_b}); "
+            f"need at least {MIN_CITIES}"
         )
-    x = ckpt_a.matrix[torch.tensor([kept_a[i] for i in rows_a])]
-    y = ckpt_b.matrix[torch.tensor([kept_b[i] for i in rows_b])]
-    for matrix, ckpt in ((x, ckpt_a), (y, ckpt_b)):
+    x = load_matrix(folder_a, n_a)[torch.tensor([kept_a[i] for i in rows_a])]
+    y = load_matrix(folder_b, n_b)[torch.tensor([kept_b[i] for i in rows_b])]
+    for matrix, folder in ((x, folder_a), (y, folder_b)):
         bad = int((~torch.isfinite(matrix)).sum())
         if bad:
             raise InputError(
-                f"{ckpt.path / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the compared cities "
-                f"at step {ckpt.step}"
+                f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the compared cities at step {step}"
             )
     return x.to(device), y.to(device)
 
@@ -89,11 +105,8 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
     a, b, steps = plan.a, plan.b, plan.steps
 
     log.info("%s vs %s, layer %d, steps %s, on %s", a.instance, b.instance, run.layer, steps, device)
-    pairs = [
-        aligned(load_checkpoint(step, plan.checkpoints_a[step]), load_checkpoint(step, plan.checkpoints_b[step]),
-                a, b, plan.city_filter, device)
-        for step in steps
-    ]
+    pairs = [aligned(step, plan.checkpoints_a[step], plan.checkpoints_b[step], a, b, plan.city_filter, device)
+             for step in steps]
     try:
         values = timeline(estimate, pairs, TIMELINE_BATCH_BYTES.get(device.type, 0))
     except UndefinedCKAError as err:

@@ -48,16 +48,6 @@ class Layout:
         return root / instance_dir / self.representations_dir.format(task=task, layer=layer)
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """One checkpoint's representation matrix and its cities, row for row."""
-
-    step: int
-    path: Path
-    matrix: torch.Tensor  # (n_cities, features)
-    cities: list[dict[str, Any]]
-
-
 def list_checkpoints(representations_dir: Path) -> dict[int, Path]:
     """Complete checkpoints by step. A folder missing either file is still being written."""
     if not representations_dir.is_dir():
@@ -97,12 +87,11 @@ def load_cities(path: Path) -> list[dict[str, Any]]:
     return cities
 
 
-def load_checkpoint(step: int, path: Path) -> Checkpoint:
-    """Read one checkpoint folder: the flat representation matrix and its city list."""
+def load_matrix(path: Path, n_cities: int) -> torch.Tensor:
+    """A checkpoint folder's flat representation matrix, (n_cities, features), checked against
+    the number of cities its metadata lists."""
     import torch
 
-    cities = load_cities(path)
-    metadata_file = path / METADATA_FILE
     tensor_file = path / REPRESENTATIONS_FILE
     try:
         # weights_only: a data file must not be able to run code; mmap: read only the tensor we use
@@ -110,11 +99,9 @@ def load_checkpoint(step: int, path: Path) -> Checkpoint:
     except Exception as err:  # torch raises many types for a file that is not its format
         raise InputError(f"{tensor_file}: not a readable torch.save file ({_unreadable(tensor_file, err)})") from None
     matrix = _flat_matrix(data, tensor_file)
-    if matrix.shape[0] != len(cities):
-        raise InputError(
-            f"{tensor_file}: {matrix.shape[0]} rows but {metadata_file} lists {len(cities)} cities"
-        )
-    return Checkpoint(step, path, matrix, cities)
+    if matrix.shape[0] != n_cities:
+        raise InputError(f"{tensor_file}: {matrix.shape[0]} rows but {path / METADATA_FILE} lists {n_cities} cities")
+    return matrix
 
 
 def _unreadable(tensor_file: Path, err: Exception) -> str:

@@ -6,8 +6,11 @@ import sys
 import pytest
 import torch
 
+from conftest import save_checkpoint
+
 from cka_hydra.errors import InputError
-from cka_hydra.job import resolve_device
+from cka_hydra.filters import parse_filter
+from cka_hydra.job import kept_cities, resolve_device
 from cka_hydra.plan import select_steps
 
 
@@ -49,3 +52,16 @@ def test_planning_imports_no_torch():
             "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_city_list_is_read_again_once_its_file_changes(tmp_path):
+    def write(ids):
+        save_checkpoint(tmp_path, {"representations_flat": torch.zeros(len(ids), 2)},
+                        [{"row_id": i, "region": "Europe"} for i in ids])
+
+    keep_all = parse_filter(None)
+    write([1000, 2000])
+    assert kept_cities(tmp_path, keep_all) == (2, [0, 1], ["1000", "2000"])
+    write([1000, 2000, 3000])  # a checkpoint rewritten while a worker runs
+    assert kept_cities(tmp_path, keep_all) == (3, [0, 1, 2], ["1000", "2000", "3000"])
+    assert kept_cities(tmp_path, parse_filter("city_id:^2")) == (3, [1], ["2000"])

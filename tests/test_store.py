@@ -6,7 +6,7 @@ import torch
 from conftest import representations_dir, save_checkpoint
 
 from cka_hydra.errors import InputError
-from cka_hydra.store import Layout, common_rows, list_checkpoints, load_checkpoint
+from cka_hydra.store import Layout, common_rows, list_checkpoints, load_cities, load_matrix
 
 PT2 = Layout("{model}", "revision/exp2/{model}_seed{seed}",
              "analysis_higher/{task}_firstcity_last_and_trans_l{layer}/representations")
@@ -53,18 +53,17 @@ def test_prefers_the_flat_tensor(tmp_path):
     flat = torch.arange(12, dtype=torch.float32).reshape(3, 4)
     save_checkpoint(tmp_path, {"representations": torch.zeros(3, 2, 1, 2), "representations_flat": flat,
                                "input_ids": torch.zeros(3, 5, dtype=torch.long), "step": 5, "layers": [5]}, cities([1, 2, 3]))
-    ckpt = load_checkpoint(5, tmp_path)
-    assert torch.equal(ckpt.matrix, flat)
-    assert [c["row_id"] for c in ckpt.cities] == [1, 2, 3]
+    assert torch.equal(load_matrix(tmp_path, 3), flat)
+    assert [c["row_id"] for c in load_cities(tmp_path)] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("shape", [(3, 2, 1, 4), (3, 2, 4)])
 def test_reshapes_the_representations_tensor_when_flat_is_absent(tmp_path, shape):
     full = torch.randn(*shape)
     save_checkpoint(tmp_path, {"representations": full, "step": 0}, cities([1, 2, 3]))
-    ckpt = load_checkpoint(0, tmp_path)
-    assert ckpt.matrix.shape == (3, 8)
-    assert torch.equal(ckpt.matrix, full.reshape(3, -1))
+    matrix = load_matrix(tmp_path, 3)
+    assert matrix.shape == (3, 8)
+    assert torch.equal(matrix, full.reshape(3, -1))
 
 
 @pytest.mark.parametrize(
@@ -79,14 +78,14 @@ def test_reshapes_the_representations_tensor_when_flat_is_absent(tmp_path, shape
 def test_unexpected_content_is_named(tmp_path, content, message):
     save_checkpoint(tmp_path, content, cities([1, 2, 3]))
     with pytest.raises(InputError, match=message):
-        load_checkpoint(0, tmp_path)
+        load_matrix(tmp_path, 3)
 
 
 def test_not_a_torch_file(tmp_path):
     save_checkpoint(tmp_path, {}, cities([1]))
     (tmp_path / "representations.pt").write_text("not a tensor file")
     with pytest.raises(InputError, match=r"representations.pt: not a readable torch.save file"):
-        load_checkpoint(0, tmp_path)
+        load_matrix(tmp_path, 1)
 
 
 class Payload:
@@ -96,14 +95,14 @@ class Payload:
 def test_refuses_to_unpickle_arbitrary_objects(tmp_path):
     save_checkpoint(tmp_path, {"representations_flat": torch.zeros(1, 1), "extra": Payload()}, cities([1]))
     with pytest.raises(InputError, match="not a readable torch.save file"):
-        load_checkpoint(0, tmp_path)
+        load_matrix(tmp_path, 1)
 
 
 def test_bad_metadata(tmp_path):
     save_checkpoint(tmp_path, {"representations_flat": torch.zeros(1, 1)}, cities([1]))
     (tmp_path / "metadata.json").write_text(json.dumps({"step": 0}))
     with pytest.raises(InputError, match="metadata.json: expected JSON with a 'city_info' list"):
-        load_checkpoint(0, tmp_path)
+        load_cities(tmp_path)
 
 
 def test_common_rows_pairs_cities_by_id_whatever_the_order():

@@ -29,7 +29,7 @@ from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 log = logging.getLogger(__name__)
 
 GROUPS = ("regime", "pair", "seed_pair", "layer")
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 64
 
 
 class SweepError(SystemExit):
@@ -131,7 +131,7 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
 
 
 def _batch_size(sweeper: Any, n_jobs: int) -> int:
-    """hydra.sweeper.batch_size, else 16: when one worker dies, joblib (or the plugin's submitit
+    """hydra.sweeper.batch_size, else 64: when one worker dies, joblib (or the plugin's submitit
     launchers) lose the whole launch() call. A launcher whose array tasks fail alone takes every
     job at once, since the sweeper waits for each call to finish before the next."""
     if sweeper.batch_size is not None:
@@ -221,7 +221,8 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
             log.info("%s: %d candidates; removed %s; %d jobs", regime, len(comparisons) + sum(removed.values()),
                      ", ".join(f"{n} for {rule}" for rule, n in removed.items()), len(comparisons))
         job_settings = settings(base)
-        for planned in comparisons:
+        # by layer: the jobs that read the same files run close together (a worker keeps their city lists)
+        for planned in sorted(comparisons, key=lambda c: c.layer):
             run = dataclasses.replace(base, pair=PairConfig(planned.a, planned.b),
                                       seed_pair=SeedPairConfig(planned.seed_a, planned.seed_b), layer=planned.layer)
             c = run.comparison  # as the job will see it (a model against itself: seeds in the regime's order)

@@ -26,10 +26,15 @@ class CKASweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
+        from ._job_configs import JobConfigLoader
+
         self.hydra_context = hydra_context
         self.config = config
+        # the launcher composes each job: through JobConfigLoader, once per regime and settings
+        jobs_context = HydraContext(config_loader=JobConfigLoader(hydra_context.config_loader),
+                                    callbacks=hydra_context.callbacks)
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
+            hydra_context=jobs_context, task_function=task_function, config=config
         )
 
     def sweep(self, arguments: List[str]) -> Any:

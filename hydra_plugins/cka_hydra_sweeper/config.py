@@ -17,7 +17,7 @@ class CKASweeperConf:
     seed_policy: SeedPolicy = SeedPolicy.study
     # also compare each model with itself at the policy's seed pairs
     self_pairs: bool = False
-    # jobs handed to the launcher at once: a worker that dies loses at most this many; null: 16, or
+    # jobs handed to the launcher at once: a worker that dies loses at most this many; null: 64, or
     # the whole sweep for launchers whose array tasks fail alone (hydra/launcher=slurm, slurm_local)
     batch_size: Optional[int] = None
     # print each job's overrides and the count; compute nothing

@@ -1,0 +1,41 @@
+"""The workers launcher's work: hydra-joblib-launcher's launch, with the jobs sent in chunks."""
+import logging
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
+from joblib import Parallel, delayed, effective_n_jobs
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+CHUNKS_PER_WORKER = 2  # a worker that draws quick jobs takes another chunk
+
+
+def run_chunk(jobs: List[Tuple[int, Sequence[str]]], hydra_context: HydraContext, config: DictConfig,
+              task_function: TaskFunction, singleton_state: Dict[Any, Any]) -> List[JobReturn]:
+    """A chunk's jobs in turn, each as hydra-joblib-launcher runs one."""
+    return [execute_job(idx, overrides, hydra_context, config, task_function, singleton_state)
+            for idx, overrides in jobs]
+
+
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[JobReturn]:
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    joblib_cfg = dict(launcher.joblib, backend="loky")  # the plugin's choice: threads are incompatible with Hydra
+    process_joblib_cfg(joblib_cfg)
+    jobs = [(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+    workers = effective_n_jobs(joblib_cfg["n_jobs"])
+    size = max(1, math.ceil(len(jobs) / (workers * CHUNKS_PER_WORKER)))
+    chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    log.info("launching %d jobs on %d workers, %d jobs at a time", len(jobs), workers, size)
+    state = Singleton.get_state()
+    returns = Parallel(**joblib_cfg)(
+        delayed(run_chunk)(chunk, launcher.hydra_context, launcher.config, launcher.task_function, state)
+        for chunk in chunks)
+    return [job_return for chunk_returns in returns for job_return in chunk_returns]

@@ -1,0 +1,38 @@
+"""hydra-joblib-launcher, handing each worker its jobs in chunks (`hydra/launcher=workers`)."""
+# No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+from omegaconf import OmegaConf
+
+
+class WorkersLauncher(JoblibLauncher):
+    """The joblib launcher with one joblib task per chunk of jobs instead of per job: a task
+    ships Hydra's whole state to the worker, and a worker composes jobs faster in a row."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from ._workers import launch
+
+        return launch(self, job_overrides, initial_job_idx)
+
+
+@dataclass
+class WorkersLauncherConf(JobLibLauncherConf):
+    _target_: str = "hydra_plugins.cka_hydra_sweeper.workers_launcher.WorkersLauncher"
+
+
+def workers(most: int) -> int:
+    """`${cka_workers:4}`: 4 workers, or one per core on a machine with fewer (more would
+    oversubscribe it: each worker imports torch and computes with all the cores it is given)."""
+    return min(int(most), os.cpu_count() or 1)
+
+
+if not OmegaConf.has_resolver("cka_workers"):
+    OmegaConf.register_new_resolver("cka_workers", workers)
+ConfigStore.instance().store(group="hydra/launcher", name="cka_workers", node=WorkersLauncherConf,
+                             provider="cka_hydra")
