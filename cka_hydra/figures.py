@@ -44,8 +44,7 @@ def matrix_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float, pa
     n = len(matrix)
     size = max(5.0, 0.42 * n + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")  # comparisons not run stay blank
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # comparisons not run stay blank
     image = ax.imshow(np.ma.masked_invalid(matrix.to_numpy()), cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_xticks(range(n), matrix.columns, rotation=90, fontsize=7)
     ax.set_yticks(range(n), matrix.index, fontsize=7)

@@ -1,18 +1,30 @@
+import copy
+import io
 import json
+import logging
+import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
 
 from hydra import compose, initialize_config_module
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
 
 from cka_hydra import run_folder
+from cka_hydra import __main__ as cli
 from cka_hydra.__main__ import hydra_argv
 from cka_hydra.config import default_settings, register, run_config, settings
 from cka_hydra.demo import DemoSpec, write_store
 from cka_hydra.job import run_comparison
+
+# Import every plugin now, so that the state run_app restores holds what their modules register
+# (config nodes, resolvers): a module is imported once, when the first run scans for plugins.
+Plugins.instance()
 
 SMALL = DemoSpec(n_cities=60, hidden=6, n_tokens=2, n_checkpoints=3, layers=(3, 5), regimes=("pt1", "pt2", "pt3"))
 
@@ -41,6 +53,34 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
         [sys.executable, "-m", "cka_hydra", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, timeout=timeout,
     )
+
+
+def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m cka_hydra ARGS` in cwd as run_cli runs it, but in this process: the same entry
+    point, Hydra, callbacks, sweeper and launchers, without a new interpreter importing torch
+    (2 s). `.stdout` holds what the user sees; `.returncode` the exit status."""
+    state = copy.deepcopy(Singleton.get_state())
+    argv, cwd_before, output = sys.argv, os.getcwd(), io.StringIO()
+    sys.argv = ["cka_hydra", *args]
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(output), redirect_stderr(output):
+            try:
+                cli.run()
+                code = 0
+            except SystemExit as exit:  # as the interpreter reports it
+                code = 1 if isinstance(exit.code, str) else exit.code or 0
+                if isinstance(exit.code, str):
+                    print(exit.code, file=sys.stderr)
+    finally:
+        sys.argv = argv
+        os.chdir(cwd_before)
+        Singleton.set_state(state)
+        root = logging.getLogger()
+        for handler in root.handlers[:]:  # Hydra's, to this run's log files and output
+            root.removeHandler(handler)
+            handler.close()
+    return subprocess.CompletedProcess(args, code, output.getvalue())
 
 
 def run_in_process(results_dir: Path, *overrides: str) -> Path:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_json, representations_dir, run_cli
+from conftest import read_json, representations_dir, run_app
 from test_sweep import _readers_of
 
 from cka_hydra.__main__ import missing_extra
@@ -24,24 +24,25 @@ def summaries(results_dir: Path) -> dict[str, dict]:
 
 
 def test_submitit_launchers_give_the_joblib_results(small_store, store_copy, tmp_path):
-    joblib = run_cli(*SMALL_SWEEP, f"data.root={small_store}", "hydra.launcher.n_jobs=2", cwd=tmp_path)
+    joblib = run_app(*SMALL_SWEEP, f"data.root={small_store}", "hydra.launcher.n_jobs=2", cwd=tmp_path)
     assert joblib.returncode == 0, joblib.stdout
     expected = summaries(tmp_path / "outputs/cka")
     assert len(expected) == 7
 
-    plugin = run_cli(*SMALL_SWEEP, f"data.root={small_store}", "hydra/launcher=submitit_local",
+    # Hydra's own plugin starts a process per job: two of them
+    plugin = run_app(*SMALL_SWEEP, "pair=1_2,2_3", f"data.root={small_store}", "hydra/launcher=submitit_local",
                      "hydra.sweep.dir=outputs/submitit", cwd=tmp_path)
     assert plugin.returncode == 0, plugin.stdout
-    assert "[7/7] done 7, skipped 0, failed 0, lost 0" in plugin.stdout
+    assert "[2/2] done 2, skipped 0, failed 0, lost 0" in plugin.stdout
     by_plugin = summaries(tmp_path / "outputs/submitit")
-    assert by_plugin.keys() == expected.keys()
+    assert by_plugin.keys() == {"pt3/pt3-1_vs_pt3-2_seed1/layer5", "pt3/pt3-2_vs_pt3-3_seed1/layer5"}
     for folder, summary in by_plugin.items():
         assert summary["final_cka"] == pytest.approx(expected[folder]["final_cka"], abs=1e-12)
 
     # three array tasks of up to 3 jobs, one of which reads a broken file: that job fails alone
     broken = representations_dir(store_copy, "revision/exp2/pt3-2_seed1", "compass", 5) / "checkpoint-164073"
     (broken / "representations.pt").write_text("truncated")
-    chunked = run_cli(*SMALL_SWEEP, f"data.root={store_copy}", "hydra/launcher=slurm_local",
+    chunked = run_app(*SMALL_SWEEP, f"data.root={store_copy}", "hydra/launcher=slurm_local",
                       "hydra.launcher.jobs_per_task=3", "hydra.sweep.dir=outputs/chunked", cwd=tmp_path)
     assert chunked.returncode == 1
     assert "submitted 7 jobs as 3 array task(s) of up to 3 jobs" in chunked.stdout
@@ -62,7 +63,7 @@ FIFO_INSTANCE = ("revision/exp2/pt3-6_seed1", "trianglearea", 5)  # pt3-6_seed1 
 
 
 def blocked_sweep(store: Path, cwd: Path) -> tuple[subprocess.Popen, int, Path]:
-    """A slurm_local sweep (2 jobs per array task) whose job (5_6, orig_1) blocks on a metadata file
+    """A slurm_local sweep (3 jobs per array task) whose job (5_6, orig_1) blocks on a metadata file
     that is a FIFO. Returns once a task has opened the FIFO: the process, the FIFO's write end
     (keep it open, or the reader sees end-of-file), and the FIFO."""
     fifo = representations_dir(store, *FIFO_INSTANCE) / "checkpoint-164073/metadata.json"
@@ -70,7 +71,7 @@ def blocked_sweep(store: Path, cwd: Path) -> tuple[subprocess.Popen, int, Path]:
     os.mkfifo(fifo)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cka_hydra", *SMALL_SWEEP, f"data.root={store}", "hydra/launcher=slurm_local",
-         "hydra.launcher.jobs_per_task=2"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "hydra.launcher.jobs_per_task=3"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:  # opening the write end succeeds only once a task has opened the FIFO to read
@@ -102,12 +103,12 @@ def test_a_killed_array_task_loses_its_jobs_and_a_rerun_picks_them_up(small_stor
     os.close(writer)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, output
-    # the task held (4_5, orig_1), which finished first, and (5_6, orig_1)
+    # the task held (3_4, orig_1) and (4_5, orig_1), which finished first, and (5_6, orig_1)
     assert "1 of 7 jobs did not finish" in output
     assert "lost   pt3 pair=5_6 seed_pair=orig_1 layer=5: array task" in output and "ended without a result" in output
 
     restore(fifo, small_store)
-    retry = run_cli(*SMALL_SWEEP, f"data.root={store_copy}", "hydra/launcher=slurm_local", cwd=tmp_path)
+    retry = run_app(*SMALL_SWEEP, f"data.root={store_copy}", "hydra/launcher=slurm_local", cwd=tmp_path)
     assert retry.returncode == 0, retry.stdout
     assert "6 jobs already have results for the same settings (skipped); 0 failed before launch; 1 to run" in (
         retry.stdout)
@@ -133,7 +134,7 @@ def test_ctrl_c_on_the_submitting_process_ends_its_local_tasks_and_leaves_jobs_c
     assert not left_running  # the blocked task ended with the sweep
     # a local task is this machine's process: it ends with the sweep (at least the blocked one; the
     # others may still be ending when the signal comes)
-    assert re.search(r"interrupted: cancelled [1-4] array task\(s\) still running", output)
+    assert re.search(r"interrupted: cancelled [1-3] array task\(s\) still running", output)
     assert "Error: interrupted: 1 launched jobs have no result (marked lost) and 0 were not launched" in output
     with open(tmp_path / "outputs/cka/jobs.csv") as f:
         statuses = {(row["pair"], row["status"]) for row in csv.DictReader(f)}

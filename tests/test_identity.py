@@ -1,12 +1,12 @@
-"""Results you can trust, through the real CLI: every setting that decides a result names its
-folder, any setting sweeps, and refused or failed runs never touch a result."""
+"""Results you can trust, through the app's entry point (run_app): every setting that decides a
+result names its folder, any setting sweeps, and refused or failed runs never touch a result."""
 
 import csv
 import shutil
 import time
 
 import pytest
-from conftest import read_json, representations_dir, run_cli
+from conftest import read_json, representations_dir, run_app
 
 SWEEP = ["-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", "hydra/launcher=basic"]
 STUDY_FOLDERS = {f"pt3/pt3-{a}_vs_pt3-{b}_seed1/layer5" for a, b in [(1, 2), (1, 7), (2, 3), (3, 4), (4, 5),
@@ -17,7 +17,7 @@ STUDY_FOLDERS = {f"pt3/pt3-{a}_vs_pt3-{b}_seed1/layer5" for a, b in [(1, 2), (1,
 def finished(small_store, tmp_path_factory):
     """A finished sweep of pt3 at layer 5 and seed pair orig_1 (7 jobs); tests work on copies."""
     cwd = tmp_path_factory.mktemp("finished")
-    result = run_cli(*SWEEP, f"data.root={small_store}", cwd=cwd)
+    result = run_app(*SWEEP, f"data.root={small_store}", cwd=cwd)
     assert result.returncode == 0, result.stdout
     return cwd
 
@@ -55,7 +55,7 @@ def test_one_off_runs_and_refused_runs_leave_the_sweep_byte_identical(small_stor
     before = snapshot(cwd)
     one = ["regime=pt3", "pair=1_2", "seed_pair=orig_1", "layer=5"]
     for other in (["checkpoints=all"], ["cka.kernel=rbf"]):
-        result = run_cli(*one, *other, f"data.root={small_store}", cwd=cwd)
+        result = run_app(*one, *other, f"data.root={small_store}", cwd=cwd)
         assert result.returncode == 0, result.stdout
     refused = {
         "city_filter": (['city_filter="nosuchfield:^x"'], "city_filter: unknown field 'nosuchfield'"),
@@ -65,11 +65,11 @@ def test_one_off_runs_and_refused_runs_leave_the_sweep_byte_identical(small_stor
     }
     for args, message in refused.values():
         overrides = [o for o in one if not (args[0].startswith("pair=") and o.startswith("pair="))]
-        result = run_cli(*overrides, *args, *([] if "data.root" in args[0] else [f"data.root={small_store}"]),
+        result = run_app(*overrides, *args, *([] if "data.root" in args[0] else [f"data.root={small_store}"]),
                          cwd=cwd)
         assert result.returncode == 1
         assert f"Error: {message}" in result.stdout, result.stdout
-    same = run_cli(*one, f"data.root={small_store}", cwd=cwd)
+    same = run_app(*one, f"data.root={small_store}", cwd=cwd)
     assert same.returncode == 0 and "skipped" in same.stdout
 
     after = snapshot(cwd)
@@ -83,7 +83,7 @@ def test_one_off_runs_and_refused_runs_leave_the_sweep_byte_identical(small_stor
 
 def test_any_setting_sweeps_and_only_the_new_half_is_computed(small_store, cwd):
     before = run_folder_files(cwd)
-    result = run_cli(*SWEEP, "cka.kernel=linear,rbf", "checkpoints=final,all", f"data.root={small_store}", cwd=cwd)
+    result = run_app(*SWEEP, "cka.kernel=linear,rbf", "checkpoints=final,all", f"data.root={small_store}", cwd=cwd)
     assert result.returncode == 0, result.stdout
     assert "sweep: 28 jobs (7 comparisons x 4 settings)" in result.stdout
     assert "7 jobs already have results for the same settings (skipped); 0 failed before launch; 21 to run" in (
@@ -97,17 +97,17 @@ def test_any_setting_sweeps_and_only_the_new_half_is_computed(small_store, cwd):
     assert {r["run_dir"].rsplit("/", 1)[1] for r in rows} == {"layer5", "layer5-all", "layer5-rbf0.4",
                                                               "layer5-rbf0.4-all"}
 
-    narrowed = run_cli(*SWEEP, "pair=1_2", f"data.root={small_store}", cwd=cwd)  # the manifest keeps every job
+    narrowed = run_app(*SWEEP, "pair=1_2", f"data.root={small_store}", cwd=cwd)  # the manifest keeps every job
     assert narrowed.returncode == 0, narrowed.stdout
     assert len(jobs(cwd)) == 28
 
-    listed = run_cli(*SWEEP, "cka.kernel=linear,rbf", "hydra.sweeper.dry_run=true", cwd=cwd)
+    listed = run_app(*SWEEP, "cka.kernel=linear,rbf", "hydra.sweeper.dry_run=true", cwd=cwd)
     assert sum("cka.kernel=rbf" in line for line in listed.stdout.splitlines()) == 7
     assert "14 jobs (dry run: nothing computed)" in listed.stdout
 
 
 def test_values_that_cannot_change_the_result_are_not_swept_twice(tmp_path):
-    result = run_cli(*SWEEP, "device=cpu,auto", "hydra.sweeper.dry_run=true", cwd=tmp_path)
+    result = run_app(*SWEEP, "device=cpu,auto", "hydra.sweeper.dry_run=true", cwd=tmp_path)
     assert result.returncode == 1
     assert "two jobs would compute the same result into" in result.stdout and "Traceback" not in result.stdout
 
@@ -117,32 +117,32 @@ def test_another_data_root_is_refused_unless_overwrite(small_store, cwd, tmp_pat
     shutil.copytree(small_store, other)
     before = snapshot(cwd)
     one = ["regime=pt3", "pair=1_2", "seed_pair=orig_1", "layer=5", f"data.root={other}"]
-    single = run_cli(*one, cwd=cwd)
+    single = run_app(*one, cwd=cwd)
     assert single.returncode == 1
     assert f"holds results computed from data.root={small_store}, not data.root={other}" in single.stdout
     assert "hydra.sweep.dir=" in single.stdout and "overwrite=true" in single.stdout
     start = time.perf_counter()
-    swept = run_cli(*SWEEP, f"data.root={other}", cwd=cwd)
+    swept = run_app(*SWEEP, f"data.root={other}", cwd=cwd)
     assert swept.returncode == 1 and time.perf_counter() - start < 60
     assert "holds results computed from" in swept.stdout and "Launching" not in swept.stdout
     assert snapshot(cwd) == before
 
-    elsewhere = run_cli(*one, "hydra.sweep.dir=outputs/other", cwd=cwd)
+    elsewhere = run_app(*one, "hydra.sweep.dir=outputs/other", cwd=cwd)
     assert elsewhere.returncode == 0, elsewhere.stdout
     assert (cwd / "outputs/other/data_root.txt").read_text() == f"{other}\n"
 
-    replaced = run_cli(*one, "overwrite=true", cwd=cwd)
+    replaced = run_app(*one, "overwrite=true", cwd=cwd)
     assert replaced.returncode == 0, replaced.stdout
     summary = read_json(cwd / "outputs/cka/pt3/pt3-1_vs_pt3-2_seed1/layer5/summary.json")
     assert summary["settings"]["data.root"] == str(other)
     assert (cwd / "outputs/cka/data_root.txt").read_text() == f"{other}\n"
     # the folder is now the other store's: the first store's results in it are stale, never reported
-    report = run_cli("report", f"data.root={other}", cwd=cwd)
+    report = run_app("report", f"data.root={other}", cwd=cwd)
     assert "read 1 runs" in report.stdout and "left out: 6 of another data root (stale)" in report.stdout
-    refused = run_cli("report", f"data.root={small_store}", cwd=cwd)
+    refused = run_app("report", f"data.root={small_store}", cwd=cwd)
     assert refused.returncode == 1 and f"not data.root={small_store}" in refused.stdout
     # and a sweep on the other store replaces them without overwrite=true
-    rerun = run_cli(*SWEEP, f"data.root={other}", cwd=cwd)
+    rerun = run_app(*SWEEP, f"data.root={other}", cwd=cwd)
     assert rerun.returncode == 0, rerun.stdout
     assert "1 jobs already have results for the same settings (skipped); 0 failed before launch; 6 to run" in (
         rerun.stdout)
@@ -157,7 +157,7 @@ def test_a_sweep_with_a_bad_setting_launches_nothing(tmp_path):
         (["cka.kernel=linear,rbf", "cka.sigma_frac=-1"], "cka.sigma_frac=-1.0: expected a positive number"),
         (['city_filter="region:("'], "city_filter: invalid regex"),
     ]:
-        result = run_cli("-m", "sweep", *args, cwd=tmp_path)
+        result = run_app("-m", "sweep", *args, cwd=tmp_path)
         assert result.returncode == 1
         assert message in result.stdout and "Traceback" not in result.stdout, result.stdout
         assert len(result.stdout.splitlines()) < 10
@@ -165,9 +165,9 @@ def test_a_sweep_with_a_bad_setting_launches_nothing(tmp_path):
 
 
 def test_a_dry_run_checks_too_and_a_sweep_of_no_job_says_so(small_store, tmp_path):
-    dry = run_cli(*SWEEP, "data.root=/nonexistent", "hydra.sweeper.dry_run=true", cwd=tmp_path)
+    dry = run_app(*SWEEP, "data.root=/nonexistent", "hydra.sweeper.dry_run=true", cwd=tmp_path)
     assert dry.returncode == 1 and "Error: data.root=/nonexistent: no such folder" in dry.stdout
-    none = run_cli(*SWEEP, "pair=1_3", f"data.root={small_store}", cwd=tmp_path)  # pt3-1 and pt3-3 share tasks
+    none = run_app(*SWEEP, "pair=1_3", f"data.root={small_store}", cwd=tmp_path)  # pt3-1 and pt3-3 share tasks
     assert none.returncode == 1
     assert "removed 1 for shared training task" in none.stdout and "Error: no valid comparison" in none.stdout
     assert not (tmp_path / "outputs").exists()
@@ -177,16 +177,16 @@ def test_a_refused_report_writes_nothing(small_store, finished, tmp_path):
     for args, message in [([], f"sweep_dir={tmp_path / 'outputs/cka_demo'}: no such folder; run a sweep first"),
                           ([f"sweep_dir={tmp_path}"], f"no results under {tmp_path}; run a sweep first"),
                           ([f"data.root={small_store}", "+data.rot=1"], "data.rot: unknown setting")]:
-        result = run_cli("report", *args, cwd=tmp_path)
+        result = run_app("report", *args, cwd=tmp_path)
         assert result.returncode == 1 and "Error: " in result.stdout and message in result.stdout, result.stdout
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "report").exists()
-    other = run_cli("report", f"sweep_dir={finished / 'outputs/cka'}", "data.root=/some/other/store", cwd=tmp_path)
+    other = run_app("report", f"sweep_dir={finished / 'outputs/cka'}", "data.root=/some/other/store", cwd=tmp_path)
     assert other.returncode == 1 and "not data.root=/some/other/store" in other.stdout
     assert not (finished / "outputs/cka/report").exists()
 
 
 def test_an_unknown_key_added_with_plus_is_refused(small_store, tmp_path):
-    result = run_cli("+cka.kernal=rbf", f"data.root={small_store}", cwd=tmp_path)
+    result = run_app("+cka.kernal=rbf", f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 1
     assert "Error: cka.kernal: unknown setting; cka has: kernel, sigma_frac" in result.stdout
     assert not (tmp_path / "outputs").exists()
@@ -195,7 +195,7 @@ def test_an_unknown_key_added_with_plus_is_refused(small_store, tmp_path):
 def test_a_job_whose_inputs_are_missing_fails_without_being_launched(small_store, store_copy, tmp_path):
     # pt3-2_seed1 takes part in two of the study's pt3 jobs at layer 5: (1_2, orig_1) and (2_3, 1_2)
     shutil.rmtree(representations_dir(store_copy, "revision/exp2/pt3-2_seed1", "compass", 5))
-    result = run_cli("-m", "sweep", "regime=pt3", "layer=5", "hydra/launcher=basic", f"data.root={store_copy}",
+    result = run_app("-m", "sweep", "regime=pt3", "layer=5", "hydra/launcher=basic", f"data.root={store_copy}",
                      cwd=tmp_path)
     assert result.returncode == 1
     assert "0 jobs already have results for the same settings (skipped); 2 failed before launch; 19 to run" in (
@@ -211,7 +211,7 @@ def test_a_job_whose_inputs_are_missing_fails_without_being_launched(small_store
 
 
 def test_help_shows_the_workflow(tmp_path):
-    result = run_cli("--help", cwd=tmp_path)
+    result = run_app("--help", cwd=tmp_path)
     assert result.returncode == 0
     for text in ("python -m cka_hydra -m sweep", "python -m cka_hydra report", "cka.kernel=linear,rbf",
                  "seed_policy=study|cross|all|same|matrix", "== Config groups", "regime: pt1, pt2, pt3",

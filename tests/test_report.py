@@ -8,7 +8,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import run_app, run_cli
 
 from cka_hydra.results import COLUMNS
 from cka_hydra.stats import compare_kinds, compare_regimes, final_values, group_summary
@@ -18,19 +18,19 @@ from cka_hydra.stats import compare_kinds, compare_regimes, final_values, group_
 def sweep_dir(small_store, tmp_path_factory):
     """pt1 and pt3 at layer 5, every model also against itself, full timelines: 126 runs."""
     cwd = tmp_path_factory.mktemp("report")
-    result = run_cli("-m", "sweep", "regime=pt1,pt3", "layer=5", "hydra.sweeper.self_pairs=true", "checkpoints=all",
+    result = run_app("-m", "sweep", "regime=pt1,pt3", "layer=5", "hydra.sweeper.self_pairs=true", "checkpoints=all",
                      f"data.root={small_store}", "hydra.launcher.n_jobs=2", cwd=cwd)
     assert result.returncode == 0, result.stdout
     return cwd / "outputs/cka"
 
 
-def report(sweep_dir, cwd, *args):
-    return run_cli("report", f"sweep_dir={sweep_dir}", *args, cwd=cwd)
+def report(sweep_dir, cwd, *args, run=run_app):
+    return run("report", f"sweep_dir={sweep_dir}", *args, cwd=cwd)
 
 
 def test_report_writes_every_file(sweep_dir, tmp_path):
     out = tmp_path / "report"
-    result = report(sweep_dir, tmp_path, f"out_dir={out}")
+    result = report(sweep_dir, tmp_path, f"out_dir={out}", run=run_cli)  # the real command, once
     assert result.returncode == 0, result.stdout
     assert f"read 126 runs from {sweep_dir}; left out: none" in result.stdout
 
@@ -87,13 +87,13 @@ def test_default_out_dir_and_failed_runs_are_left_out(sweep_dir, tmp_path):
 
 
 def test_settings_are_reported_separately_and_each_report_is_written_afresh(small_store, tmp_path):
-    result = run_cli("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", "cka.kernel=linear,rbf",
+    result = run_app("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", "cka.kernel=linear,rbf",
                      f"data.root={small_store}", "hydra/launcher=basic", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     out = tmp_path / "outputs/cka/report"
     out.mkdir()
     (out / "notes.txt").write_text("the user's own file")
-    result = run_cli("report", f"data.root={small_store}", cwd=tmp_path)  # finds the sweep on that data root
+    result = run_app("report", f"data.root={small_store}", cwd=tmp_path)  # finds the sweep on that data root
     assert result.returncode == 0, result.stdout
     assert "setting default: 7 runs (every setting at its default)" in result.stdout
     assert "setting rbf0.4: 7 runs (cka.kernel=rbf)" in result.stdout
@@ -111,7 +111,7 @@ def test_settings_are_reported_separately_and_each_report_is_written_afresh(smal
 
     for run_dir in (tmp_path / "outputs/cka/pt3").glob("*/layer5-rbf0.4"):
         shutil.rmtree(run_dir)
-    again = run_cli("report", f"sweep_dir={tmp_path / 'outputs/cka'}", cwd=tmp_path)
+    again = run_app("report", f"sweep_dir={tmp_path / 'outputs/cka'}", cwd=tmp_path)
     assert again.returncode == 0, again.stdout
     assert not any((out / name).exists() for name in suffixed)  # no stale figure of the removed setting
     assert (out / "matrix_pt3_layer5.png").is_file() and (out / "trends.png").is_file()

@@ -1,4 +1,5 @@
-"""The single comparison, driven through the real CLI in a subprocess and through Hydra's compose API."""
+"""The single comparison: through the real CLI in a subprocess (a few tests), through its entry point in
+this process (run_app), and through Hydra's compose API."""
 
 import json
 import re
@@ -6,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import read_json, representations_dir, run_cli, run_in_process, save_checkpoint
+from conftest import read_json, representations_dir, run_app, run_cli, run_in_process, save_checkpoint
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
@@ -165,32 +166,32 @@ def folder_bytes(folder):
 
 
 def test_a_second_run_leaves_the_folder_as_it_was_and_other_settings_go_elsewhere(small_store, tmp_path):
-    assert run_cli(*RUN, f"data.root={small_store}", cwd=tmp_path).returncode == 0
+    assert run_app(*RUN, f"data.root={small_store}", cwd=tmp_path).returncode == 0
     run_dir = tmp_path / RUN_DIR
     before = folder_bytes(run_dir)
 
-    again = run_cli(*RUN, f"data.root={small_store}", "device=cpu", cwd=tmp_path)  # device decides nothing
+    again = run_app(*RUN, f"data.root={small_store}", "device=cpu", cwd=tmp_path)  # device decides nothing
     assert again.returncode == 0
     assert f"skipped: {run_dir} already holds this result" in again.stdout
     assert folder_bytes(run_dir) == before  # not even .hydra/ or the log
 
-    other = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", cwd=tmp_path)
+    other = run_app(*RUN, f"data.root={small_store}", "checkpoints=all", cwd=tmp_path)
     assert other.returncode == 0 and "skipped" not in other.stdout
     assert read_json(tmp_path / (RUN_DIR + "-all") / "summary.json")["n_checkpoints"] == 3
     assert folder_bytes(run_dir) == before
 
 
 def test_overwrite_recomputes(small_store, tmp_path):
-    assert run_cli(*RUN, f"data.root={small_store}", cwd=tmp_path).returncode == 0
+    assert run_app(*RUN, f"data.root={small_store}", cwd=tmp_path).returncode == 0
     seconds = read_json(tmp_path / RUN_DIR / "summary.json")["seconds"]
-    forced = run_cli(*RUN, f"data.root={small_store}", "overwrite=true", cwd=tmp_path)
+    forced = run_app(*RUN, f"data.root={small_store}", "overwrite=true", cwd=tmp_path)
     assert forced.returncode == 0
     assert "skipped" not in forced.stdout
     assert read_json(tmp_path / RUN_DIR / "summary.json")["seconds"] != seconds
 
 
 def test_demo_store_is_written_on_first_use(tmp_path):
-    result = run_cli(*RUN, cwd=tmp_path)
+    result = run_app(*RUN, cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     assert "wrote the built-in demo store" in result.stdout and "data.root=" in result.stdout
     demo_dir = tmp_path / "outputs/cka_demo"  # the demo's results never mix with real ones
@@ -199,21 +200,21 @@ def test_demo_store_is_written_on_first_use(tmp_path):
     assert summary["settings"]["data.root"] is None
     assert (demo_dir / "data_root.txt").read_text() == "demo\n"
     assert 0 < summary["final_cka"] < 1
-    second = run_cli(*RUN, "pair=2_3", cwd=tmp_path)
+    second = run_app(*RUN, "pair=2_3", cwd=tmp_path)
     assert second.returncode == 0
     assert "wrote the built-in demo store" not in second.stdout
 
 
 def test_overlapping_pair_is_refused_with_the_shared_task(small_store, tmp_path):
-    line = failure(run_cli("regime=pt2", "pair=1_4", f"data.root={small_store}", cwd=tmp_path))
+    line = failure(run_app("regime=pt2", "pair=1_4", f"data.root={small_store}", cwd=tmp_path))
     assert "pair=1_4: pt2-1 and pt2-4 share the training task distance" in line
     assert "allow_overlap=true" in line
-    allowed = run_cli("regime=pt2", "pair=1_4", "allow_overlap=true", f"data.root={small_store}", cwd=tmp_path)
+    allowed = run_app("regime=pt2", "pair=1_4", "allow_overlap=true", f"data.root={small_store}", cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stdout
 
 
 def test_a_model_against_itself_at_other_seeds(small_store, tmp_path):
-    result = run_cli("regime=pt3", "pair=4_4", "seed_pair=orig_2", f"data.root={small_store}", cwd=tmp_path)
+    result = run_app("regime=pt3", "pair=4_4", "seed_pair=orig_2", f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     assert (tmp_path / "outputs/cka/pt3/pt3-4_vs_pt3-4_seed2/layer5/summary.json").is_file()
 
@@ -230,14 +231,14 @@ def test_a_model_against_itself_at_other_seeds(small_store, tmp_path):
     ],
 )
 def test_config_typos_fail_at_once_with_the_options(tmp_path, overrides, expected):
-    result = run_cli(*overrides, cwd=tmp_path)
+    result = run_app(*overrides, cwd=tmp_path)
     assert result.returncode == 1
     assert expected in result.stdout
     assert not (tmp_path / "outputs").exists()
 
 
 def test_layer_typo_lists_the_options(tmp_path):
-    result = run_cli("layer=9", cwd=tmp_path)
+    result = run_app("layer=9", cwd=tmp_path)
     assert "Available options in 'layer'" in result.stdout and "\t6\n" in result.stdout
 
 
@@ -284,7 +285,7 @@ def test_bad_input_gets_one_clear_line(store_copy, tmp_path, args, breakage, exp
         if breakage == "no_common_step":
             for step in (5, 6):
                 save_checkpoint(folder / f"checkpoint-{step}", {"representations_flat": torch.zeros(1, 1)}, [])
-    result = run_cli(*RUN, f"data.root={store_copy}", *args, cwd=tmp_path)
+    result = run_app(*RUN, f"data.root={store_copy}", *args, cwd=tmp_path)
     assert re.search(expected, failure(result)), failure(result)
     run_dirs = [p.parent for p in tmp_path.rglob(".hydra")]
     if failure(result).startswith("Error: "):  # refused before it started: nothing written
@@ -307,7 +308,7 @@ def test_compose_api_builds_the_same_job(small_store, tmp_path):
     assert cfg.checkpoints == "final" and cfg.device == "auto"
 
     assert run_comparison(run_config(cfg), tmp_path / "direct")["status"] == "done"
-    result = run_cli("regime=pt3", "pair=2_3", "seed_pair=1_2", "layer=5", f"data.root={small_store}", cwd=tmp_path)
+    result = run_app("regime=pt3", "pair=2_3", "seed_pair=1_2", "layer=5", f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     via_cli = read_json(tmp_path / "outputs/cka/pt3/pt3-2_seed1_vs_pt3-3_seed2/layer5/summary.json")
     direct = read_json(tmp_path / "direct" / "summary.json")
@@ -316,6 +317,6 @@ def test_compose_api_builds_the_same_job(small_store, tmp_path):
 
 
 def test_info_lists_the_sweeper_plugin(tmp_path):
-    result = run_cli("--info", "plugins", cwd=tmp_path)
+    result = run_cli("--info", "plugins", cwd=tmp_path)  # Hydra's plugin scan in a fresh interpreter
     assert result.returncode == 0
     assert "CKASweeper" in result.stdout

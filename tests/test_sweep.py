@@ -1,4 +1,5 @@
-"""The real `python -m cka_hydra -m sweep` in a subprocess, on a small generated store."""
+"""`python -m cka_hydra -m sweep` on a small generated store: in a subprocess where only the real
+command line shows it (the launcher's processes, the console, a killed worker), else in this process."""
 
 import csv
 import os
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import representations_dir, run_cli
+from conftest import representations_dir, run_app, run_cli
 from test_pairs import DISJOINT
 
 from cka_hydra.__main__ import hydra_argv, stray_word
@@ -34,9 +35,10 @@ def result_folders(cwd: Path) -> set[str]:
     return {str(p.parent.relative_to(base)) for p in base.rglob("summary.json")}
 
 
-def sweep(cwd: Path, store: Path, *args: str, launcher: str = "hydra.launcher.n_jobs=2") -> subprocess.CompletedProcess:
-    """pt3 at layer 5 (21 jobs) on the joblib launcher with 2 workers, unless told otherwise."""
-    return run_cli("-m", "sweep", "regime=pt3", "layer=5", f"data.root={store}", launcher, *args, cwd=cwd)
+def sweep(cwd: Path, store: Path, *args: str, launcher: str = "hydra.launcher.n_jobs=2",
+          run=run_app) -> subprocess.CompletedProcess:
+    """pt3 at layer 5 (21 jobs) on the workers launcher with 2 workers, unless told otherwise."""
+    return run("-m", "sweep", "regime=pt3", "layer=5", f"data.root={store}", launcher, *args, cwd=cwd)
 
 
 def test_hydra_argv_maps_the_bare_word_and_quotes_numeric_choices():
@@ -55,7 +57,7 @@ def test_a_stray_word_is_refused_before_hydra_reads_it():
 
 
 def test_sweep_runs_exactly_the_valid_jobs_and_a_rerun_computes_nothing(small_store, tmp_path):
-    result = sweep(tmp_path, small_store)
+    result = sweep(tmp_path, small_store, run=run_cli)
     assert result.returncode == 0, result.stdout
     assert "pt3: 63 candidates; removed 42 for shared training task, 0 for same comparison twice; 21 jobs" in result.stdout
     assert re.search(r"\[21/21\] done 21, skipped 0, failed 0, lost 0 \| \d+ s elapsed", result.stdout)
@@ -105,7 +107,7 @@ def test_sweep_runs_exactly_the_valid_jobs_and_a_rerun_computes_nothing(small_st
     ],
 )
 def test_dry_run_counts_and_narrowing(tmp_path, args, count):
-    result = run_cli("-m", "sweep", "hydra.sweeper.dry_run=true", *args, cwd=tmp_path)
+    result = run_app("-m", "sweep", "hydra.sweeper.dry_run=true", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     jobs = re.findall(r"\] (regime=.*)", result.stdout)
     assert len(jobs) == count
@@ -223,7 +225,7 @@ def test_a_killed_worker_loses_only_its_batch(small_store, store_copy, tmp_path)
 
 
 def test_unknown_choice_is_refused_before_anything_runs(tmp_path):
-    result = run_cli("-m", "sweep", "regime=pt2,pt9", cwd=tmp_path)
+    result = run_app("-m", "sweep", "regime=pt2,pt9", cwd=tmp_path)
     assert result.returncode == 1
     assert "regime=pt9: no such option; regime has: pt1, pt2, pt3" in result.stdout
     assert not (tmp_path / "outputs").exists()

@@ -72,6 +72,9 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
                 for i, overrides in enumerate(job_overrides)]
         chunks = [jobs[i:i + self.jobs_per_task] for i in range(0, len(jobs), self.jobs_per_task)]
         tasks = self._executor().map_array(ArrayTask(self), chunks)
+        if self._EXECUTOR == "local":
+            for task in tasks:  # this machine's files: submitit's 15 s wait for a slow shared filesystem
+                task._results_timeout_s = 0  # only delays the report of a task that died (as its own tests do)
         log.info("submitted %d jobs as %d array task(s) of up to %d jobs (%s job %s)", len(jobs), len(tasks),
                  len(chunks[0]), self._EXECUTOR, tasks[0].job_id.split("_")[0])
         returns: List[JobReturn] = []

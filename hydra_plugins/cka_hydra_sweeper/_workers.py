@@ -1,6 +1,7 @@
 """The workers launcher's work: hydra-joblib-launcher's launch, with the jobs sent in chunks."""
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -18,7 +19,10 @@ CHUNKS_PER_WORKER = 2  # a worker that draws quick jobs takes another chunk
 
 def run_chunk(jobs: List[Tuple[int, Sequence[str]]], hydra_context: HydraContext, config: DictConfig,
               task_function: TaskFunction, singleton_state: Dict[Any, Any]) -> List[JobReturn]:
-    """A chunk's jobs in turn, each as hydra-joblib-launcher runs one."""
+    """A chunk's jobs in turn, each as hydra-joblib-launcher runs one, in the sweep's working
+    directory (relative result paths): loky keeps its workers for the next launch in the same
+    process, which may have moved since."""
+    os.chdir(config.hydra.runtime.cwd)
     return [execute_job(idx, overrides, hydra_context, config, task_function, singleton_state)
             for idx, overrides in jobs]
 
