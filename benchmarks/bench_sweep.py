@@ -11,14 +11,18 @@ checkpoints), then times, each as a whole `python -m cka_hydra` process:
 - the floor of each: one plain process, no Hydra, that reads every file the sweep needs
   exactly once and computes the same values with the project's own functions.
 
-It prints a markdown table: wall seconds, sweep/floor, the jobs' own seconds, Hydra's cost
-per job (`hydra/launcher=basic`: one process, no workers), a worker's start-up (its imports),
-peak memory of the planning process and of the largest worker, and the bytes the sweep's
-jobs read against the floor's; and checks the sweep's values equal the floor's to 1e-12.
-`--growth` adds how the cost grows: cities 1000 to 20000 and K 5 vs 41 on the narrowed
-sweep (its own stores). Nothing else should run meanwhile: the machine's cores are the
-measurement. Stores and results go to a temporary folder, or to --work, where the stores
-are kept and reused by the next run (the K=5 store takes 8 GB).
+It prints a markdown table: wall seconds, sweep/floor, the re-run, the jobs' own seconds
+(summary.json), Hydra's cost per job (`hydra/launcher=basic`: one process, no workers, less
+the re-run's fixed cost, a worker's start-up and the jobs' own seconds), the peak memory of the planning process
+and of the largest worker against the target (a fresh worker's imports, the baseline, plus
+twice a job's float64 matrices), and the bytes the jobs read (the used tensor and the
+metadata, by their sizes on disk) against each file once; and checks that the sweep's values
+equal the floor's to 1e-12.
+
+`--growth` adds how the cost grows on the narrowed sweep, each with its own store: cities
+1000 and 20000, and K=41 with `final` and `all`. Nothing else should run meanwhile: the
+machine's cores are the measurement. Stores and results go to a temporary folder, or to
+--work, where the stores are kept and reused by the next run (the K=5 store takes 8 GB).
 """
 
 import argparse
@@ -165,11 +169,14 @@ def run_floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], che
                           ",".join(map(str, layers)), checkpoints, str(out)], cwd=out.parent)
 
 
-def import_seconds() -> float:
-    """A worker's start-up: a fresh interpreter importing what a job imports."""
-    seconds, _ = timed_process([PYTHON, "-c", "import cka_hydra.app, cka_hydra.job, hydra_plugins.hydra_joblib_launcher"],
-                               cwd=Path.cwd())
-    return seconds
+def worker_baseline() -> tuple[float, float]:
+    """A worker's start-up: seconds for a fresh interpreter to import what a job imports, and its
+    peak memory (MB) then: torch's own baseline, and Hydra's and ours."""
+    code = ("import resource, cka_hydra.app, cka_hydra.job, hydra_plugins.cka_hydra_sweeper._workers; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    start = time.perf_counter()
+    peak_kb = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout
+    return time.perf_counter() - start, int(peak_kb) / 1024
 
 
 # --- one measured case ---
@@ -191,6 +198,14 @@ def bytes_read(results_dir: Path) -> tuple[int, int]:
     return per_job, sum(unique.values())
 
 
+def tensor_features(summary: dict) -> int:
+    import torch
+
+    folder = Path(summary["inputs"]["representations_a"]) / f"checkpoint-{summary['inputs']['steps'][0]}"
+    data = torch.load(folder / "representations.pt", map_location="cpu", weights_only=True, mmap=True)
+    return data["representations_flat"].shape[1]
+
+
 def tensor_bytes(folder: Path) -> int:
     """The bytes of the one tensor a job uses (representations_flat) in a checkpoint file."""
     import torch
@@ -200,7 +215,7 @@ def tensor_bytes(folder: Path) -> int:
 
 
 def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str,
-         rerun: bool = True, basic: bool = False) -> dict:
+         rerun: bool = True, basic_start_s: float | None = None) -> dict:
     """Time the sweep and its floor on one store; check they agree."""
     from cka_hydra import run_folder
 
@@ -214,9 +229,12 @@ def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tu
         row["rerun_s"], _ = run_sweep(root, results_dir, *narrowed, f"checkpoints={checkpoints}")
     floor_file = work / f"floor-{slug}.json"
     row["floor_s"], _ = run_floor(root, regimes, layers, checkpoints, floor_file)
-    jobs = run_folder.read_jobs(results_dir)
-    row["jobs"] = len(jobs)
-    row["job_s"] = sum(float(job["seconds"]) for job in jobs if job["seconds"])
+    summaries = [run_folder.read_result(results_dir / job["run_dir"]) for job in run_folder.read_jobs(results_dir)]
+    row["jobs"] = len(summaries)
+    row["job_s"] = sum(summary["seconds"] for summary in summaries)
+    # a job holds its steps' two matrices in float64 (features from the inputs' first tensor)
+    features = tensor_features(summaries[0])
+    row["matrices_mb"] = max(8 * s["n_cities"] * features * 2 * s["n_checkpoints"] for s in summaries) / 2**20
     theirs, ours = json.loads(floor_file.read_text()), sweep_values(results_dir)
     if theirs.keys() != ours.keys():
         raise SystemExit(f"{name}: the sweep ran {len(ours)} comparisons, the floor {len(theirs)}")
@@ -224,11 +242,13 @@ def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tu
     if row["max_diff"] > 1e-12:
         raise SystemExit(f"{name}: the sweep's values differ from the floor's by {row['max_diff']:.1e}")
     row["read_mb"], row["floor_read_mb"] = (b / 2**20 for b in bytes_read(results_dir))
-    if basic:  # Hydra's own cost per job: one process, jobs in turn, no workers to start
+    if basic_start_s is not None:  # Hydra's own cost per job: one process, jobs in turn, no workers
         basic_dir = work / f"out-{slug}-basic"
         basic_s, _ = run_sweep(root, basic_dir, *narrowed, f"checkpoints={checkpoints}", "hydra/launcher=basic")
-        basic_job_s = sum(float(job["seconds"]) for job in run_folder.read_jobs(basic_dir) if job["seconds"])
-        row["hydra_per_job_s"] = (basic_s - row["rerun_s"] - basic_job_s) / row["jobs"]
+        basic_job_s = sum(run_folder.read_result(basic_dir / job["run_dir"])["seconds"]
+                          for job in run_folder.read_jobs(basic_dir))
+        # less what the re-run spends (start-up, planning, checks), torch's import, and the jobs' own work
+        row["hydra_per_job_s"] = (basic_s - row["rerun_s"] - basic_start_s - basic_job_s) / row["jobs"]
     return row
 
 
@@ -249,17 +269,20 @@ def write_store(work: Path, n_cities: int, n_checkpoints: int, regimes: tuple[st
     return root, time.perf_counter() - start
 
 
-def table(rows: list[dict]) -> None:
+def table(rows: list[dict], baseline_mb: float) -> None:
     columns = [("case", "case", "{}"), ("jobs", "jobs", "{}"), ("sweep s", "sweep_s", "{:.1f}"),
                ("floor s", "floor_s", "{:.1f}"), ("sweep/floor", "ratio", "{:.2f}"),
                ("re-run s", "rerun_s", "{:.1f}"), ("jobs' own s", "job_s", "{:.1f}"),
                ("Hydra s/job", "hydra_per_job_s", "{:.3f}"), ("planner MB", "main_mb", "{:.0f}"),
-               ("worker MB", "worker_mb", "{:.0f}"), ("read MB", "read_mb", "{:.0f}"),
+               ("worker MB", "worker_mb", "{:.0f}"), ("2x matrices MB", "twice_matrices_mb", "{:.0f}"),
+               ("worker - baseline - 2x matrices MB", "memory_margin_mb", "{:+.0f}"), ("read MB", "read_mb", "{:.0f}"),
                ("floor read MB", "floor_read_mb", "{:.0f}"), ("max diff", "max_diff", "{:.0e}")]
     print("| " + " | ".join(title for title, _, _ in columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
         row["ratio"] = row["sweep_s"] / row["floor_s"]
+        row["twice_matrices_mb"] = 2 * row["matrices_mb"]
+        row["memory_margin_mb"] = row["worker_mb"] - baseline_mb - row["twice_matrices_mb"]
         print("| " + " | ".join(fmt.format(row[key]) if key in row else "" for _, key, fmt in columns) + " |")
 
 
@@ -283,11 +306,13 @@ def main() -> None:
         for results in work.glob("out-*"):  # results of an earlier run: the sweeps must start afresh
             shutil.rmtree(results)
         store, seconds = write_store(work, 4500, args.checkpoints, REGIMES, LAYERS)
+        start_s, baseline_mb = worker_baseline()
         print(f"store: 4500 cities x 256 features, K={args.checkpoints}, pt2+pt3, layers 3-6, written in "
-              f"{seconds:.0f} s; {os.cpu_count()} cores; a worker's imports take {import_seconds():.2f} s\n")
+              f"{seconds:.0f} s; {os.cpu_count()} cores; a worker's start-up (its imports): {start_s:.2f} s, "
+              f"{baseline_mb:.0f} MB (the baseline)\n")
         rows = [
-            case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", basic=True),
-            case("default sweep, final", store, work, REGIMES, LAYERS, "final", basic=True),
+            case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", basic_start_s=start_s),
+            case("default sweep, final", store, work, REGIMES, LAYERS, "final", basic_start_s=start_s),
             case(f"default sweep, all (K={args.checkpoints})", store, work, REGIMES, LAYERS, "all"),
         ]
         if args.growth:
@@ -296,7 +321,7 @@ def main() -> None:
                 for checkpoints in ("final", "all") if k == 41 else ("final",):
                     rows.append(case(f"narrowed, {n_cities} cities, K={k}, {checkpoints}", grown, work, *NARROW,
                                      checkpoints, rerun=False))
-        table(rows)
+        table(rows, baseline_mb)
 
 
 if __name__ == "__main__":

@@ -36,15 +36,12 @@ class UndefinedCKAError(ValueError):
         self.index = index
 
 
-def center_columns(x: Tensor) -> Tensor:
-    """X - 1 mean(X): subtract each feature's mean over the examples."""
-    return x - x.mean(dim=-2, keepdim=True)
-
-
 def _centred(x: Tensor, dtype: torch.dtype, side: str) -> Tensor:
-    x = x.to(dtype)
-    xc = center_columns(x)
-    constant = torch.linalg.matrix_norm(xc) <= _CONSTANT_RTOL * torch.linalg.matrix_norm(x)
+    """X - 1 mean(X) in dtype: each feature's mean over the examples subtracted."""
+    xc = x.to(dtype, copy=True)  # centred in place: one copy of each side in memory, not two
+    norm = torch.linalg.matrix_norm(xc)
+    xc -= xc.mean(dim=-2, keepdim=True)
+    constant = torch.linalg.matrix_norm(xc) <= _CONSTANT_RTOL * norm
     if constant.any():
         index = None if constant.dim() == 0 else int(constant.flatten().nonzero()[0])
         raise UndefinedCKAError(f"CKA is undefined: the {side} representation is constant across examples", index)

@@ -90,7 +90,6 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
 
     todo = [job for job in jobs if job.status == "pending"]
     batch_size = _batch_size(sweeper, len(todo))
-    returns: List[JobReturn] = []
     start = time.perf_counter()
     for first in range(0, len(todo), batch_size):
         batch = todo[first:first + batch_size]
@@ -111,7 +110,6 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
         else:
             for job, result in zip(batch, results):
                 _record(job, result)
-            returns.extend(results)
         _write_jobs(batch)
         _log_progress(jobs, first + len(batch), len(todo), time.perf_counter() - start)
     if not todo:
@@ -127,7 +125,7 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
             f"{len(failed)} of {len(jobs)} jobs did not finish (see {manifests}; a failed job's folder holds "
             f"{run_folder.ERROR_FILE} when it was launched; running the sweep again retries only these):\n{table}"
         )
-    return returns
+    return []  # each job's record is its run folder and jobs.csv; keeping every JobReturn costs 1 MB a job
 
 
 def _batch_size(sweeper: Any, n_jobs: int) -> int:

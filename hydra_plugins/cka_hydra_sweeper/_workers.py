@@ -23,8 +23,13 @@ def run_chunk(jobs: List[Tuple[int, Sequence[str]]], hydra_context: HydraContext
     directory (relative result paths): loky keeps its workers for the next launch in the same
     process, which may have moved since."""
     os.chdir(config.hydra.runtime.cwd)
-    return [execute_job(idx, overrides, hydra_context, config, task_function, singleton_state)
-            for idx, overrides in jobs]
+    returns = []
+    for idx, overrides in jobs:
+        job_return = execute_job(idx, overrides, hydra_context, config, task_function, singleton_state)
+        # the job's configs are in its run folder's .hydra/; the sweeper reads the status and value
+        job_return.cfg = job_return.hydra_cfg = None
+        returns.append(job_return)
+    return returns
 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[JobReturn]:
