@@ -269,21 +269,21 @@ def write_store(work: Path, n_cities: int, n_checkpoints: int, regimes: tuple[st
     return root, time.perf_counter() - start
 
 
-def table(rows: list[dict], baseline_mb: float) -> None:
-    columns = [("case", "case", "{}"), ("jobs", "jobs", "{}"), ("sweep s", "sweep_s", "{:.1f}"),
-               ("floor s", "floor_s", "{:.1f}"), ("sweep/floor", "ratio", "{:.2f}"),
-               ("re-run s", "rerun_s", "{:.1f}"), ("jobs' own s", "job_s", "{:.1f}"),
-               ("Hydra s/job", "hydra_per_job_s", "{:.3f}"), ("planner MB", "main_mb", "{:.0f}"),
-               ("worker MB", "worker_mb", "{:.0f}"), ("2x matrices MB", "twice_matrices_mb", "{:.0f}"),
-               ("worker - baseline - 2x matrices MB", "memory_margin_mb", "{:+.0f}"), ("read MB", "read_mb", "{:.0f}"),
-               ("floor read MB", "floor_read_mb", "{:.0f}"), ("max diff", "max_diff", "{:.0e}")]
-    print("| " + " | ".join(title for title, _, _ in columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        row["ratio"] = row["sweep_s"] / row["floor_s"]
-        row["twice_matrices_mb"] = 2 * row["matrices_mb"]
-        row["memory_margin_mb"] = row["worker_mb"] - baseline_mb - row["twice_matrices_mb"]
-        print("| " + " | ".join(fmt.format(row[key]) if key in row else "" for _, key, fmt in columns) + " |")
+COLUMNS = [("case", "case", "{}"), ("jobs", "jobs", "{}"), ("sweep s", "sweep_s", "{:.1f}"),
+           ("floor s", "floor_s", "{:.1f}"), ("sweep/floor", "ratio", "{:.2f}"), ("re-run s", "rerun_s", "{:.1f}"),
+           ("jobs' own s", "job_s", "{:.1f}"), ("Hydra s/job", "hydra_per_job_s", "{:.3f}"),
+           ("planner MB", "main_mb", "{:.0f}"), ("worker MB", "worker_mb", "{:.0f}"),
+           ("2x matrices MB", "twice_matrices_mb", "{:.0f}"),
+           ("worker - baseline - 2x matrices MB", "memory_margin_mb", "{:+.0f}"), ("read MB", "read_mb", "{:.0f}"),
+           ("floor read MB", "floor_read_mb", "{:.0f}"), ("max diff", "max_diff", "{:.0e}")]
+
+
+def print_row(row: dict, baseline_mb: float) -> None:
+    """One case's line of the table, as soon as it is measured."""
+    row["ratio"] = row["sweep_s"] / row["floor_s"]
+    row["twice_matrices_mb"] = 2 * row["matrices_mb"]
+    row["memory_margin_mb"] = row["worker_mb"] - baseline_mb - row["twice_matrices_mb"]
+    print("| " + " | ".join(fmt.format(row[key]) if key in row else "" for _, key, fmt in COLUMNS) + " |", flush=True)
 
 
 def main() -> None:
@@ -310,18 +310,17 @@ def main() -> None:
         print(f"store: 4500 cities x 256 features, K={args.checkpoints}, pt2+pt3, layers 3-6, written in "
               f"{seconds:.0f} s; {os.cpu_count()} cores; a worker's start-up (its imports): {start_s:.2f} s, "
               f"{baseline_mb:.0f} MB (the baseline)\n")
-        rows = [
-            case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", basic_start_s=start_s),
-            case("default sweep, final", store, work, REGIMES, LAYERS, "final", basic_start_s=start_s),
-            case(f"default sweep, all (K={args.checkpoints})", store, work, REGIMES, LAYERS, "all"),
-        ]
+        print("| " + " | ".join(title for title, _, _ in COLUMNS) + " |\n|" + "---|" * len(COLUMNS), flush=True)
+        print_row(case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", basic_start_s=start_s), baseline_mb)
+        print_row(case("default sweep, final", store, work, REGIMES, LAYERS, "final", basic_start_s=start_s),
+                  baseline_mb)
+        print_row(case(f"default sweep, all (K={args.checkpoints})", store, work, REGIMES, LAYERS, "all"), baseline_mb)
         if args.growth:
             for n_cities, k in ((1000, 5), (20000, 5), (4500, 41)):
                 grown, _ = write_store(work, n_cities, k, *NARROW)
                 for checkpoints in ("final", "all") if k == 41 else ("final",):
-                    rows.append(case(f"narrowed, {n_cities} cities, K={k}, {checkpoints}", grown, work, *NARROW,
-                                     checkpoints, rerun=False))
-        table(rows, baseline_mb)
+                    print_row(case(f"narrowed, {n_cities} cities, K={k}, {checkpoints}", grown, work, *NARROW,
+                                   checkpoints, rerun=False), baseline_mb)
 
 
 if __name__ == "__main__":

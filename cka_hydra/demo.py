@@ -78,7 +78,7 @@ def _fourier_features(coords: np.ndarray, key: object) -> np.ndarray:
 
 def _cities(spec: DemoSpec) -> list[dict]:
     rng = _rng("cities", spec.seed)
-    ids = rng.choice(10000, size=spec.n_cities, replace=False)
+    ids = rng.choice(max(10000, 2 * spec.n_cities), size=spec.n_cities, replace=False)
     regions = ["Europe", "Asia", "Africa", "North America", "South America", "Oceania"]
     cities = []
     for row_id in ids.tolist():
