@@ -9,7 +9,7 @@ the schema does not know. Below that edge nothing sees a `DictConfig`.
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -36,6 +36,26 @@ class RegimeConfig:
     original_dir: str = MISSING
     seed_dir: str = MISSING
     representations_dir: str = MISSING
+
+    def __post_init__(self) -> None:
+        """Names become folder names, and templates paths below data.root: none may leave them."""
+        where = f"regime {self.name!r}"
+        named = [("name", self.name), *(("seeds", seed) for seed in self.seeds),
+                 *(("models", task) for tasks in self.models.values() for task in tasks)]
+        for key, value in named:
+            if not _PLAIN_NAME.fullmatch(str(value)):
+                raise InputError(f"{where}: {key}: {str(value)!r} is not a plain name (letters, digits, '_', '-', "
+                                 "'.'; no path separator or '..'): it names folders")
+        for key in ("original_dir", "seed_dir", "representations_dir"):
+            template = getattr(self, key)
+            if PurePosixPath(template).is_absolute() or ".." in PurePosixPath(template).parts or "\\" in template:
+                raise InputError(f"{where}: {key}={template!r}: expected a relative path below data.root, without '..'")
+        if not self.models or not self.seeds:
+            raise InputError(f"{where}: expected at least one model and one seed")
+
+
+# a name that is one folder name: never '..', '/', or empty
+_PLAIN_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]+")
 
 
 @dataclass

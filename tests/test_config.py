@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_module
 
 from cka_hydra import run_folder
 from cka_hydra.config import (
-    CKAConfig, Kernel, RunConfig, default_settings, register, report_config, run_config, settings,
+    CKAConfig, Kernel, RegimeConfig, RunConfig, default_settings, register, report_config, run_config, settings,
 )
 from cka_hydra.errors import InputError
 from cka_hydra.filters import STUDY_FILTER
@@ -142,3 +142,21 @@ def test_the_report_config_refuses_unknown_keys():
         assert report_config(compose("report", overrides=["data.root=/x"])).sweep_dir == "outputs/cka"
     with pytest.raises(InputError, match="data.rot: unknown setting; data has: root"):
         report_config(cfg)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(name="../pt2"), r"regime '../pt2': name: '../pt2' is not a plain name"),
+    (dict(name="pt2/x"), r"name: 'pt2/x' is not a plain name"),
+    (dict(seeds=["orig", ".."]), r"seeds: '..' is not a plain name"),
+    (dict(models={1: ["distance", "a/b"]}), r"models: 'a/b' is not a plain name"),
+    (dict(original_dir="../{model}"), r"original_dir='../{model}': expected a relative path below data.root"),
+    (dict(seed_dir="/abs/{model}_seed{seed}"), r"seed_dir='/abs/{model}_seed{seed}': expected a relative path"),
+    (dict(representations_dir="x/../../{task}"), r"representations_dir='x/../../{task}'"),
+    (dict(models={}), r"expected at least one model and one seed"),
+])
+def test_a_regime_whose_names_or_templates_would_leave_their_folders_is_refused(change, message):
+    regime = dict(name="pt2", models={1: ["distance"], 2: ["angle"]}, seeds=["orig", "1"], original_dir="{model}",
+                  seed_dir="revision/{model}_seed{seed}", representations_dir="{task}_l{layer}/representations")
+    with pytest.raises(InputError, match=message):
+        RegimeConfig(**{**regime, **change})
+    RegimeConfig(**regime)  # the same regime, unchanged, is fine

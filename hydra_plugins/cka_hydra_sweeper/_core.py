@@ -66,7 +66,7 @@ class Job:
 
 def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
     config_loader = sweeper.hydra_context.config_loader
-    choices, swept, fixed = _split_overrides(config_loader, sweeper.params, arguments)
+    choices, swept, fixed = _split_overrides(config_loader, sweeper.config, sweeper.params, arguments)
     jobs = _plan(sweeper, choices, swept, fixed)
     _check(jobs, write_demo_store=not sweeper.dry_run)
     if sweeper.dry_run:
@@ -138,7 +138,7 @@ def _batch_size(sweeper: Any, n_jobs: int) -> int:
 
 
 def _split_overrides(
-    config_loader: Any, params: Dict[str, str], arguments: List[str]
+    config_loader: Any, config: Any, params: Dict[str, str], arguments: List[str]
 ) -> Tuple[Dict[str, List[str]], List[List[str]], List[str]]:
     """The values of the four groups by name; each other swept key's overrides, one per value;
     and the overrides every job gets. The sweeper's params come first, so the command line
@@ -161,7 +161,9 @@ def _split_overrides(
         else:
             fixed[key] = override.input_line
     for group, values in choices.items():
-        known = config_loader.get_group_options(group)
+        # the primary config and Hydra's overrides give the search path (hydra.searchpath=[...] adds to it)
+        known = config_loader.get_group_options(group, config_name=config.hydra.job.config_name,
+                                                overrides=list(config.hydra.overrides.hydra))
         unknown = [v for v in values if v not in known]
         if unknown:
             raise SweepError(f"{group}={','.join(unknown)}: no such option; {group} has: {', '.join(known)}")

@@ -1,0 +1,126 @@
+"""Faults and hostile input, injected: kills mid-write, checkpoints still being written, files
+that are broken or hostile, regime files that point outside their folders."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import representations_dir, run_app, run_in_process, save_checkpoint
+
+from cka_hydra import run_folder
+from cka_hydra.errors import InputError
+from cka_hydra.filters import parse_filter
+from cka_hydra.job import kept_cities
+from cka_hydra.store import common_rows, load_cities, load_matrix
+
+RUN = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5"]
+B_FOLDER = ("revision/exp2/pt2-2_seed1", "angle", 5)  # the second instance of RUN
+FINAL = "checkpoint-164073"
+
+
+def killed_at_rename(number: int, results_dir: Path, store: Path) -> int:
+    """Run RUN in a child process that dies (os._exit, as SIGKILL would leave it) at its
+    number-th file rename: 1 is the timeline's, 2 the summary's. Returns the exit status."""
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pathlib import Path
+from conftest import run_in_process
+renames, replace = [], os.replace
+def dying(src, dst):
+    renames.append(dst)
+    if len(renames) == {number}:
+        os._exit(137)
+    replace(src, dst)
+os.replace = dying
+run_in_process(Path({str(results_dir)!r}), *{RUN!r}, "data.root={store}")
+"""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode
+
+
+@pytest.mark.parametrize("number, left", [(1, {".cka_timeline.tmp-*.csv"}), (2, {"cka_timeline.csv", ".summary.tmp-*.json"})])
+def test_a_job_killed_while_writing_never_counts_and_is_recomputed(small_store, tmp_path, number, left):
+    assert killed_at_rename(number, tmp_path, small_store) == 137
+    run_dir = next(tmp_path.rglob("layer5"))
+    assert {next(iter(run_dir.glob(pattern))).name for pattern in left} == {p.name for p in run_dir.iterdir()}
+    assert run_folder.read_result(run_dir) is None
+    again = run_in_process(tmp_path, *RUN, f"data.root={small_store}")
+    assert again == run_dir and 0 < run_folder.read_result(run_dir)["final_cka"] < 1
+
+
+def test_a_checkpoint_still_being_written_is_never_used(store_copy, tmp_path):
+    """Training still writes: a newer checkpoint of one model, its tensor there but not its metadata."""
+    folder = representations_dir(store_copy, "pt2-1", "distance", 5)
+    newer = folder / "checkpoint-170000"
+    newer.mkdir()
+    (newer / "representations.pt").write_bytes((folder / FINAL / "representations.pt").read_bytes()[:1000])
+    run_dir = run_in_process(tmp_path, *RUN, f"data.root={store_copy}", "checkpoints=all")
+    assert run_folder.read_result(run_dir)["steps"] == [0, 82036, 164073]
+    # complete, but on one side only: `final` is still the last step both have
+    save_checkpoint(newer, {"representations_flat": torch.zeros(60, 12)}, load_cities(folder / FINAL))
+    final = run_in_process(tmp_path, *RUN, f"data.root={store_copy}")
+    summary = run_folder.read_result(final)
+    assert summary["steps"] == [164073] and summary["inputs"]["steps"] == [164073]
+
+
+def test_half_precision_representations_are_upcast(store_copy, tmp_path):
+    reference = run_folder.read_result(run_in_process(tmp_path / "f32", *RUN, f"data.root={store_copy}"))
+    for dtype in (torch.float16, torch.bfloat16):
+        for instance in ("pt2-1", "distance", 5), B_FOLDER:
+            checkpoint = representations_dir(store_copy, *instance) / FINAL
+            flat = load_matrix(checkpoint, 60)
+            save_checkpoint(checkpoint, {"representations_flat": flat.to(dtype)}, load_cities(checkpoint))
+        summary = run_folder.read_result(run_in_process(tmp_path / str(dtype), *RUN, f"data.root={store_copy}"))
+        # the values are rounded to 8 or 11 bits of mantissa, then compared in float64
+        assert summary["final_cka"] == pytest.approx(reference["final_cka"], abs=0.02)
+
+
+def test_city_ids_of_mixed_types_are_one_city(tmp_path):
+    """1234 and "1234" are one city: across files they pair up, within one they are duplicates."""
+    save_checkpoint(tmp_path / "a", {"representations_flat": torch.zeros(2, 1)}, [{"city_id": 1234}, {"city_id": 5}])
+    save_checkpoint(tmp_path / "b", {"representations_flat": torch.zeros(2, 1)}, [{"city_id": "5"}, {"city_id": "1234"}])
+    keep_all = parse_filter(None)
+    (_, _, ids_a), (_, _, ids_b) = kept_cities(tmp_path / "a", keep_all), kept_cities(tmp_path / "b", keep_all)
+    assert common_rows(ids_a.tolist(), ids_b.tolist(), "a", "b") == ([0, 1], [1, 0])
+    with pytest.raises(InputError, match=r"city id '1234' appears in rows 0 and 1"):
+        common_rows(["1234", "1234"], [], "c", "d")
+    assert kept_cities(tmp_path / "a", parse_filter("city_id:^12"))[2].tolist() == ["1234"]
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("empty tensor file", r"representations.pt: not a readable torch.save file \(not a zip archive"),
+    ("invalid JSON", r"metadata.json: expected JSON with a 'city_info' list"),
+    ("rank 1", r"expected a floating-point tensor of shape \(n_cities, ...\), got torch.float32 of shape \(60,\)"),
+])
+def test_a_broken_file_fails_its_job_with_one_line_naming_it(store_copy, tmp_path, breakage, message):
+    checkpoint = representations_dir(store_copy, *B_FOLDER) / FINAL
+    if breakage == "empty tensor file":
+        (checkpoint / "representations.pt").write_bytes(b"")
+    elif breakage == "invalid JSON":
+        (checkpoint / "metadata.json").write_text('{"city_info": [')
+    else:
+        save_checkpoint(checkpoint, {"representations_flat": torch.zeros(60)}, load_cities(checkpoint))
+    result = run_app(*RUN, f"data.root={store_copy}", cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if "[ERROR]" in line or line.startswith("Error: ")]
+    assert len(errors) == 1 and str(checkpoint) in errors[0], result.stdout
+    assert pytest.importorskip("re").search(message, errors[0]), errors[0]
+    assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_a_regime_file_that_points_outside_its_folders_is_refused_before_anything_runs(small_store, tmp_path):
+    conf = tmp_path / "conf" / "regime"
+    conf.mkdir(parents=True)
+    (conf / "evil.yaml").write_text(
+        'name: evil\nmodels: {1: [distance], 2: [angle]}\nseeds: [orig, "1"]\noriginal_dir: "../../{model}"\n'
+        'seed_dir: "{model}_seed{seed}"\nrepresentations_dir: "{task}/l{layer}"\n')
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    for command in (["regime=evil", "pair=1_2"], ["-m", "sweep", "regime=evil", "layer=5"]):
+        result = run_app(*command, search, f"data.root={small_store}", cwd=tmp_path)
+        assert result.returncode == 1, result.stdout
+        assert "Error: regime 'evil': original_dir='../../{model}': expected a relative path below data.root" in (
+            result.stdout), result.stdout
+        assert not (tmp_path / "outputs").exists()
