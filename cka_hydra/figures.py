@@ -45,7 +45,9 @@ def matrix_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float, pa
     size = max(5.0, 0.42 * n + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # comparisons not run stay blank
-    image = ax.imshow(np.ma.masked_invalid(matrix.to_numpy()), cmap=cmap, vmin=vmin, vmax=vmax)
+    # nearest: one flat cell per comparison, and no resampling of the image at save time
+    image = ax.imshow(np.ma.masked_invalid(matrix.to_numpy()), cmap=cmap, vmin=vmin, vmax=vmax,
+                      interpolation="nearest")
     ax.set_xticks(range(n), matrix.columns, rotation=90, fontsize=7)
     ax.set_yticks(range(n), matrix.index, fontsize=7)
     models = [name.split("_seed")[0] for name in matrix.index]

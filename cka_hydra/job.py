@@ -19,7 +19,7 @@ from cka_hydra.cka import TIMELINE_BATCH_BYTES, UndefinedCKAError, bootstrap_int
 from cka_hydra.config import CKAConfig, Kernel, RunConfig, default_settings
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id
-from cka_hydra.plan import Side, check_device, preflight
+from cka_hydra.plan import JobPlan, Side, check_device, preflight
 from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, common_rows, load_cities, load_matrix
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,15 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
     """
     start = time.perf_counter()
     plan = preflight(run, run_dir, results_dir)
-    if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
-        log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
-        return {"status": "skipped", "seconds": time.perf_counter() - start}
+    with run_folder.computing(run_dir):  # another sweep or run may be computing it right now
+        if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
+            log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
+            return {"status": "skipped", "seconds": time.perf_counter() - start}
+        return _compute(run, plan, run_dir, results_dir, job_num, start)
+
+
+def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | None, job_num: int,
+             start: float) -> dict[str, Any]:
     device = resolve_device(run.device, job_num)
     estimate = estimator(run.cka)
     a, b, steps = plan.a, plan.b, plan.steps

@@ -139,11 +139,19 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return summary
 
 
-def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> bool:
+def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str, Any],
+                since: float | None = None) -> bool:
     """Whether run_dir holds the result of these settings on these inputs (representation
-    folders and steps: a store that gained a final checkpoint makes `final` stale)."""
+    folders and steps: a store that gained a final checkpoint makes `final` stale), written at
+    or after `since` (a time.time()) when given: the result an overwrite has yet to replace is
+    not its own."""
     summary = read_result(run_dir)
-    return summary is not None and summary.get("settings") == settings and summary.get("inputs") == inputs
+    if summary is None or summary.get("settings") != settings or summary.get("inputs") != inputs:
+        return False
+    try:
+        return since is None or (run_dir / SUMMARY_FILE).stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def conflict(run_dir: Path, settings: Mapping[str, Any], data_root_checked: bool) -> str | None:
@@ -162,6 +170,14 @@ def conflict(run_dir: Path, settings: Mapping[str, Any], data_root_checked: bool
 def _text(value: Any) -> str:
     """A value as an override spells it: null, true, [0,7], region:^A."""
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def computing(run_dir: Path) -> FileLock:
+    """A lock held while a process computes and writes run_dir's result, so that two sweeps or a
+    run beside a sweep never compute one comparison at once: the second waits, then finds the
+    result. Its file, `.<name>.lock`, sits beside the run folder."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(run_dir.parent / f".{run_dir.name}.lock"))
 
 
 def write_error(run_dir: Path, text: str) -> None:

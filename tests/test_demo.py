@@ -1,12 +1,13 @@
 """The demo store: the real layout and format, deterministic, with the planted structure."""
 
 import json
-import subprocess
-import sys
+import threading
+import time
 
 import torch
 from conftest import SMALL, representations_dir
 
+from cka_hydra import demo
 from cka_hydra.demo import checkpoint_steps
 
 METADATA_KEYS = {
@@ -16,14 +17,11 @@ METADATA_KEYS = {
 }
 
 
-def test_command_writes_a_store_of_the_requested_size(tmp_path):
+def test_command_writes_a_store_of_the_requested_size(tmp_path, capsys):
     out = tmp_path / "store"
-    result = subprocess.run(
-        [sys.executable, "-m", "cka_hydra.demo", str(out), "--cities", "30", "--hidden", "5", "--tokens", "3",
-         "--checkpoints", "4", "--regimes", "pt2", "--layers", "4"],
-        capture_output=True, text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    demo.main([str(out), "--cities", "30", "--hidden", "5", "--tokens", "3", "--checkpoints", "4", "--regimes", "pt2",
+               "--layers", "4"])
+    assert capsys.readouterr().out.startswith(f"wrote {out} in ")
     folder = representations_dir(out, "revision/exp2/pt2-7_seed2", "perimeter", 4)
     assert sorted(p.name for p in folder.iterdir()) == [f"checkpoint-{s}" for s in sorted(map(str, [0, 54691, 109382, 164073]))]
     data = torch.load(folder / "checkpoint-164073/representations.pt", weights_only=True)
@@ -84,3 +82,31 @@ def test_planted_structure(small_store):
         assert all(e > s for s, e in zip(start, end))
         means[regime] = sum(end) / len(end)
     assert means["pt1"] < means["pt2"] < means["pt3"]
+
+
+def test_two_first_uses_at_once_write_one_complete_store(tmp_path, monkeypatch, small_store):
+    """Two terminals start the demo at once: one writes the store, the other waits and uses it."""
+    writes, write_store = [], demo.write_store
+
+    def slow_small_store(root):
+        writes.append(root)
+        time.sleep(0.5)  # a wide window for the other to see a half-written store, were it visible
+        write_store(root, SMALL)
+
+    monkeypatch.setattr(demo, "write_store", slow_small_store)
+    path, start = tmp_path / "outputs" / "demo_store", threading.Barrier(2)
+    seen = []
+
+    def first_use():
+        start.wait()
+        seen.append(sorted(p.relative_to(path) for p in demo.ensure_demo_store(path).rglob("*")))
+
+    threads = [threading.Thread(target=first_use) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(writes) == 1
+    complete = sorted(p.relative_to(small_store) for p in small_store.rglob("*"))
+    assert seen == [complete, complete]
+    assert [p.name for p in path.parent.iterdir() if p.name != "demo_store.lock"] == ["demo_store"]

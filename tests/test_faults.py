@@ -1,9 +1,12 @@
 """Faults and hostile input, injected: kills mid-write, checkpoints still being written, files
 that are broken or hostile, regime files that point outside their folders."""
 
-import json
+import csv
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,86 @@ def test_a_regime_file_that_points_outside_its_folders_is_refused_before_anythin
         assert "Error: regime 'evil': original_dir='../../{model}': expected a relative path below data.root" in (
             result.stdout), result.stdout
         assert not (tmp_path / "outputs").exists()
+
+
+def _group_alive(pgid: int) -> list[int]:
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="watches the processes through /proc")
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["ctrl-c to the terminal's process group", "sigterm to the sweep"])
+def test_an_interrupted_sweep_stops_its_workers_records_its_jobs_and_resumes(store_copy, small_store, tmp_path,
+                                                                              signum, to_group):
+    """A job blocks on a metadata file that is a FIFO, so the sweep is surely mid-way when the signal comes."""
+    fifo = representations_dir(store_copy, "revision/exp2/pt3-3_seed2", "crossing", 5) / FINAL / "metadata.json"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "cka_hydra", "-m", "sweep", "regime=pt3", "layer=5",
+                             f"data.root={store_copy}", "hydra.launcher.n_jobs=2"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:  # opening the write end succeeds once a worker has opened the FIFO to read
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "no worker opened the FIFO"
+            time.sleep(0.05)
+    os.killpg(proc.pid, signum) if to_group else proc.send_signal(signum)
+    sent = time.monotonic()
+    output, _ = proc.communicate(timeout=60)
+    os.close(writer)
+    assert time.monotonic() - sent < 15
+    assert proc.returncode == 1 and "Error: interrupted:" in output and "Traceback" not in output, output
+    while _group_alive(proc.pid) and time.monotonic() - sent < 15:  # no worker lingers
+        time.sleep(0.1)
+    assert not _group_alive(proc.pid)
+
+    with open(tmp_path / "outputs/cka/jobs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 21 and {r["status"] for r in rows} <= {"done", "lost", "pending"}
+    for row in rows:  # jobs.csv is true: done means a result, and nothing else has one
+        finished = run_folder.read_result(tmp_path / "outputs/cka" / row["run_dir"]) is not None
+        assert finished == (row["status"] == "done"), row
+    assert {(r["pair"], r["status"]) for r in rows if r["seed_pair"] == "orig_2"} >= {("2_3", "lost")}
+
+    fifo.unlink()
+    fifo.write_bytes((representations_dir(small_store, "revision/exp2/pt3-3_seed2", "crossing", 5) / FINAL
+                      / "metadata.json").read_bytes())
+    again = run_app("-m", "sweep", "regime=pt3", "layer=5", f"data.root={store_copy}", cwd=tmp_path)
+    n_done = sum(r["status"] == "done" for r in rows)
+    assert f"{n_done} jobs already have results for the same settings (skipped); 0 failed before launch; " \
+           f"{21 - n_done} to run" in again.stdout and again.returncode == 0, again.stdout
+
+
+def test_two_sweeps_and_a_run_at_once_compute_each_comparison_once(small_store, tmp_path):
+    """Two terminals start the same sweep into one folder while a third runs one of its jobs."""
+    command = [sys.executable, "-m", "cka_hydra", "-m", "sweep", "regime=pt3", "layer=5", f"data.root={small_store}",
+               "hydra/launcher=basic"]
+    single = [sys.executable, "-m", "cka_hydra", "regime=pt3", "pair=1_2", "seed_pair=orig_1", "layer=5",
+              f"data.root={small_store}"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for args in (command, command, single)]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
+    results = tmp_path / "outputs/cka"
+    with open(results / "jobs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 21 and {r["status"] for r in rows} <= {"done", "skipped"}
+    computed = 0
+    for row in rows:  # every result whole; each computed by one process, found done by the others
+        run_dir = results / row["run_dir"]
+        assert run_folder.read_result(run_dir) is not None
+        log = (run_dir / "cka.log").read_text()
+        computed += log.count("final CKA")
+        assert log.count("final CKA") == 1, log
+    assert computed == 21

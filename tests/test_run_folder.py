@@ -87,3 +87,10 @@ def test_describe_writes_the_changed_settings_as_overrides():
     changed = {"checkpoints": [0, 7], "cka.kernel": "rbf", "cka.sigma_frac": 0.4, "data.root": "/x",
                "city_filter": "region:^Europe"}
     assert run_folder.describe(changed, defaults) == 'checkpoints=[0,7] cka.kernel=rbf city_filter="region:^Europe"'
+
+
+def test_a_result_older_than_an_overwrite_is_not_its_own(tmp_path):
+    write(tmp_path)
+    written = (tmp_path / "summary.json").stat().st_mtime
+    assert run_folder.is_finished(tmp_path, SETTINGS, INPUTS, since=written)
+    assert not run_folder.is_finished(tmp_path, SETTINGS, INPUTS, since=written + 1)

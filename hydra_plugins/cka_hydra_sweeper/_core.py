@@ -10,15 +10,18 @@ import dataclasses
 import itertools
 import logging
 import math
+import signal
+import sys
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, QuotedString
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn, JobStatus, configure_log
 from omegaconf import OmegaConf
 
 from cka_hydra import run_folder
@@ -90,28 +93,34 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
 
     todo = [job for job in jobs if job.status == "pending"]
     batch_size = _batch_size(sweeper, len(todo))
-    start = time.perf_counter()
-    for first in range(0, len(todo), batch_size):
-        batch = todo[first:first + batch_size]
-        try:
-            results = sweeper.launcher.launch([job.overrides for job in batch], initial_job_idx=first)
-        except KeyboardInterrupt:
-            _settle(batch, "interrupted")
-            _write_jobs(batch)
-            counts = Counter(job.status for job in jobs)
-            raise SweepError(
-                f"interrupted: {counts['lost']} launched jobs have no result (marked lost) and {counts['pending']} "
-                f"were not launched (see {manifests}); "
-                "running the sweep again skips every job that finished and runs the rest") from None
-        except Exception as err:  # a worker died hard: only this batch is lost
-            log.error("the launcher failed (%s: %s): its batch's jobs without a result are lost",
-                      type(err).__name__, err)
-            _settle(batch, f"launcher failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
-        else:
-            for job, result in zip(batch, results):
-                _record(job, result)
+    start, started = time.perf_counter(), time.time()
+    batch: List[Job] = []
+    try:
+        with _interruptible() as received:
+            for first in range(0, len(todo), batch_size):
+                batch = todo[first:first + batch_size]
+                try:
+                    results = _launch(sweeper, batch, first)
+                    if received:
+                        raise KeyboardInterrupt
+                except Exception as err:  # a worker died hard: only this batch is lost
+                    log.error("the launcher failed (%s: %s): its batch's jobs without a result are lost",
+                              type(err).__name__, err)
+                    _settle(batch, f"launcher failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
+                            started)
+                else:
+                    for job, result in zip(batch, results):
+                        _record(job, result, started)
+                _write_jobs(batch)
+                _log_progress(jobs, first + len(batch), len(todo), time.perf_counter() - start)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a scheduler or kill
+        _settle([job for job in batch if job.status == "pending"], "interrupted", started)
         _write_jobs(batch)
-        _log_progress(jobs, first + len(batch), len(todo), time.perf_counter() - start)
+        counts = Counter(job.status for job in jobs)
+        raise SweepError(
+            f"interrupted: {counts['lost']} launched jobs have no result (marked lost) and {counts['pending']} "
+            f"were not launched (see {manifests}); "
+            "running the sweep again skips every job that finished and runs the rest") from None
     if not todo:
         _log_progress(jobs, 0, 0, 0.0)
 
@@ -126,6 +135,40 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
             f"{run_folder.ERROR_FILE} when it was launched; running the sweep again retries only these):\n{table}"
         )
     return []  # each job's record is its run folder and jobs.csv; keeping every JobReturn costs 1 MB a job
+
+
+def _launch(sweeper: Any, batch: List[Job], first: int) -> Any:
+    try:
+        return sweeper.launcher.launch([job.overrides for job in batch], initial_job_idx=first)
+    finally:  # a job run in this process (basic launcher, one joblib worker) set logging up for its folder
+        configure_log(sweeper.config.hydra.hydra_logging, sweeper.config.hydra.verbose)
+
+
+@contextmanager
+def _interruptible() -> Iterator[List[int]]:
+    """Ctrl-C and SIGTERM (a scheduler's, or kill's) end the sweep alike: KeyboardInterrupt, so the
+    launcher stops its workers and jobs.csv records what finished. (By default SIGTERM would end
+    this process alone, leaving the workers running and jobs.csv unwritten.) Yields the signals
+    received: an interrupt that lands in a garbage collector's callback is lost there, so the
+    sweep also checks this list between batches."""
+    received: List[int] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    def unraisable(info: Any) -> None:  # that lost interrupt would print a traceback
+        if not issubclass(info.exc_type, KeyboardInterrupt):
+            default_hook(info)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    default_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    try:
+        yield received
+    finally:
+        sys.unraisablehook = default_hook
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _batch_size(sweeper: Any, n_jobs: int) -> int:
@@ -303,7 +346,7 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
             job.status = "skipped"
 
 
-def _record(job: Job, result: JobReturn) -> None:
+def _record(job: Job, result: JobReturn, started: float) -> None:
     if result.status == JobStatus.COMPLETED:
         job.status, job.seconds = result.return_value["status"], result.return_value["seconds"]
     elif result.status == JobStatus.FAILED:
@@ -311,20 +354,21 @@ def _record(job: Job, result: JobReturn) -> None:
         err = result._return_value
         job.status, job.error = "failed", (str(err).splitlines() or [type(err).__name__])[0]
     else:  # the launcher has no word from the job (its array task timed out or was killed)
-        _settle([job], str(result._return_value))
+        _settle([job], str(result._return_value), started)
 
 
-def _settle(batch: List[Job], reason: str) -> None:
-    """A batch whose launch() gave no answer: its jobs that wrote their result are done, the rest lost."""
+def _settle(batch: List[Job], reason: str, started: float) -> None:
+    """A batch whose launch() gave no answer: its jobs that wrote their result since the sweep
+    started (or before, when they were to keep it) are done, the rest lost."""
     for job in batch:
-        if _finished(job):
+        if _finished(job, since=started if job.run.overwrite else None):
             job.status = "done"
         else:
             job.status, job.error = "lost", reason
 
 
-def _finished(job: Job) -> bool:
-    return run_folder.is_finished(job.run_dir, job.plan.settings, job.plan.inputs)
+def _finished(job: Job, since: Optional[float] = None) -> bool:
+    return run_folder.is_finished(job.run_dir, job.plan.settings, job.plan.inputs, since)
 
 
 def _write_jobs(jobs: List[Job]) -> None:

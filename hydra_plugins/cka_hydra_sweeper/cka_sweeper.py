@@ -14,6 +14,9 @@ class CKASweeper(Sweeper):
         self, params: Optional[Dict[str, str]], seed_policy: SeedPolicy, self_pairs: bool,
         batch_size: Optional[int], dry_run: bool,
     ) -> None:
+        if batch_size is not None and batch_size < 1:  # SystemExit: Hydra would wrap any other exception
+            raise SystemExit(f"Error: hydra.sweeper.batch_size={batch_size}: expected 1 or more, or null "
+                             "(64, or the whole sweep for array launchers)")
         self.params = dict(params or {})
         self.seed_policy = SeedPolicy(seed_policy)
         self.self_pairs = self_pairs

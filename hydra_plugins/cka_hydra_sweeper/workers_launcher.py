@@ -2,7 +2,7 @@
 # No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -14,6 +14,14 @@ from omegaconf import OmegaConf
 class WorkersLauncher(JoblibLauncher):
     """The joblib launcher with one joblib task per chunk of jobs instead of per job: a task
     ships Hydra's whole state to the worker, and a worker composes jobs faster in a row."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        n_jobs = kwargs.get("n_jobs")
+        if not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -os.cpu_count():  # type: ignore[operator]
+            # SystemExit: Hydra would wrap any other exception in three lines
+            raise SystemExit(f"Error: hydra.launcher.n_jobs={n_jobs}: expected a number of workers, 1 or more "
+                             "(or -1 for one per core)")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from ._workers import launch
