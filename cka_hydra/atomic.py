@@ -5,9 +5,11 @@ import io
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from cka_hydra.errors import CannotWrite
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -15,14 +17,18 @@ if TYPE_CHECKING:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` (same suffix) to write to; renamed onto `path` on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A temporary path beside `path` (same suffix) to write to; renamed onto `path` on success.
+    A write the file system refuses (disk full, read-only) raises CannotWrite naming `path`."""
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        raise CannotWrite(f"{path}: cannot write it ({err.strerror or err})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:

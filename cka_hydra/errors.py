@@ -1,4 +1,4 @@
-"""The one exception type for bad input."""
+"""The exception types the CLI reports as one line: bad input, and output it cannot write."""
 
 
 class InputError(Exception):
@@ -6,3 +6,7 @@ class InputError(Exception):
 
     The CLI prints it as one line, without a traceback.
     """
+
+
+class CannotWrite(InputError):
+    """A file that could not be written: disk full, read-only, no permission. Reported like bad input."""

@@ -16,13 +16,14 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable
 
 from filelock import FileLock
 
 from cka_hydra.atomic import read_csv, write_atomic, write_csv
-from cka_hydra.errors import InputError
+from cka_hydra.errors import CannotWrite, InputError
 from cka_hydra.pairs import Comparison, instance_name, model_name
 
 SUMMARY_FILE = "summary.json"
@@ -182,9 +183,11 @@ def computing(run_dir: Path) -> FileLock:
 
 def write_error(run_dir: Path, text: str) -> None:
     """Record why a run failed, unless run_dir holds a result: an error beside a valid result
-    would make it look failed. (The job's log and jobs.csv say why in either case.)"""
+    would make it look failed. (The job's log and jobs.csv say why in either case, also when the
+    disk that failed the run refuses this file too.)"""
     if read_result(run_dir) is None:
-        write_atomic(run_dir / ERROR_FILE, text)
+        with suppress(CannotWrite):
+            write_atomic(run_dir / ERROR_FILE, text)
 
 
 def clear_error(run_dir: Path) -> None:

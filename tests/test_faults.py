@@ -2,6 +2,7 @@
 that are broken or hostile, regime files that point outside their folders."""
 
 import csv
+import errno
 import os
 import signal
 import subprocess
@@ -210,3 +211,28 @@ def test_two_sweeps_and_a_run_at_once_compute_each_comparison_once(small_store, 
         computed += log.count("final CKA")
         assert log.count("final CKA") == 1, log
     assert computed == 21
+
+
+@pytest.mark.parametrize("errno_, words", [(errno.ENOSPC, "No space left on device"),
+                                            (errno.EROFS, "Read-only file system")])
+def test_a_full_or_read_only_disk_is_one_clear_error_and_damages_nothing(small_store, tmp_path, monkeypatch,
+                                                                         errno_, words):
+    done = run_in_process(tmp_path / "outputs/cka", *RUN, f"data.root={small_store}")
+    before = {p: p.read_bytes() for p in done.rglob("*") if p.is_file()}
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(errno_, os.strerror(errno_), str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)  # every file cka_hydra writes goes through these
+    monkeypatch.setattr(Path, "write_text", refuse)
+    single = run_app(*RUN, "checkpoints=all", f"data.root={small_store}", cwd=tmp_path)
+    errors = [line for line in single.stdout.splitlines() if "[ERROR]" in line or line.startswith("Error: ")]
+    assert single.returncode == 1 and len(errors) == 1 and "Traceback" not in single.stdout, single.stdout
+    assert f"layer5-all/cka_timeline.csv: cannot write it ({words})" in errors[0]
+    failed = done.with_name("layer5-all")
+    assert not [p for p in failed.iterdir() if p.name != ".hydra" and p.suffix != ".log"]  # no half-file
+
+    sweep = run_app("-m", "sweep", "regime=pt3", "layer=5", f"data.root={small_store}", cwd=tmp_path)
+    assert sweep.returncode == 1 and "Traceback" not in sweep.stdout, sweep.stdout
+    assert f"Error: {tmp_path / 'outputs/cka/multirun.yaml'}: cannot write it ({words})" in sweep.stdout
+    assert {p: p.read_bytes() for p in done.rglob("*") if p.is_file()} == before

@@ -25,8 +25,9 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log
 from omegaconf import OmegaConf
 
 from cka_hydra import run_folder
+from cka_hydra.atomic import write_atomic
 from cka_hydra.config import PairConfig, RunConfig, SeedPairConfig, default_settings, run_config, settings
-from cka_hydra.errors import InputError
+from cka_hydra.errors import CannotWrite, InputError
 from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,11 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
 
     results_dirs = sorted({job.results_dir for job in jobs})
     manifests = ", ".join(str(d / run_folder.JOBS_FILE) for d in results_dirs)
-    for results_dir in results_dirs:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(sweeper.config, results_dir / "multirun.yaml")
+    try:
+        for results_dir in results_dirs:
+            write_atomic(results_dir / "multirun.yaml", OmegaConf.to_yaml(sweeper.config))
+    except CannotWrite as err:  # the disk is full or read-only: say so before any job tries
+        raise SweepError(str(err)) from None
     _write_jobs(jobs)
     counts = Counter(job.status for job in jobs)
     log.info("%d jobs already have results for the same settings (skipped); %d failed before launch; %d to run",
@@ -376,7 +379,10 @@ def _write_jobs(jobs: List[Job]) -> None:
     for job in jobs:
         by_dir[job.results_dir].append(job.row())
     for results_dir, rows in by_dir.items():
-        run_folder.update_jobs(results_dir, rows)
+        try:
+            run_folder.update_jobs(results_dir, rows)
+        except CannotWrite as err:  # the disk is full or read-only: no job could write its result either
+            raise SweepError(str(err)) from None
 
 
 def _log_progress(jobs: List[Job], n_run: int, n_todo: int, elapsed: float) -> None:
