@@ -53,10 +53,13 @@ def list_checkpoints(representations_dir: Path) -> dict[int, Path]:
     if not representations_dir.is_dir():
         raise InputError(f"no representation folder at {representations_dir}{_nearest_existing(representations_dir)}")
     found = {}
-    for child in representations_dir.iterdir():
-        match = _CHECKPOINT_DIR.fullmatch(child.name)
-        if match and (child / REPRESENTATIONS_FILE).exists() and (child / METADATA_FILE).exists():
-            found[int(match.group(1))] = child
+    try:
+        for child in representations_dir.iterdir():
+            match = _CHECKPOINT_DIR.fullmatch(child.name)
+            if match and (child / REPRESENTATIONS_FILE).exists() and (child / METADATA_FILE).exists():
+                found[int(match.group(1))] = child
+    except OSError as err:  # not readable by this user
+        raise InputError(f"{representations_dir}: cannot list it ({err.strerror or err})") from None
     if not found:
         raise InputError(
             f"no checkpoints in {representations_dir}: expected checkpoint-<step>/ folders "

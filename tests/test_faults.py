@@ -4,20 +4,27 @@ that are broken or hostile, regime files that point outside their folders."""
 import csv
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import representations_dir, run_app, run_in_process, save_checkpoint
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from cka_hydra import run_folder
+from cka_hydra.config import DataConfig, PairConfig, RegimeConfig, RunConfig, SeedPairConfig
+from cka_hydra.demo import load_regime
 from cka_hydra.errors import InputError
 from cka_hydra.filters import parse_filter
-from cka_hydra.job import kept_cities
+from cka_hydra.job import kept_cities, run_comparison
 from cka_hydra.store import common_rows, load_cities, load_matrix
 
 RUN = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5"]
@@ -180,6 +187,8 @@ def test_an_interrupted_sweep_stops_its_workers_records_its_jobs_and_resumes(sto
         assert finished == (row["status"] == "done"), row
     assert {(r["pair"], r["status"]) for r in rows if r["seed_pair"] == "orig_2"} >= {("2_3", "lost")}
 
+    if signum == signal.SIGINT:
+        return  # the re-run, once
     fifo.unlink()
     fifo.write_bytes((representations_dir(small_store, "revision/exp2/pt3-3_seed2", "crossing", 5) / FINAL
                       / "metadata.json").read_bytes())
@@ -196,9 +205,10 @@ def test_two_sweeps_and_a_run_at_once_compute_each_comparison_once(small_store, 
     single = [sys.executable, "-m", "cka_hydra", "regime=pt3", "pair=1_2", "seed_pair=orig_1", "layer=5",
               f"data.root={small_store}"]
     procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for args in (command, command, single)]
+             for args in (command, single)]
+    here = run_app(*command[3:], cwd=tmp_path)  # the second sweep, in this process meanwhile
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
+    assert [proc.returncode for proc in procs] + [here.returncode] == [0, 0, 0], [*outputs, here.stdout]
     results = tmp_path / "outputs/cka"
     with open(results / "jobs.csv") as f:
         rows = list(csv.DictReader(f))
@@ -236,3 +246,91 @@ def test_a_full_or_read_only_disk_is_one_clear_error_and_damages_nothing(small_s
     assert sweep.returncode == 1 and "Traceback" not in sweep.stdout, sweep.stdout
     assert f"Error: {tmp_path / 'outputs/cka/multirun.yaml'}: cannot write it ({words})" in sweep.stdout
     assert {p: p.read_bytes() for p in done.rglob("*") if p.is_file()} == before
+
+
+@st.composite
+def stores(draw) -> tuple[list[list[dict]], list[torch.Tensor]]:
+    """Two instances' final checkpoints: random cities (ids of mixed types drawn from one pool, so
+    that the sides share some; now and then repeated or missing ids and fields) and random values
+    (constant columns and matrices among them; now and then a NaN or an Inf)."""
+    cities, matrices = [], []
+    now_and_then = st.sampled_from([False] * 7 + [True])  # an 8th of the time, not hypothesis's favourite 0
+    well_formed = not draw(now_and_then)
+    for _ in range(2):
+        if well_formed:
+            n = draw(st.integers(15, 20))
+            ids = draw(st.lists(st.integers(1000, 1019), min_size=n, max_size=n, unique=True))
+            ids = [str(i) if draw(st.booleans()) else i for i in ids]
+        else:
+            n = draw(st.integers(1, 30))
+            ids = draw(st.lists(st.one_of(st.integers(0, 30), st.sampled_from(["7", "x", ""]), st.none()),
+                                min_size=n, max_size=n))
+        regions = draw(st.lists(st.sampled_from(["Europe", "Asia", "Atlantis", "", None]), min_size=n, max_size=n))
+        cities.append([{"row_id": row, **({} if i is None else {"city_id": i}), **({} if r is None else {"region": r})}
+                       for row, (i, r) in enumerate(zip(ids, regions))])
+        d = draw(st.integers(1, 4))
+        values = np.random.default_rng(draw(st.integers(0, 2**16))).normal(
+            draw(st.sampled_from([0.0, 1e3])), draw(st.sampled_from([1e-3, 1.0, 100.0])), size=(n, d))
+        if draw(st.booleans()):
+            values[:, draw(st.integers(0, d - 1))] = 3.0  # a constant column: fine
+        if draw(now_and_then):
+            values[:] = 3.0  # a constant representation: CKA is undefined
+        if draw(now_and_then):
+            values[draw(st.integers(0, n - 1)), draw(st.integers(0, d - 1))] = draw(st.sampled_from([np.nan, np.inf]))
+        matrices.append(torch.from_numpy(values.astype(np.float32)))
+    return cities, matrices
+
+
+FILTER_TEXT = st.text(alphabet="regioncity_dnamexX:^$.*+?()[]|&!0-9 ", max_size=30)
+
+
+@settings(max_examples=40, deadline=None)
+@given(stores(), st.one_of(st.sampled_from([None, "", "region:^(?!Atlantis)", "city_id:^10[01] || region:^[A-Z]",
+                                            None, "regoin:^E"]), FILTER_TEXT))
+def test_any_small_store_and_filter_give_a_value_or_the_projects_error(store, city_filter):
+    cities, matrices = store
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for instance, task, these, matrix in zip(("pt2-1", "revision/exp2/pt2-2_seed1"), ("distance", "angle"),
+                                                 cities, matrices):
+            save_checkpoint(representations_dir(root, instance, task, 5) / FINAL, {"representations_flat": matrix},
+                            these)
+        try:
+            run = RunConfig(regime=RegimeConfig(**load_regime("pt2")), pair=PairConfig(1, 2),
+                            seed_pair=SeedPairConfig("orig", "1"), layer=5, city_filter=city_filter,
+                            data=DataConfig(str(root)), device="cpu")
+            run_comparison(run, root / "out")
+        except InputError:
+            event("refused with the project's error")
+            return
+        event("computed")
+        value = run_folder.read_result(root / "out")["final_cka"]
+        assert -1e-9 <= value <= 1 + 1e-9
+
+
+def test_a_symlink_loop_in_the_store_is_ignored_or_named(store_copy, tmp_path):
+    folder = representations_dir(store_copy, *B_FOLDER)
+    (folder / "checkpoint-999999").symlink_to(folder / "checkpoint-999999")  # a loop among the checkpoints
+    run_dir = run_in_process(tmp_path, *RUN, f"data.root={store_copy}")
+    assert run_folder.read_result(run_dir)["steps"] == [164073]
+    shutil.rmtree(folder)
+    folder.symlink_to(folder)  # the representation folder itself
+    with pytest.raises(InputError, match=r"no representation folder at .*angle_firstcity_last_and_trans_l5"):
+        run_in_process(tmp_path, *RUN, f"data.root={store_copy}", "checkpoints=all")
+
+
+def test_an_unreadable_folder_in_the_store_is_named(store_copy, tmp_path, monkeypatch):
+    """As chmod 0 does for a user (root reads any folder, so the refusal is injected)."""
+    folder = representations_dir(store_copy, *B_FOLDER)
+    iterdir = Path.iterdir
+
+    def refuse(path):
+        if path == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return iterdir(path)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    result = run_app(*RUN, f"data.root={store_copy}", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+    assert f"Error: {folder}: cannot list it (Permission denied)" in result.stdout
+    assert not (tmp_path / "outputs").exists()
