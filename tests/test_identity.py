@@ -156,6 +156,8 @@ def test_a_sweep_with_a_bad_setting_launches_nothing(tmp_path):
         (["+cka.kernal=rbf"], "cka.kernal: unknown setting; cka has: kernel"),
         (["cka.kernel=linear,rbf", "cka.sigma_frac=-1"], "cka.sigma_frac=-1.0: expected a positive number"),
         (['city_filter="region:("'], "city_filter: invalid regex"),
+        (["hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0: expected a number of workers, 1 or more"),
+        (["hydra.sweeper.batch_size=0"], "hydra.sweeper.batch_size=0: expected 1 or more"),
     ]:
         result = run_app("-m", "sweep", *args, cwd=tmp_path)
         assert result.returncode == 1

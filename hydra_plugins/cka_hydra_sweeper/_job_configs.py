@@ -13,6 +13,7 @@ jobs: a joblib worker, an array task, or the sweeper's own process with the basi
 """
 # No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
 import copy
+import functools
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -55,7 +56,7 @@ class JobConfigLoader(ConfigLoader):
             for group, option in choices.items():
                 if option != composed_choices[group]:
                     self._merge_option(config, group, option)
-            task = [o for o in OverridesParser.create().parse_overrides(sweep_overrides) if not o.is_hydra_override()]
+            task = [o for o in _parser().parse_overrides(sweep_overrides) if not o.is_hydra_override()]
             config.hydra.overrides.task = [o.input_line for o in task]
             dirname = config.hydra.job.config.override_dirname
             config.hydra.job.override_dirname = get_overrides_dirname(
@@ -95,6 +96,11 @@ class JobConfigLoader(ConfigLoader):
 
     def compute_defaults_list(self, config_name: Optional[str], overrides: List[str], run_mode: RunMode) -> Any:
         return self.loader.compute_defaults_list(config_name, overrides, run_mode)
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> OverridesParser:
+    return OverridesParser.create()  # a grammar set up once per process, not once per job
 
 
 def _split(overrides: List[str]) -> Tuple[Optional[Dict[str, str]], List[str]]:
