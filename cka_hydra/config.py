@@ -9,9 +9,11 @@ the schema does not know. Below that edge nothing sees a `DictConfig`.
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -194,7 +196,50 @@ def run_config(cfg: DictConfig) -> RunConfig:
     Raises InputError for a key the schema does not know: Hydra lets `+key=value` add one,
     and a typo such as `+cka.kernal=rbf` must not run with the default kernel.
     """
+    _refuse_repeated_keys(cfg)
     return _typed(cfg, RunConfig)
+
+
+def _refuse_repeated_keys(cfg: DictConfig) -> None:
+    """Refuse a regime file that lists a key twice, e.g. a model index. OmegaConf's YAML loader
+    checks only string keys and keeps the last of two `1:` entries. The file is found as Hydra
+    finds it: the first config source holding it (known where the config has its `hydra` node:
+    a single run's checks and the sweeper's planning)."""
+    hydra = cfg.get("hydra")
+    choice = OmegaConf.select(cfg, "hydra.runtime.choices.regime") if hydra is not None else None
+    if choice is None:
+        return
+    for source in hydra.runtime.config_sources:
+        if source.schema == "pkg":
+            path = resources.files(source.path).joinpath("regime", f"{choice}.yaml")
+        elif source.schema == "file":
+            path = Path(source.path, "regime", f"{choice}.yaml")
+        else:
+            continue
+        if path.is_file():
+            try:
+                yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+            except _RepeatedKey as err:
+                raise InputError(f"{path}, line {err.line}: {err.key} is listed twice (YAML would keep only the "
+                                 "last)") from None
+            return
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise _RepeatedKey(str(key), key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def report_config(cfg: DictConfig) -> ReportConfig:

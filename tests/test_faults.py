@@ -122,19 +122,24 @@ def test_a_broken_file_fails_its_job_with_one_line_naming_it(store_copy, tmp_pat
     assert not list(tmp_path.rglob("summary.json"))
 
 
-def test_a_regime_file_that_points_outside_its_folders_is_refused_before_anything_runs(small_store, tmp_path):
+REGIME = ('name: evil\nmodels:\n  1: [distance]\n  2: [angle]\nseeds: [orig, "1"]\n'
+          'original_dir: "{model}"\nseed_dir: "{model}_seed{seed}"\nrepresentations_dir: "{task}/l{layer}"\n')
+
+
+@pytest.mark.parametrize("change, message", [
+    (('original_dir: "{model}"', 'original_dir: "../../{model}"'),
+     "Error: regime 'evil': original_dir='../../{model}': expected a relative path below data.root"),
+    (("  2: [angle]", "  2: [angle]\n  1: [compass]"), "regime/evil.yaml, line 5: 1 is listed twice"),
+], ids=["path outside data.root", "model listed twice"])
+def test_a_bad_regime_file_is_refused_before_anything_runs(small_store, tmp_path, change, message):
     conf = tmp_path / "conf" / "regime"
     conf.mkdir(parents=True)
-    (conf / "evil.yaml").write_text(
-        'name: evil\nmodels: {1: [distance], 2: [angle]}\nseeds: [orig, "1"]\noriginal_dir: "../../{model}"\n'
-        'seed_dir: "{model}_seed{seed}"\nrepresentations_dir: "{task}/l{layer}"\n')
+    (conf / "evil.yaml").write_text(REGIME.replace(*change))
     search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
     for command in (["regime=evil", "pair=1_2"], ["-m", "sweep", "regime=evil", "layer=5"]):
         result = run_app(*command, search, f"data.root={small_store}", cwd=tmp_path)
-        assert result.returncode == 1, result.stdout
-        assert "Error: regime 'evil': original_dir='../../{model}': expected a relative path below data.root" in (
-            result.stdout), result.stdout
-        assert not (tmp_path / "outputs").exists()
+        assert result.returncode == 1 and message in result.stdout, result.stdout
+        assert len(result.stdout.splitlines()) == 1 and not (tmp_path / "outputs").exists()
 
 
 def _group_alive(pgid: int) -> list[int]:
