@@ -74,7 +74,10 @@ def run() -> None:
         args.remove("report")
         task = report
     sys.argv[1:] = hydra_argv(args)
-    task()
+    try:
+        task()
+    except KeyboardInterrupt:  # Ctrl-C before a sweep's own handling starts (or in a single run)
+        sys.exit("Error: interrupted (results already written are kept; nothing half-written counts)")
 
 
 if __name__ == "__main__":

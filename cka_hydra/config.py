@@ -7,6 +7,7 @@ the schema does not know. Below that edge nothing sees a `DictConfig`.
 """
 
 import re
+import string
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from importlib import resources
@@ -48,14 +49,23 @@ class RegimeConfig:
             if not _PLAIN_NAME.fullmatch(str(value)):
                 raise InputError(f"{where}: {key}: {str(value)!r} is not a plain name (letters, digits, '_', '-', "
                                  "'.'; no path separator or '..'): it names folders")
-        for key in ("original_dir", "seed_dir", "representations_dir"):
+        for key, placeholders in _TEMPLATES.items():
             template = getattr(self, key)
             if PurePosixPath(template).is_absolute() or ".." in PurePosixPath(template).parts or "\\" in template:
                 raise InputError(f"{where}: {key}={template!r}: expected a relative path below data.root, without '..'")
+            try:
+                names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+            except ValueError as err:  # an unclosed brace
+                names = {f"({err})"}
+            if not names <= placeholders:
+                raise InputError(f"{where}: {key}={template!r}: its placeholders may be "
+                                 f"{', '.join('{' + p + '}' for p in sorted(placeholders))} only")
         if not self.models or not self.seeds:
             raise InputError(f"{where}: expected at least one model and one seed")
 
 
+# the path templates of a regime file, and the placeholders each may use
+_TEMPLATES = {"original_dir": {"model"}, "seed_dir": {"model", "seed"}, "representations_dir": {"task", "layer"}}
 # a name that is one folder name: never '..', '/', or empty
 _PLAIN_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]+")
 

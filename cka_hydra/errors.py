@@ -10,3 +10,7 @@ class InputError(Exception):
 
 class CannotWrite(InputError):
     """A file that could not be written: disk full, read-only, no permission. Reported like bad input."""
+
+
+class FilterError(InputError):
+    """A city filter that cannot be parsed, or names a field no city has: a setting, not a file."""

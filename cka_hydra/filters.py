@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cka_hydra.errors import InputError
+from cka_hydra.errors import FilterError
 
 City = Mapping[str, Any]
 
@@ -73,13 +73,13 @@ class CityFilter:
     def select(self, cities: Sequence[City]) -> list[int]:
         """Indices of the cities the filter keeps, in order.
 
-        Raises InputError when a field is known to no city, so that a typo does not
+        Raises FilterError when a field is known to no city, so that a typo does not
         silently drop every row.
         """
         known = {"city_id", "region"}.union(*(city.keys() for city in cities))
         unknown = sorted(self.fields - known)
         if unknown:
-            raise InputError(
+            raise FilterError(
                 f"city_filter: unknown field {', '.join(map(repr, unknown))}; "
                 f"city_info has: {', '.join(sorted(known))}"
             )
@@ -87,7 +87,7 @@ class CityFilter:
 
 
 def parse_filter(text: str | None) -> CityFilter:
-    """Parse a filter expression; raises InputError naming the bad term."""
+    """Parse a filter expression; raises FilterError naming the bad term."""
     if text is None or not text.strip():
         return CityFilter(text or "", ())
     alternatives = []
@@ -98,14 +98,14 @@ def parse_filter(text: str | None) -> CityFilter:
             field, sep, regex = term.partition(":")
             field = field.strip()
             if not sep or not field:
-                raise InputError(
+                raise FilterError(
                     f"city_filter: term {term!r} is not of the form field:regex "
                     f"(in {text!r})"
                 )
             try:
                 pattern = re.compile(regex)
             except re.error as err:
-                raise InputError(
+                raise FilterError(
                     f"city_filter: invalid regex {regex!r} for field {field!r}: {err}"
                 ) from None
             terms.append(Term(field, pattern))

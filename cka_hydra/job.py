@@ -96,9 +96,9 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
     inputs, unless `overwrite` is set. Nothing is written unless the new result is complete.
     Returns a small dict: status (done/skipped), seconds.
     """
-    start = time.perf_counter()
     plan = preflight(run, run_dir, results_dir)
     with run_folder.computing(run_dir):  # another sweep or run may be computing it right now
+        start = time.perf_counter()  # its seconds: this job's work, not the wait
         if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
             log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
             return {"status": "skipped", "seconds": time.perf_counter() - start}

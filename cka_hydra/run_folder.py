@@ -14,17 +14,20 @@ report all go through this module. It knows files, not Hydra, torch or CKA.
 
 import hashlib
 import json
+import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from cka_hydra.atomic import read_csv, write_atomic, write_csv
 from cka_hydra.errors import CannotWrite, InputError
 from cka_hydra.pairs import Comparison, instance_name, model_name
+
+log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 TIMELINE_FILE = "cka_timeline.csv"
@@ -173,12 +176,22 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def computing(run_dir: Path) -> FileLock:
-    """A lock held while a process computes and writes run_dir's result, so that two sweeps or a
-    run beside a sweep never compute one comparison at once: the second waits, then finds the
-    result. Its file, `.<name>.lock`, sits beside the run folder."""
+@contextmanager
+def computing(run_dir: Path) -> Iterator[None]:
+    """Hold a lock while this process computes and writes run_dir's result, so that two sweeps
+    or a run beside a sweep never compute one comparison at once: the second waits (and says
+    so in its log), then finds the result. Its file, `.<name>.lock`, sits beside the run folder."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(run_dir.parent / f".{run_dir.name}.lock"))
+    lock = FileLock(str(run_dir.parent / f".{run_dir.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting: another process is computing %s", run_dir)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_error(run_dir: Path, text: str) -> None:

@@ -153,6 +153,9 @@ def test_the_report_config_refuses_unknown_keys():
     (dict(seed_dir="/abs/{model}_seed{seed}"), r"seed_dir='/abs/{model}_seed{seed}': expected a relative path"),
     (dict(representations_dir="x/../../{task}"), r"representations_dir='x/../../{task}'"),
     (dict(models={}), r"expected at least one model and one seed"),
+    (dict(original_dir="{foo}/{model}"), r"original_dir='{foo}/{model}': its placeholders may be {model} only"),
+    (dict(seed_dir="{model"), r"seed_dir='{model': its placeholders may be {model}, {seed} only"),
+    (dict(original_dir="{model.__class__}"), r"its placeholders may be {model} only"),
 ])
 def test_a_regime_whose_names_or_templates_would_leave_their_folders_is_refused(change, message):
     regime = dict(name="pt2", models={1: ["distance"], 2: ["angle"]}, seeds=["orig", "1"], original_dir="{model}",

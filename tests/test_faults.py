@@ -101,6 +101,18 @@ def test_city_ids_of_mixed_types_are_one_city(tmp_path):
     assert kept_cities(tmp_path / "a", parse_filter("city_id:^12"))[2].tolist() == ["1234"]
 
 
+def test_a_broken_city_list_in_a_sweep_fails_its_jobs_alone(store_copy, tmp_path):
+    """The sweeper checks the filter against the first job's city lists: a broken file there is
+    that job's failure, not the sweep's."""
+    metadata = representations_dir(store_copy, *("revision/exp2/pt3-2_seed1", "compass", 5)) / FINAL / "metadata.json"
+    metadata.write_text("[1, 2]")  # pt3-2_seed1 is in the first job, (1_2, orig_1), alone
+    result = run_app("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", "hydra/launcher=basic",
+                     f"data.root={store_copy}", cwd=tmp_path)
+    assert result.returncode == 1 and "1 of 7 jobs did not finish" in result.stdout, result.stdout
+    assert f"failed pt3 pair=1_2 seed_pair=orig_1 layer=5: {metadata}: expected JSON with a 'city_info' list" in (
+        result.stdout)
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("empty tensor file", r"representations.pt: not a readable torch.save file \(not a zip archive"),
     ("invalid JSON", r"metadata.json: expected JSON with a 'city_info' list"),

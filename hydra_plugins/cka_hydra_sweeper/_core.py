@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from cka_hydra import run_folder
 from cka_hydra.atomic import write_atomic
 from cka_hydra.config import PairConfig, RunConfig, SeedPairConfig, default_settings, run_config, settings
-from cka_hydra.errors import CannotWrite, InputError
+from cka_hydra.errors import CannotWrite, FilterError, InputError
 from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 
 log = logging.getLogger(__name__)
@@ -339,12 +339,15 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
         except InputError as err:
             job.status, job.error = "failed", str(err)
             continue
-        if group not in filter_checked:  # on the first job of the group that has its inputs
-            filter_checked.add(group)
+        if group not in filter_checked:  # on the first job of the group whose inputs can be read
             try:
                 check_city_filter(job.plan)
-            except InputError as err:
+            except FilterError as err:  # the setting: every job of the group would fail
                 raise SweepError(str(err)) from None
+            except InputError as err:  # this job's file: it fails alone, the next job checks the filter
+                job.status, job.error = "failed", str(err)
+                continue
+            filter_checked.add(group)
         if not run.overwrite and _finished(job):
             job.status = "skipped"
 
