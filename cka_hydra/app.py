@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cka_hydra import run_folder
-from cka_hydra.config import register, report_config, run_config
+from cka_hydra.config import check_regime_file, register, report_config, run_config
 from cka_hydra.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class RunChecks(Callback):
         from cka_hydra.plan import check_city_filter, preflight
 
         try:
+            check_regime_file(config)
             run = run_config(config)
             if run.data.root is None:
                 ensure_demo_store(run.data.path)

@@ -22,6 +22,7 @@ from cka_hydra import run_folder
 from cka_hydra.errors import InputError
 from cka_hydra.filters import STUDY_FILTER, parse_filter
 from cka_hydra.pairs import Comparison
+from cka_hydra.store import Layout
 
 DEMO_STORE = Path("outputs", "demo_store")
 # Keys that say which comparison a job is: they make the run folder's path.
@@ -49,7 +50,7 @@ class RegimeConfig:
             if not _PLAIN_NAME.fullmatch(str(value)):
                 raise InputError(f"{where}: {key}: {str(value)!r} is not a plain name (letters, digits, '_', '-', "
                                  "'.'; no path separator or '..'): it names folders")
-        for key, placeholders in _TEMPLATES.items():
+        for key, placeholders in Layout.PLACEHOLDERS.items():
             template = getattr(self, key)
             if PurePosixPath(template).is_absolute() or ".." in PurePosixPath(template).parts or "\\" in template:
                 raise InputError(f"{where}: {key}={template!r}: expected a relative path below data.root, without '..'")
@@ -64,8 +65,6 @@ class RegimeConfig:
             raise InputError(f"{where}: expected at least one model and one seed")
 
 
-# the path templates of a regime file, and the placeholders each may use
-_TEMPLATES = {"original_dir": {"model"}, "seed_dir": {"model", "seed"}, "representations_dir": {"task", "layer"}}
 # a name that is one folder name: never '..', '/', or empty
 _PLAIN_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]+")
 
@@ -206,19 +205,16 @@ def run_config(cfg: DictConfig) -> RunConfig:
     Raises InputError for a key the schema does not know: Hydra lets `+key=value` add one,
     and a typo such as `+cka.kernal=rbf` must not run with the default kernel.
     """
-    _refuse_repeated_keys(cfg)
     return _typed(cfg, RunConfig)
 
 
-def _refuse_repeated_keys(cfg: DictConfig) -> None:
-    """Refuse a regime file that lists a key twice, e.g. a model index. OmegaConf's YAML loader
+def check_regime_file(cfg: DictConfig) -> None:
+    """Refuse a regime file that lists a key twice, e.g. a model index: OmegaConf's YAML loader
     checks only string keys and keeps the last of two `1:` entries. The file is found as Hydra
-    finds it: the first config source holding it (known where the config has its `hydra` node:
-    a single run's checks and the sweeper's planning)."""
-    hydra = cfg.get("hydra")
-    choice = OmegaConf.select(cfg, "hydra.runtime.choices.regime") if hydra is not None else None
-    if choice is None:
-        return
+    finds it, in the first config source holding it, from the composed config's `hydra` node.
+    Called where a run or sweep is checked before it starts, not per job: it reads the file."""
+    hydra = cfg.hydra
+    choice = hydra.runtime.choices.regime
     for source in hydra.runtime.config_sources:
         if source.schema == "pkg":
             path = resources.files(source.path).joinpath("regime", f"{choice}.yaml")

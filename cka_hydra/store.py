@@ -15,16 +15,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cka_hydra.errors import InputError
 from cka_hydra.pairs import ORIGINAL_SEED
 
-REPRESENTATIONS_FILE = "representations.pt"
-METADATA_FILE = "metadata.json"
 if TYPE_CHECKING:
     import torch
 
+REPRESENTATIONS_FILE = "representations.pt"
+METADATA_FILE = "metadata.json"
 _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 
 
@@ -32,9 +32,11 @@ _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 class Layout:
     """Where an instance's representations live below the store root.
 
-    Each field is a Python format string: `original_dir` with `{model}`, `seed_dir`
-    with `{model}` and `{seed}`, `representations_dir` with `{task}` and `{layer}`.
+    Each field is a Python format string with the placeholders PLACEHOLDERS names.
     """
+
+    PLACEHOLDERS: ClassVar[dict[str, set[str]]] = {
+        "original_dir": {"model"}, "seed_dir": {"model", "seed"}, "representations_dir": {"task", "layer"}}
 
     original_dir: str
     seed_dir: str

@@ -26,7 +26,9 @@ from omegaconf import OmegaConf
 
 from cka_hydra import run_folder
 from cka_hydra.atomic import write_atomic
-from cka_hydra.config import PairConfig, RunConfig, SeedPairConfig, default_settings, run_config, settings
+from cka_hydra.config import (
+    PairConfig, RunConfig, SeedPairConfig, check_regime_file, default_settings, run_config, settings,
+)
 from cka_hydra.errors import CannotWrite, FilterError, InputError
 from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 
@@ -246,6 +248,7 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
         job_cfg = sweeper.hydra_context.config_loader.load_sweep_config(
             sweeper.config, [f"regime={regime}", *fixed, *combination])
         try:
+            check_regime_file(job_cfg)
             base = run_config(job_cfg)
         except InputError as err:
             raise SweepError(f"{err}{' (with ' + ' '.join(combination) + ')' if combination else ''}") from None
