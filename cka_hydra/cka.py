@@ -1,4 +1,5 @@
-"""Centered kernel alignment (Kornblith et al. 2019) as pure tensor functions.
+"""The similarity measures as pure tensor functions: centered kernel alignment (Kornblith et
+al. 2019), principal components, and Procrustes disparity.
 
 Conventions: rows are examples (cities), columns are features; inputs may carry
 leading batch dimensions, (..., n, d), and then give one value per batch item.
@@ -28,15 +29,15 @@ DEFAULT_CACHE_BYTES = 2**30  # a kernel up to 1 GiB (n <= 11585 in float64) is b
 KernelBlocks = Callable[[slice], Tensor]  # rows -> the kernel matrix's rows K[rows, :]
 
 
-class UndefinedCKAError(ValueError):
-    """CKA has no value for this input (0/0). `index` is the offending batch item, or None."""
+class UndefinedMeasureError(ValueError):
+    """The measure has no value for this input (0/0). `index` is the offending batch item, or None."""
 
     def __init__(self, message: str, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
 
 
-def _centred(x: Tensor, dtype: torch.dtype, side: str) -> Tensor:
+def _centred(x: Tensor, dtype: torch.dtype, side: str, measure: str = "CKA") -> Tensor:
     """X - 1 mean(X) in dtype: each feature's mean over the examples subtracted."""
     xc = x.to(dtype, copy=True)  # centred in place: one copy of each side in memory, not two
     norm = torch.linalg.matrix_norm(xc)
@@ -44,7 +45,8 @@ def _centred(x: Tensor, dtype: torch.dtype, side: str) -> Tensor:
     constant = torch.linalg.matrix_norm(xc) <= _CONSTANT_RTOL * norm
     if constant.any():
         index = None if constant.dim() == 0 else int(constant.flatten().nonzero()[0])
-        raise UndefinedCKAError(f"CKA is undefined: the {side} representation is constant across examples", index)
+        raise UndefinedMeasureError(f"{measure} is undefined: the {side} representation is constant across examples",
+                                    index)
     return xc
 
 
@@ -61,7 +63,7 @@ def _ratio(cross: Tensor, self_x: Tensor, self_y: Tensor) -> Tensor:
     bad = (self_x <= 0) | (self_y <= 0)
     if bad.any():
         index = None if bad.dim() == 0 else int(bad.flatten().nonzero()[0])
-        raise UndefinedCKAError("CKA is undefined: a representation's estimated self-similarity is not positive", index)
+        raise UndefinedMeasureError("CKA is undefined: a representation's estimated self-similarity is not positive", index)
     return cross / torch.sqrt(self_x * self_y)
 
 
@@ -83,7 +85,7 @@ def linear_cka(x: Tensor, y: Tensor, debiased: bool = False, dtype: torch.dtype 
     with X_c, Y_c column-centred: the Gram-route value for K = X X^T, L = Y Y^T,
     computed in feature space in O(n d^2) time and O(d^2) memory, never n x n.
     `debiased` replaces each squared norm by the unbiased HSIC, still from features.
-    Raises UndefinedCKAError when either side is constant.
+    Raises UndefinedMeasureError when either side is constant.
     """
     _check_pair(x, y, debiased)
     xc, yc = _centred(x, dtype, "first"), _centred(y, dtype, "second")
@@ -149,7 +151,7 @@ def rbf_kernel(xc: Tensor, sigma_frac: float, block_size: int = DEFAULT_BLOCK_SI
     """
     median = median_squared_distance(xc, block_size)
     if median <= 0:
-        raise UndefinedCKAError("RBF bandwidth is undefined: the median squared distance between examples is 0")
+        raise UndefinedMeasureError("RBF bandwidth is undefined: the median squared distance between examples is 0")
     scale = -1 / (2 * sigma_frac**2 * median)
     return lambda rows: squared_distances(xc, rows).mul_(scale).exp_()
 
@@ -237,14 +239,59 @@ def rbf_cka(
 def _per_item(
     estimator: Callable[[Tensor, Tensor], Tensor], xs: Sequence[Tensor], ys: Sequence[Tensor]
 ) -> Tensor:
-    """estimator on each pair (xs[i], ys[i]) in turn; an UndefinedCKAError carries the index i."""
+    """estimator on each pair (xs[i], ys[i]) in turn; an UndefinedMeasureError carries the index i."""
     values = []
     for index, (x, y) in enumerate(zip(xs, ys)):
         try:
             values.append(estimator(x, y))
-        except UndefinedCKAError as err:
-            raise UndefinedCKAError(str(err), index) from None
+        except UndefinedMeasureError as err:
+            raise UndefinedMeasureError(str(err), index) from None
     return torch.stack(values)
+
+
+def principal_components(x: Tensor, k: int, fit_rows: Tensor | None = None) -> Tensor:
+    """The first k principal component scores of every row of x (n, d), the PCA fitted on the
+    rows fit_rows (all rows by default) and applied to all:
+
+        Z = (X - 1 mu^T) V_k
+
+    mu the mean of the fit rows, V_k the eigenvectors of the fit rows' scatter matrix
+    (X_f - 1 mu^T)^T (X_f - 1 mu^T) with the k largest eigenvalues, each signed so that its
+    largest-magnitude entry is positive (scikit-learn's convention). Exact, in float64: an
+    eigendecomposition of the d x d matrix, O(n d^2 + d^3), never randomized.
+    Raises ValueError when k is not in 1..min(fit rows, d).
+    """
+    rows = x if fit_rows is None else x[fit_rows]
+    if not 1 <= k <= min(rows.shape[0], x.shape[1]):
+        raise ValueError(f"{k} principal components need at least {k} fitted rows and {k} features, "
+                         f"got {rows.shape[0]} rows of {x.shape[1]} features")
+    rows = rows.to(torch.float64)
+    mean = rows.mean(dim=0)
+    centred = rows - mean
+    _, vectors = torch.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
+    top = vectors[:, -k:].flip(-1)
+    largest = top.abs().argmax(dim=0)
+    top = top * torch.sign(top[largest, torch.arange(k, device=top.device)])
+    return (x.to(torch.float64) - mean) @ top
+
+
+def procrustes_disparity(x: Tensor, y: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Procrustes disparity of (..., n, d1) and (..., n, d2), as scipy.spatial.procrustes computes it:
+    both sides column-centred and scaled to unit Frobenius norm, Y rotated (or reflected) and
+    scaled onto X as well as can be, and the residual sum of squares left:
+
+        d(X, Y) = min_{R orthogonal, s} ||X_s - s Y_s R||_F^2 = 1 - ||X_s^T Y_s||_*^2
+
+    (||.||_* the nuclear norm, the sum of singular values). 0 for the same shape, at most 1;
+    symmetric. A narrower side counts as padded with zero columns, where scipy needs d1 = d2.
+    Raises UndefinedMeasureError when either side is constant.
+    """
+    _check_pair(x, y, debiased=False)
+    xc, yc = _centred(x, dtype, "first", "Procrustes"), _centred(y, dtype, "second", "Procrustes")
+    xc /= torch.linalg.matrix_norm(xc)[..., None, None]
+    yc /= torch.linalg.matrix_norm(yc)[..., None, None]
+    nuclear = torch.linalg.matrix_norm(xc.mT @ yc, ord="nuc")
+    return (1 - nuclear**2).clamp(min=0)
 
 
 # Steps stacked into one batch, in bytes of float64 features: on a GPU one batched pass saves a
@@ -257,7 +304,7 @@ def timeline(
 ) -> list[float]:
     """estimator(X_t, Y_t) at every step t, consecutive steps of equal shapes stacked into batches
     of up to max_batch_bytes (at least one step each). The estimator must accept a leading batch
-    dimension. An UndefinedCKAError's index is the position of the offending step."""
+    dimension. An UndefinedMeasureError's index is the position of the offending step."""
     values: list[float] = []
     start = 0
     while start < len(pairs):
@@ -270,8 +317,8 @@ def timeline(
         try:
             values += estimator(torch.stack([p[0] for p in pairs[start:end]]),
                                 torch.stack([p[1] for p in pairs[start:end]])).tolist()
-        except UndefinedCKAError as err:
-            raise UndefinedCKAError(str(err), start + (err.index or 0)) from None
+        except UndefinedMeasureError as err:
+            raise UndefinedMeasureError(str(err), start + (err.index or 0)) from None
         start = end
     return values
 
@@ -293,3 +340,4 @@ def bootstrap_interval(
     low, high = torch.quantile(torch.cat(values), torch.tensor([alpha, 1 - alpha], dtype=torch.float64,
                                                                device=values[0].device))
     return float(low), float(high)
+

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from cka_hydra.cka import (
-    UndefinedCKAError, bootstrap_interval, gram_cka, linear_cka, linear_kernel,
+    UndefinedMeasureError, bootstrap_interval, gram_cka, linear_cka, linear_kernel,
     median_squared_distance, rbf_cka,
 )
 
@@ -205,7 +205,7 @@ ESTIMATORS = {
 def undefined_or(estimator, x, y):
     try:
         return float(estimator(t(x), t(y)))
-    except UndefinedCKAError:  # e.g. rbf when most pairs of rows coincide
+    except UndefinedMeasureError:  # e.g. rbf when most pairs of rows coincide
         assume(False)
 
 
@@ -277,9 +277,9 @@ def test_batched_values_equal_one_by_one():
 @pytest.mark.parametrize("estimator", [linear_cka, lambda x, y: linear_cka(x, y, debiased=True), rbf_cka])
 def test_constant_representation_is_an_error_not_nan_or_zero(constant, estimator):
     y = torch.randn(20, 3)
-    with pytest.raises(UndefinedCKAError, match="first representation is constant"):
+    with pytest.raises(UndefinedMeasureError, match="first representation is constant"):
         estimator(torch.full((20, 4), constant), y)
-    with pytest.raises(UndefinedCKAError, match="second representation is constant"):
+    with pytest.raises(UndefinedMeasureError, match="second representation is constant"):
         estimator(y, torch.full((20, 4), constant, dtype=torch.float32))
 
 
@@ -287,7 +287,7 @@ def test_batch_error_names_the_item():
     x = torch.randn(3, 20, 4)
     x[1] = 7.0
     for estimator in (linear_cka, rbf_cka):
-        with pytest.raises(UndefinedCKAError) as err:
+        with pytest.raises(UndefinedMeasureError) as err:
             estimator(x, torch.randn(3, 20, 2))
         assert err.value.index == 1
 
@@ -295,7 +295,7 @@ def test_batch_error_names_the_item():
 def test_rbf_bandwidth_undefined_when_most_rows_coincide():
     x = torch.zeros(10, 2)
     x[0] = 1.0  # not constant, but the median squared distance is 0
-    with pytest.raises(UndefinedCKAError, match="median squared distance between examples is 0"):
+    with pytest.raises(UndefinedMeasureError, match="median squared distance between examples is 0"):
         rbf_cka(x, torch.randn(10, 2))
 
 

@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from cka_hydra.cka import UndefinedCKAError, linear_cka, rbf_cka, timeline
+from cka_hydra.cka import UndefinedMeasureError, linear_cka, rbf_cka, timeline
 
 
 def steps(n_steps=7, n=40):
@@ -38,6 +38,6 @@ def test_steps_with_other_cities_are_not_stacked_together():
 def test_an_undefined_value_names_its_step(budget):
     pairs = steps()
     pairs[5] = (torch.ones(40, 6), pairs[5][1])
-    with pytest.raises(UndefinedCKAError) as err:
+    with pytest.raises(UndefinedMeasureError) as err:
         timeline(linear_cka, pairs, budget)
     assert err.value.index == 5
