@@ -1,9 +1,9 @@
 """The schema of a comparison job: types, defaults and value checks, registered in Hydra's ConfigStore.
 
-The settings' defaults live here; the options of the groups `regime`, `pair`, `seed_pair` and
-`layer` live in `conf/`. Hydra composes a config onto these dataclasses, so a mistyped value
-fails at composition; `run_config` then turns it into plain dataclasses once, refusing keys
-the schema does not know. Below that edge nothing sees a `DictConfig`.
+The settings' defaults live here; the options of the groups `regime`, `pair`, `seed_pair`,
+`layer` and `measure` live in `conf/`. Hydra composes a config onto these dataclasses, so a
+mistyped value fails at composition; `run_config` then turns it into plain dataclasses once,
+refusing keys the schema does not know. Below that edge nothing sees a `DictConfig`.
 """
 
 import re
@@ -26,7 +26,7 @@ from cka_hydra.store import Layout
 
 DEMO_STORE = Path("outputs", "demo_store")
 # Keys that say which comparison a job is: they make the run folder's path.
-COMPARISON_KEYS = ("regime", "pair", "seed_pair", "layer")
+COMPARISON_KEYS = ("regime", "pair", "seed_pair", "layer", "layer_b")
 # Keys that decide how or whether a job runs, never what it computes.
 HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap")
 
@@ -138,6 +138,47 @@ class CKAConfig:
         return unused
 
 
+class Measure(Enum):
+    cka = "cka"  # CKA of the whole representations, as the `cka` settings say
+    pca_cka = "pca_cka"  # linear CKA of each side's first principal components
+    procrustes = "procrustes"  # Procrustes disparity of each side's first principal components
+
+
+# pca_filter's default: whatever city_filter is (an interpolation, resolved when Hydra composes)
+FOLLOWS_CITY_FILTER = "${city_filter}"
+
+
+@dataclass
+class MeasureConfig:
+    # set by the group option: measure=cka|pca_cka|procrustes
+    name: Measure = Measure.cka
+    # principal components kept per instance (pca_cka, procrustes)
+    components: int = 3
+    # the cities each instance's PCA is fitted on (it is applied to all); see README, "City filter"
+    pca_filter: Optional[str] = FOLLOWS_CITY_FILTER
+
+    def __post_init__(self) -> None:
+        if self.components < 1:
+            raise InputError(f"measure.components={self.components}: expected 1 or more principal components")
+
+    @property
+    def uses_pca(self) -> bool:
+        return self.name is not Measure.cka
+
+    def unused(self) -> set[str]:
+        """Settings that cannot change the result, given the others. With measure=cka all of them:
+        its results keep the settings, and so the run folders, they had before measures existed."""
+        return set() if self.uses_pca else {"name", "components", "pca_filter"}
+
+
+def _filter_text(text: Optional[str], setting: str) -> Optional[str]:
+    """A city filter's text, checked; "" keeps every city, as null does: one spelling, null."""
+    if not (text or "").strip():
+        return None
+    parse_filter(text, setting)
+    return text
+
+
 DEVICE = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # the device setting; the group is a GPU's index
 
 
@@ -147,6 +188,9 @@ class RunConfig:
     pair: PairConfig = MISSING
     seed_pair: SeedPairConfig = MISSING
     layer: int = MISSING
+    # the second instance's layer; null: the same as layer
+    layer_b: Optional[int] = None
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
     cka: CKAConfig = field(default_factory=CKAConfig)
     # final (largest common step) | all (every common step) | [0, 7813, ...]
     checkpoints: Any = "final"
@@ -162,22 +206,40 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self.checkpoints = _checkpoint_spec(self.checkpoints)
-        if not (self.city_filter or "").strip():  # "" keeps every city, as null does: one spelling
-            self.city_filter = None
-        parse_filter(self.city_filter)
+        self.city_filter = _filter_text(self.city_filter, "city_filter")
+        if self.measure.pca_filter == FOLLOWS_CITY_FILTER:  # a RunConfig made in Python, not composed
+            self.measure.pca_filter = self.city_filter
+        # checked after city_filter, which it follows by default: an error names the setting given
+        self.measure.pca_filter = _filter_text(self.measure.pca_filter, "measure.pca_filter")
+        for name, layer in (("layer", self.layer), ("layer_b", self.layer_b)):
+            if layer is not None and layer < 0:
+                raise InputError(f"{name}={layer}: expected a layer index, 0 or more")
+        if self.layer_b is None:
+            self.layer_b = self.layer
         seeds = list(self.regime.seeds)
         if (self.pair.a == self.pair.b and {self.seed_pair.a, self.seed_pair.b} <= set(seeds)
-                and seeds.index(self.seed_pair.a) > seeds.index(self.seed_pair.b)):
-            # a model against itself at seeds (1, orig) is the comparison (orig, 1): CKA is symmetric
+                and (seeds.index(self.seed_pair.a), self.layer) > (seeds.index(self.seed_pair.b), self.layer_b)):
+            # a model against itself at (seed 1, layer 5) and (orig, layer 3) is the comparison
+            # (orig, 3) against (1, 5): every measure is symmetric
             self.seed_pair = SeedPairConfig(self.seed_pair.b, self.seed_pair.a)
+            self.layer, self.layer_b = self.layer_b, self.layer
         if not DEVICE.fullmatch(self.device):
             raise InputError(f"device={self.device}: expected auto, cpu, cuda or cuda:N")
-        if self.layer < 0:
-            raise InputError(f"layer={self.layer}: expected a layer index, 0 or more")
+        if self.measure.uses_pca:
+            changed = [f"cka.{f.name}" for f in fields(CKAConfig)
+                       if getattr(self.cka, f.name) != getattr(CKAConfig(), f.name)]
+            if changed:
+                raise InputError(f"{', '.join(changed)}: the cka.* settings are measure=cka's; "
+                                 f"measure={self.measure.name.value} computes in float64, without bootstrap")
+
+    def unused(self) -> set[str]:
+        """Settings that cannot change the result, given the others."""
+        return {"cka"} if self.measure.uses_pca else set()
 
     @property
     def comparison(self) -> Comparison:
-        return Comparison(self.regime.name, self.pair.a, self.pair.b, self.seed_pair.a, self.seed_pair.b, self.layer)
+        return Comparison(self.regime.name, self.pair.a, self.pair.b, self.seed_pair.a, self.seed_pair.b, self.layer,
+                          self.layer_b)
 
 
 def _checkpoint_spec(spec: Any) -> Any:
@@ -286,16 +348,18 @@ def settings(run: RunConfig) -> dict[str, Any]:
     (`cka.sigma_frac` unless the kernel is rbf), so that runs bound to agree compare equal.
 
     Derived from the schema: a setting added to it later takes part without changes here."""
-    return _flatten({f.name: getattr(run, f.name) for f in fields(run) if f.name not in COMPARISON_KEYS})
+    unused = set(COMPARISON_KEYS) | run.unused()
+    return _flatten({f.name: getattr(run, f.name) for f in fields(run) if f.name not in unused})
 
 
 def default_settings() -> dict[str, Any]:
     """The default of every setting that `settings` may hold, irrelevant ones included: the
     study's defaults, against which run folder names say what differs."""
-    return _flatten({
+    defaults = _flatten({
         f.name: f.default_factory() if callable(f.default_factory) else f.default
         for f in fields(RunConfig) if f.name not in COMPARISON_KEYS
     }, keep_unused=True)
+    return defaults | {"measure.pca_filter": defaults["city_filter"]}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "", keep_unused: bool = False) -> dict[str, Any]:

@@ -17,7 +17,7 @@ Fields are the keys of a city's `city_info` entry, plus two derived ones:
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cka_hydra.errors import FilterError
@@ -60,6 +60,7 @@ class CityFilter:
 
     text: str
     alternatives: tuple[tuple[Term, ...], ...]
+    setting: str = field(default="city_filter", compare=False)  # the setting it came from, for messages
 
     @property
     def fields(self) -> set[str]:
@@ -80,16 +81,16 @@ class CityFilter:
         unknown = sorted(self.fields - known)
         if unknown:
             raise FilterError(
-                f"city_filter: unknown field {', '.join(map(repr, unknown))}; "
+                f"{self.setting}: unknown field {', '.join(map(repr, unknown))}; "
                 f"city_info has: {', '.join(sorted(known))}"
             )
         return [i for i, city in enumerate(cities) if self.keeps(city)]
 
 
-def parse_filter(text: str | None) -> CityFilter:
-    """Parse a filter expression; raises FilterError naming the bad term."""
+def parse_filter(text: str | None, setting: str = "city_filter") -> CityFilter:
+    """Parse a filter expression, the value of `setting`; raises FilterError naming the bad term."""
     if text is None or not text.strip():
-        return CityFilter(text or "", ())
+        return CityFilter(text or "", (), setting)
     alternatives = []
     for conjunction in text.split("||"):
         terms = []
@@ -99,15 +100,15 @@ def parse_filter(text: str | None) -> CityFilter:
             field = field.strip()
             if not sep or not field:
                 raise FilterError(
-                    f"city_filter: term {term!r} is not of the form field:regex "
+                    f"{setting}: term {term!r} is not of the form field:regex "
                     f"(in {text!r})"
                 )
             try:
                 pattern = re.compile(regex)
             except re.error as err:
                 raise FilterError(
-                    f"city_filter: invalid regex {regex!r} for field {field!r}: {err}"
+                    f"{setting}: invalid regex {regex!r} for field {field!r}: {err}"
                 ) from None
             terms.append(Term(field, pattern))
         alternatives.append(tuple(terms))
-    return CityFilter(text, tuple(alternatives))
+    return CityFilter(text, tuple(alternatives), setting)

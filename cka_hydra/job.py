@@ -1,4 +1,4 @@
-"""Running one comparison: wires the plan, the store, the CKA math and the run folder together.
+"""Running one comparison: wires the plan, the store, the measures' math and the run folder together.
 
 Knows nothing of Hydra: `run_comparison` takes the job's `RunConfig` and the folders to write
 to, so tests can call it directly. Planning (`cka_hydra.plan`) comes first and needs no torch.
@@ -15,8 +15,11 @@ import numpy as np
 import torch
 
 from cka_hydra import run_folder
-from cka_hydra.cka import TIMELINE_BATCH_BYTES, UndefinedCKAError, bootstrap_interval, linear_cka, rbf_cka, timeline
-from cka_hydra.config import CKAConfig, Kernel, RunConfig, default_settings
+from cka_hydra.cka import (
+    TIMELINE_BATCH_BYTES, UndefinedMeasureError, bootstrap_interval, linear_cka, principal_components,
+    procrustes_disparity, rbf_cka, timeline,
+)
+from cka_hydra.config import Kernel, Measure, RunConfig, default_settings
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id
 from cka_hydra.plan import JobPlan, Side, check_device, preflight
@@ -59,9 +62,14 @@ def _kept_cities(folder: Path, stamp: tuple[int, int, int], city_filter: CityFil
 
 
 def aligned(
-    step: int, folder_a: Path, folder_b: Path, a: Side, b: Side, city_filter: CityFilter, device: torch.device
+    step: int, folder_a: Path, folder_b: Path, a: Side, b: Side, city_filter: CityFilter, device: torch.device,
+    pca: tuple[CityFilter, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both sides' rows at one checkpoint, for the cities both keep after the filter, paired by city id."""
+    """Both sides' rows at one checkpoint, for the cities both keep after the filter, paired by city id.
+
+    With pca (the cities to fit on, and how many components), each side is first replaced by
+    its principal component scores: its own PCA, fitted on the cities pca's filter keeps,
+    applied to all of its cities."""
     (n_a, kept_a, ids_a), (n_b, kept_b, ids_b) = kept_cities(folder_a, city_filter), kept_cities(folder_b, city_filter)
     rows_a, rows_b = common_rows(ids_a.tolist(), ids_b.tolist(), str(folder_a), str(folder_b))
     if len(rows_a) < MIN_CITIES:
@@ -70,27 +78,44 @@ def aligned(
             f"({a.instance} keeps {len(kept_a)} of {n_a}, {b.instance} keeps {len(kept_b)} of {n_b}); "
             f"need at least {MIN_CITIES}"
         )
-    x = load_matrix(folder_a, n_a)[torch.from_numpy(kept_a[rows_a])]
-    y = load_matrix(folder_b, n_b)[torch.from_numpy(kept_b[rows_b])]
-    for matrix, folder in ((x, folder_a), (y, folder_b)):
-        bad = int((~torch.isfinite(matrix)).sum())
-        if bad:
-            raise InputError(
-                f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the compared cities at step {step}"
-            )
-    return x.to(device), y.to(device)
+    return (_side(step, folder_a, a, n_a, kept_a[rows_a], device, pca),
+            _side(step, folder_b, b, n_b, kept_b[rows_b], device, pca))
 
 
-def estimator(cka: CKAConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The CKA function the `cka` settings name."""
-    dtype = getattr(torch, cka.precision.name)
-    if cka.kernel is Kernel.rbf:
-        return functools.partial(rbf_cka, sigma_frac=cka.sigma_frac, debiased=cka.debiased, dtype=dtype)
-    return functools.partial(linear_cka, debiased=cka.debiased, dtype=dtype)
+def _side(step: int, folder: Path, side: Side, n_cities: int, rows: np.ndarray, device: torch.device,
+          pca: tuple[CityFilter, int] | None) -> torch.Tensor:
+    """One side's compared rows, or their principal component scores (see aligned)."""
+    matrix = load_matrix(folder, n_cities)
+    used = rows if pca is None else np.union1d(rows, fit_rows := kept_cities(folder, pca[0])[1])
+    bad = int((~torch.isfinite(matrix[torch.from_numpy(used)])).sum())
+    if bad:
+        which = "compared" if pca is None else "compared or PCA-fitted"
+        raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step {step}")
+    if pca is None:
+        return matrix[torch.from_numpy(rows)].to(device)
+    pca_filter, components = pca
+    try:
+        scores = principal_components(matrix.to(device), components, torch.from_numpy(fit_rows).to(device))
+    except ValueError as err:
+        raise InputError(f"measure.components={components}: {side.instance} at step {step}: {err} "
+                         f"({len(fit_rows)} of its cities pass measure.pca_filter)") from None
+    return scores[torch.from_numpy(rows).to(device)]
+
+
+def estimator(run: RunConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The function of two representations that the `measure` (and, for CKA, `cka`) settings name."""
+    if run.measure.name is Measure.procrustes:
+        return procrustes_disparity
+    if run.measure.name is Measure.pca_cka:
+        return linear_cka
+    dtype = getattr(torch, run.cka.precision.name)
+    if run.cka.kernel is Kernel.rbf:
+        return functools.partial(rbf_cka, sigma_frac=run.cka.sigma_frac, debiased=run.cka.debiased, dtype=dtype)
+    return functools.partial(linear_cka, debiased=run.cka.debiased, dtype=dtype)
 
 
 def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num: int = 0) -> dict[str, Any]:
-    """Compute one comparison's CKA timeline and write it to run_dir, a folder of results_dir.
+    """Compute one comparison's timeline of its measure and write it to run_dir, a folder of results_dir.
 
     Skips the work when run_dir already holds the result of the same settings on the same
     inputs, unless `overwrite` is set. Nothing is written unless the new result is complete.
@@ -108,15 +133,17 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
 def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | None, job_num: int,
              start: float) -> dict[str, Any]:
     device = resolve_device(run.device, job_num)
-    estimate = estimator(run.cka)
+    estimate = estimator(run)
     a, b, steps = plan.a, plan.b, plan.steps
+    pca = None if plan.pca_filter is None else (plan.pca_filter, run.measure.components)
 
-    log.info("%s vs %s, layer %d, steps %s, on %s", a.instance, b.instance, run.layer, steps, device)
-    pairs = [aligned(step, plan.checkpoints_a[step], plan.checkpoints_b[step], a, b, plan.city_filter, device)
+    log.info("%s, layer %d vs %s, layer %d: %s, steps %s, on %s", a.instance, run.layer, b.instance, run.layer_b,
+             run.measure.name.value, steps, device)
+    pairs = [aligned(step, plan.checkpoints_a[step], plan.checkpoints_b[step], a, b, plan.city_filter, device, pca)
              for step in steps]
     try:
         values = timeline(estimate, pairs, TIMELINE_BATCH_BYTES.get(device.type, 0))
-    except UndefinedCKAError as err:
+    except UndefinedMeasureError as err:
         raise InputError(f"step {steps[err.index or 0]}, {a.instance} vs {b.instance}: {err}") from None
     intervals = []
     if run.cka.bootstrap:
@@ -124,7 +151,10 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
         intervals = [bootstrap_interval(estimate, x, y, run.cka.bootstrap, run.cka.confidence, generator)
                      for x, y in pairs]
     n_cities = [x.shape[0] for x, _ in pairs]
-    ckas = np.array(values)
+    timeline_values = np.array(values)
+    statistics = {"final": float(timeline_values[-1]), "mean": float(timeline_values.mean()),
+                  "std": float(timeline_values.std()), "min": float(timeline_values.min()),
+                  "max": float(timeline_values.max())}
     seconds = time.perf_counter() - start
     summary = {
         "exp1": a.instance,
@@ -137,20 +167,14 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
         "pair": f"{run.pair.a}_{run.pair.b}",
         "seed_pair": f"{a.seed}_{b.seed}",
         "layer": run.layer,
+        "layer_b": run.layer_b,
+        "measure": run.measure.name.value,
         "tasks_a": a.tasks,
         "tasks_b": b.tasks,
         "n_checkpoints": len(steps),
         "n_cities": n_cities[-1],
-        "final_cka": float(ckas[-1]),
-        "mean_cka": float(ckas.mean()),
-        "std_cka": float(ckas.std()),
-        "min_cka": float(ckas.min()),
-        "max_cka": float(ckas.max()),
+        **{f"{name}_value": value for name, value in statistics.items()},
         "steps": steps,
-        "kernel": run.cka.kernel.name,
-        "sigma_frac": run.cka.sigma_frac if run.cka.kernel is Kernel.rbf else None,
-        "debiased": run.cka.debiased,
-        "precision": run.cka.precision.name,
         "device": str(device),
         "seconds": seconds,
         "data_root": str(plan.root),
@@ -158,7 +182,15 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
         "settings": plan.settings,
         "inputs": plan.inputs,
     }
-    header = ["step", "cka", "n_cities"]
+    if run.measure.uses_pca:
+        summary.update(components=run.measure.components, pca_filter=run.measure.pca_filter)
+    if run.measure.name is not Measure.procrustes:  # the CKA measures keep the names they always had
+        summary.update({f"{name}_cka": value for name, value in statistics.items()})
+    if run.measure.name is Measure.cka:
+        summary.update(kernel=run.cka.kernel.name,
+                       sigma_frac=run.cka.sigma_frac if run.cka.kernel is Kernel.rbf else None,
+                       debiased=run.cka.debiased, precision=run.cka.precision.name)
+    header = ["step", run_folder.VALUE_COLUMNS[run.measure.name.value], "n_cities"]
     rows = [[s, v, n] for s, v, n in zip(steps, values, n_cities)]
     if intervals:
         summary.update(bootstrap=run.cka.bootstrap, confidence=run.cka.confidence, final_cka_ci=list(intervals[-1]))
@@ -168,6 +200,7 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
     run_folder.clear_error(run_dir)
     if results_dir is not None:
         run_folder.record_data_root(results_dir, run.data.root)
-    log.info("%s vs %s, layer %d: final CKA %.6f (%d cities, %d checkpoint(s), %.2f s) in %s",
-             a.instance, b.instance, run.layer, ckas[-1], n_cities[-1], len(steps), seconds, run_dir)
+    log.info("%s, layer %d vs %s, layer %d: final %s %.6f (%d cities, %d checkpoint(s), %.2f s) in %s",
+             a.instance, run.layer, b.instance, run.layer_b, run_folder.VALUE_COLUMNS[run.measure.name.value], statistics["final"], n_cities[-1],
+             len(steps), seconds, run_dir)
     return {"status": "done", "seconds": seconds}

@@ -51,7 +51,7 @@ def seed_pairs(policy: SeedPolicy, seeds: Sequence[str]) -> list[tuple[str, str]
 
 @dataclass(frozen=True)
 class Comparison:
-    """One job of a sweep: model a at seed_a against model b at seed_b, at one layer."""
+    """One job of a sweep: model a at seed_a and layer against model b at seed_b and layer_b."""
 
     regime: str
     a: int
@@ -59,6 +59,7 @@ class Comparison:
     seed_a: str
     seed_b: str
     layer: int
+    layer_b: int
 
     @property
     def pair(self) -> str:
@@ -76,28 +77,32 @@ def plan_comparisons(
     seed_pair_list: Sequence[tuple[str, str]],
     pairs: Sequence[tuple[int, int]] | None = None,
     self_pairs: bool = False,
+    layers_b: Sequence[int] | None = None,
 ) -> tuple[list[Comparison], dict[str, int]]:
     """Every valid comparison of one regime, and how many candidates each rule removed.
 
     Candidates are the model pairs (all a < b, plus a == b with `self_pairs`, unless
-    `pairs` names them) times the seed pairs times the layers. Rules, in order:
+    `pairs` names them) times the seed pairs times the layer pairs: each layer with itself,
+    or with each of `layers_b` (the second model's layers: a layer map). Rules, in order:
     - "shared training task": two different models that share a task are never compared;
-    - "same comparison twice": CKA is symmetric, so an unordered pair of instances
-      (model, seed) is compared once (this only bites a model paired with itself).
+    - "same comparison twice": every measure is symmetric, so an unordered pair of
+      (model, seed, layer) is compared once (this only bites a model paired with itself;
+      model 1 at layer 3 against model 2 at layer 5 is another comparison than 2 at 3 against 1 at 5).
     """
     if pairs is None:
         indices = sorted(models)
         pairs = [(a, b) for a in indices for b in indices if a < b or (self_pairs and a == b)]
+    layer_pairs = [(layer, layer) for layer in layers] if layers_b is None else list(itertools.product(layers, layers_b))
     removed = {"shared training task": 0, "same comparison twice": 0}
-    seen: set[tuple[frozenset[tuple[int, str]], int]] = set()
+    seen: set[frozenset[tuple[int, str, int]]] = set()
     kept = []
-    for (a, b), (seed_a, seed_b), layer in itertools.product(pairs, seed_pair_list, layers):
-        instances = frozenset({(a, seed_a), (b, seed_b)})
+    for (a, b), (seed_a, seed_b), (layer, layer_b) in itertools.product(pairs, seed_pair_list, layer_pairs):
+        sides = frozenset({(a, seed_a, layer), (b, seed_b, layer_b)})
         if a != b and shared_tasks(models[a], models[b]):
             removed["shared training task"] += 1
-        elif (instances, layer) in seen:
+        elif sides in seen:
             removed["same comparison twice"] += 1
         else:
-            seen.add((instances, layer))
-            kept.append(Comparison(regime, a, b, seed_a, seed_b, layer))
+            seen.add(sides)
+            kept.append(Comparison(regime, a, b, seed_a, seed_b, layer, layer_b))
     return kept, removed

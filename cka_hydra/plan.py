@@ -62,11 +62,11 @@ def sides(run: RunConfig, root: Path) -> tuple[Side, Side]:
             f"share the training task {', '.join(shared)}; set allow_overlap=true to compare them anyway"
         )
 
-    def side(index: int, seed: str, tasks: list[str]) -> Side:
+    def side(index: int, seed: str, tasks: list[str], layer: int) -> Side:
         model = model_name(regime.name, index)
-        return Side(model, seed, tasks, layout.representations_path(root, model, seed, tasks[0], run.layer))
+        return Side(model, seed, tasks, layout.representations_path(root, model, seed, tasks[0], layer))
 
-    return side(pair.a, seed_pair.a, tasks_a), side(pair.b, seed_pair.b, tasks_b)
+    return side(pair.a, seed_pair.a, tasks_a, run.layer), side(pair.b, seed_pair.b, tasks_b, run.layer_b)
 
 
 def select_steps(spec: str | list[int], steps_a: Sequence[int], steps_b: Sequence[int], a: str, b: str) -> list[int]:
@@ -92,6 +92,8 @@ class JobPlan:
     b: Side
     root: Path
     city_filter: CityFilter
+    # the cities each instance's PCA is fitted on, for the measures that take principal components
+    pca_filter: CityFilter | None
     checkpoints_a: dict[int, Path]
     checkpoints_b: dict[int, Path]
     steps: list[int]
@@ -122,15 +124,20 @@ def plan_job(run: RunConfig) -> JobPlan:
     steps = select_steps(run.checkpoints, list(checkpoints_a), list(checkpoints_b), a.instance, b.instance)
     inputs = {"representations_a": str(a.representations_dir), "representations_b": str(b.representations_dir),
               "steps": steps}
-    return JobPlan(a, b, root, parse_filter(run.city_filter), checkpoints_a, checkpoints_b, steps,
+    pca_filter = parse_filter(run.measure.pca_filter, "measure.pca_filter") if run.measure.uses_pca else None
+    return JobPlan(a, b, root, parse_filter(run.city_filter), pca_filter, checkpoints_a, checkpoints_b, steps,
                    settings(run), inputs)
 
 
 def check_city_filter(plan: JobPlan) -> None:
-    """Refuse a filter field that no city of the job's first step has (reads its metadata only)."""
+    """Refuse a filter field that no city of the job's first step has, in city_filter or
+    measure.pca_filter (reads its metadata only)."""
     step = plan.steps[0]
     for checkpoints in (plan.checkpoints_a, plan.checkpoints_b):
-        plan.city_filter.select(load_cities(checkpoints[step]))
+        cities = load_cities(checkpoints[step])
+        for city_filter in (plan.city_filter, plan.pca_filter):
+            if city_filter is not None:
+                city_filter.select(cities)
 
 
 def preflight(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPlan:

@@ -3,7 +3,7 @@
     <results dir>/                      hydra.sweep.dir: outputs/cka, or outputs/cka_demo on the demo store
       data_root.txt                     the store that every result here was computed from
       jobs.csv                          one row per job ever planned here
-      <regime>/<A>_vs_<B>/layer<L>[-<settings>]/      one run folder per comparison and settings
+      <regime>/<A>_vs_<B>/layer<L>[_vs_layer<L_b>][-<settings>]/   one run folder per comparison and settings
         summary.json  cka_timeline.csv  the result; .hydra/ and cka.log: Hydra's record of the run
         error.txt                       why the run failed, only in a folder without a result
 
@@ -34,8 +34,12 @@ TIMELINE_FILE = "cka_timeline.csv"
 ERROR_FILE = "error.txt"
 DATA_ROOT_FILE = "data_root.txt"
 JOBS_FILE = "jobs.csv"
-JOBS_COLUMNS = ("regime", "pair", "seed_pair", "layer", "settings", "run_dir", "status", "seconds", "error")
+JOBS_COLUMNS = ("regime", "pair", "seed_pair", "layer", "layer_b", "settings", "run_dir", "status", "seconds", "error")
 DEMO = "demo"  # data_root.txt of a results dir computed from the built-in demo store
+
+
+# The timeline's value column, by measure: named after the measure, and after what it holds.
+VALUE_COLUMNS = {"cka": "cka", "pca_cka": "pca_cka", "procrustes": "procrustes_disparity"}
 
 
 def results_dir_name(data_root: str | None) -> str:
@@ -65,6 +69,10 @@ _LABELS: dict[str, Callable[[Any, Mapping[str, Any]], str]] = {
     "cka.bootstrap": lambda v, s: f"boot{v}",
     "cka.confidence": lambda v, s: f"ci{v!r}",
     "cka.seed": lambda v, s: f"seed{v}",
+    "measure.name": lambda v, s: v,
+    "measure.components": lambda v, s: f"k{v}",
+    # by default it follows city_filter, whose label says it
+    "measure.pca_filter": lambda v, s: "" if v == s["city_filter"] else (f"pcafilter-{_short(v)}" if v else "pcanofilter"),
 }
 # Said by data_root.txt and summary.json instead: a results dir holds one data root.
 _UNNAMED = {"data.root"}
@@ -94,7 +102,11 @@ def settings_label(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
 def describe(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
     """The settings that differ from the defaults, as Hydra overrides: `cka.kernel=rbf
     checkpoints=all city_filter="region:^Europe"` (quote the whole for a shell)."""
-    return " ".join(f"{k}={_override_value(v)}" for k, v in changed(settings, defaults).items() if k not in _UNNAMED)
+    return " ".join(f"{_OVERRIDE_KEYS.get(k, k)}={_override_value(v)}"
+                    for k, v in changed(settings, defaults).items() if k not in _UNNAMED)
+
+
+_OVERRIDE_KEYS = {"measure.name": "measure"}  # a group option, chosen as the group
 
 
 def _override_value(value: Any) -> str:
@@ -103,12 +115,14 @@ def _override_value(value: Any) -> str:
 
 
 def subdir(comparison: Comparison, settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
-    """A run folder's path below the results dir: `pt2/pt2-1_vs_pt2-2_seed1/layer5[-rbf0.4-all]`."""
+    """A run folder's path below the results dir: `pt2/pt2-1_vs_pt2-2_seed1/layer5[-rbf0.4-all]`, or
+    with the second instance at another layer `.../layer3_vs_layer5[-...]`."""
     c = comparison
     a = instance_name(model_name(c.regime, c.a), c.seed_a)
     b = instance_name(model_name(c.regime, c.b), c.seed_b)
+    layers = f"layer{c.layer}" if c.layer_b == c.layer else f"layer{c.layer}_vs_layer{c.layer_b}"
     label = settings_label(settings, defaults)
-    return f"{c.regime}/{a}_vs_{b}/layer{c.layer}" + (f"-{label}" if label else "")
+    return f"{c.regime}/{a}_vs_{b}/{layers}" + (f"-{label}" if label else "")
 
 
 def data_root_text(data_root: str | None) -> str:

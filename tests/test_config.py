@@ -39,7 +39,7 @@ def test_the_composed_config_becomes_plain_dataclasses_with_the_defaults():
     assert type(run) is RunConfig and type(run.cka) is CKAConfig
     assert (run.cka.kernel, run.checkpoints, run.city_filter, run.data.root) == (
         Kernel.linear, "final", STUDY_FILTER, None)
-    assert run.comparison == Comparison("pt2", 1, 2, "orig", "1", 5)
+    assert run.comparison == Comparison("pt2", 1, 2, "orig", "1", 5, 5)
     assert run_folder.changed(settings(run), default_settings()) == {}
 
 
@@ -84,10 +84,10 @@ def test_the_resolvers_give_hydra_the_same_folder():
 
 
 def test_a_setting_added_later_gets_a_name_without_changes_to_the_scheme():
-    defaults = {"measure.name": "cka", "measure.components": 3}
-    assert run_folder.settings_label({"measure.name": "cka", "measure.components": 5}, defaults) == "components5"
-    assert run_folder.settings_label({"measure.name": "pca cka", "measure.components": 3}, defaults) == (
-        f"name-{short_hash('pca cka')}")
+    defaults = {"probe.name": "ridge", "probe.folds": 3}
+    assert run_folder.settings_label({"probe.name": "ridge", "probe.folds": 5}, defaults) == "folds5"
+    assert run_folder.settings_label({"probe.name": "ridge cv", "probe.folds": 3}, defaults) == (
+        f"name-{short_hash('ridge cv')}")
     assert run_folder.settings_label({"new.flag": True}, {}) == "flagTrue"
 
 
@@ -103,6 +103,8 @@ def test_a_setting_added_later_gets_a_name_without_changes_to_the_scheme():
     ("checkpoints=[1.5]", "expected final, all, or a list of steps"),
     ("device=gpu", "device=gpu: expected auto, cpu, cuda or cuda:N"),
     ("city_filter='region:('", r"city_filter: invalid regex '\(' for field 'region'"),
+    ("measure.components=0", "measure.components=0: expected 1 or more principal components"),
+    ("layer_b=-1", "layer_b=-1: expected a layer index, 0 or more"),
 ])
 def test_unknown_keys_and_bad_values_are_refused_at_the_edge(override, message):
     cfg = composed(override)
@@ -130,7 +132,7 @@ def test_settings_leave_out_what_cannot_change_the_result():
 def test_a_model_against_itself_is_one_comparison_whichever_seed_comes_first():
     forward = run_config(composed("pair='1_1'", "seed_pair='orig_1'"))
     backward = run_config(composed("pair='1_1'", "seed_pair='1_orig'"))
-    assert backward.comparison == forward.comparison == Comparison("pt2", 1, 1, "orig", "1", 5)
+    assert backward.comparison == forward.comparison == Comparison("pt2", 1, 1, "orig", "1", 5, 5)
     other_models = run_config(composed("pair='1_2'", "seed_pair='1_orig'"))  # a different comparison
     assert (other_models.seed_pair.a, other_models.seed_pair.b) == ("1", "orig")
 

@@ -235,8 +235,8 @@ def test_two_sweeps_and_a_run_at_once_compute_each_comparison_once(small_store, 
         run_dir = results / row["run_dir"]
         assert run_folder.read_result(run_dir) is not None
         log = (run_dir / "cka.log").read_text()
-        computed += log.count("final CKA")
-        assert log.count("final CKA") == 1, log
+        computed += log.count("final cka")
+        assert log.count("final cka") == 1, log
     assert computed == 21
 
 

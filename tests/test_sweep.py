@@ -69,12 +69,12 @@ def test_sweep_runs_exactly_the_valid_jobs_and_a_rerun_computes_nothing(small_st
     assert "Launching" not in result.stdout
 
     rows = jobs_csv(tmp_path)
-    assert list(rows[0]) == ["regime", "pair", "seed_pair", "layer", "settings", "run_dir", "status", "seconds",
+    assert list(rows[0]) == ["regime", "pair", "seed_pair", "layer", "layer_b", "settings", "run_dir", "status", "seconds",
                              "error"]
     assert {r["status"] for r in rows} == {"done"}
     assert {r["run_dir"] for r in rows} == PT3_FOLDERS
     for folder in PT3_FOLDERS:  # each job's detail is in its own log
-        assert "final CKA" in (tmp_path / "outputs/cka" / folder / "cka.log").read_text()
+        assert "final cka" in (tmp_path / "outputs/cka" / folder / "cka.log").read_text()
     assert {(r["pair"], r["seed_pair"], r["layer"]) for r in rows} == {
         (f"{a}_{b}", s, "5") for a, b in DISJOINT["pt3"] for s in ("orig_1", "orig_2", "1_2")}
 

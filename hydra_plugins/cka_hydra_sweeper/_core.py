@@ -35,6 +35,8 @@ from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
 log = logging.getLogger(__name__)
 
 GROUPS = ("regime", "pair", "seed_pair", "layer")
+# planned with the groups, by the validity and uniqueness rules: a setting, not a group
+PLANNED = GROUPS + ("layer_b",)
 DEFAULT_BATCH_SIZE = 64
 
 
@@ -66,7 +68,8 @@ class Job:
     def row(self) -> Dict[str, Any]:
         c = self.comparison
         seconds = "" if self.seconds is None else f"{self.seconds:.3f}"
-        return dict(regime=c.regime, pair=c.pair, seed_pair=c.seed_pair, layer=c.layer, settings=self.settings,
+        return dict(regime=c.regime, pair=c.pair, seed_pair=c.seed_pair, layer=c.layer, layer_b=c.layer_b,
+                    settings=self.settings,
                     run_dir=self.subdir, status=self.status, seconds=seconds, error=self.error)
 
 
@@ -133,13 +136,18 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
     if failed:
         table = "\n".join(
             f"  {j.status:6} {j.comparison.regime} pair={j.comparison.pair} seed_pair={j.comparison.seed_pair} "
-            f"layer={j.comparison.layer}{' ' + j.settings if j.settings else ''}: {j.error}" for j in failed
+            f"layer={j.comparison.layer}{_layer_b(j.comparison)}{' ' + j.settings if j.settings else ''}: {j.error}"
+            for j in failed
         )
         raise SweepError(
             f"{len(failed)} of {len(jobs)} jobs did not finish (see {manifests}; a failed job's folder holds "
             f"{run_folder.ERROR_FILE} when it was launched; running the sweep again retries only these):\n{table}"
         )
     return []  # each job's record is its run folder and jobs.csv; keeping every JobReturn costs 1 MB a job
+
+
+def _layer_b(comparison: Comparison) -> str:
+    return "" if comparison.layer_b == comparison.layer else f" layer_b={comparison.layer_b}"
 
 
 def _launch(sweeper: Any, batch: List[Job], first: int) -> Any:
@@ -200,7 +208,7 @@ def _split_overrides(
         key = override.get_key_element()
         for table in (choices, swept, fixed):
             table.pop(key, None)
-        if key in GROUPS:
+        if key in PLANNED:
             choices[key] = _values(override)
         elif override.is_sweep_override():
             if not override.is_discrete_sweep():
@@ -209,6 +217,8 @@ def _split_overrides(
         else:
             fixed[key] = override.input_line
     for group, values in choices.items():
+        if group not in GROUPS:
+            continue
         # the primary config and Hydra's overrides give the search path (hydra.searchpath=[...] adds to it)
         known = config_loader.get_group_options(group, config_name=config.hydra.job.config_name,
                                                 overrides=list(config.hydra.overrides.hydra))
@@ -234,6 +244,7 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
     runtime_choices = sweeper.config.hydra.runtime.choices
     regimes = choices.get("regime", [runtime_choices.regime])
     layers = [int(layer) for layer in choices.get("layer", [runtime_choices.layer])]
+    layers_b = _layers_b(choices.get("layer_b"))
     pairs = None
     if "pair" in choices:
         pairs = [(int(a), int(b)) for a, b in (_index_pair(p, "pair") for p in choices["pair"])]
@@ -265,18 +276,21 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
             if missing:
                 raise SweepError(f"{name}: regime {regime} has no {what} {', '.join(missing)} "
                                  f"(it has {', '.join(map(str, known))})")
-        comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs)
+        comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs, layers_b)
         if combination == first_combination:  # the rules give the same counts for every combination
             log.info("%s: %d candidates; removed %s; %d jobs", regime, len(comparisons) + sum(removed.values()),
                      ", ".join(f"{n} for {rule}" for rule, n in removed.items()), len(comparisons))
         job_settings = settings(base)
         # by layer: the jobs that read the same files run close together (a worker keeps their city lists)
-        for planned in sorted(comparisons, key=lambda c: c.layer):
+        for planned in sorted(comparisons, key=lambda c: (c.layer, c.layer_b)):
             run = dataclasses.replace(base, pair=PairConfig(planned.a, planned.b),
-                                      seed_pair=SeedPairConfig(planned.seed_a, planned.seed_b), layer=planned.layer)
+                                      seed_pair=SeedPairConfig(planned.seed_a, planned.seed_b), layer=planned.layer,
+                                      layer_b=planned.layer_b)
             c = run.comparison  # as the job will see it (a model against itself: seeds in the regime's order)
             # quoted: Hydra would read pair=1_2 and layer=5 as integers, which are no group choice
             overrides = [f"regime={c.regime}", f"pair='{c.pair}'", f"seed_pair='{c.seed_pair}'", f"layer='{c.layer}'"]
+            if layers_b is not None:
+                overrides.append(f"layer_b={c.layer_b}")
             jobs.append(Job(c, overrides + fixed + list(combination), run, results_dir,
                             run_folder.subdir(c, job_settings, defaults), run_folder.describe(job_settings, defaults)))
     if not jobs:
@@ -287,6 +301,16 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
              f"{_n_combinations(swept)} settings)" if swept else "")
     _refuse_duplicates(jobs)
     return jobs
+
+
+def _layers_b(values: Optional[List[str]]) -> Optional[List[int]]:
+    """The second instances' layers; None: each the same as the first's (also for layer_b=null)."""
+    if values is None or values == ["None"]:
+        return None
+    try:
+        return [int(value) for value in values]
+    except ValueError:
+        raise SweepError(f"layer_b={','.join(values)}: expected layer indices, e.g. layer_b=3,4,5,6") from None
 
 
 def _n_combinations(swept: List[List[str]]) -> int:
