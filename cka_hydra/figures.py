@@ -12,9 +12,19 @@ import pandas as pd  # noqa: E402
 
 from cka_hydra.atomic import atomic_path  # noqa: E402
 from cka_hydra.pairs import instance_name  # noqa: E402
-from cka_hydra.stats import DIFFERENT_TASK, unit_means  # noqa: E402
+from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, mean_ci, unit_means  # noqa: E402
 
 DPI = 120
+# what each measure's `similarity` is, for axis labels
+SIMILARITY_LABELS = {"cka": "CKA", "pca_cka": "CKA of the first {k} PCs",
+                     "procrustes": "Procrustes similarity, 1 - disparity ({k} PCs)"}
+
+
+def similarity_label(final: pd.DataFrame) -> str:
+    """The axis label of one setting's values (one measure, one number of components)."""
+    measure = final["measure"].iloc[0]
+    components = final["components"].iloc[0]
+    return SIMILARITY_LABELS[measure].format(k="k" if pd.isna(components) else int(components))
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -27,30 +37,46 @@ def _seed_order(seed: str) -> tuple[int, str]:
     return (0, "") if seed == "orig" else (1, seed.zfill(4))
 
 
+def _models(final: pd.DataFrame) -> list[str]:
+    return sorted({*final["model_a"], *final["model_b"]}, key=lambda m: int(m.rsplit("-", 1)[1]))
+
+
 def instance_matrix(final: pd.DataFrame) -> pd.DataFrame:
-    """Final CKA of one regime and layer as a symmetric instance x instance table: every model
-    seen at every seed seen, models grouped and seeds within; NaN where no comparison was run."""
-    models = sorted({*final["model_a"], *final["model_b"]}, key=lambda m: int(m.rsplit("-", 1)[1]))
+    """Final similarity of one regime and layer as a symmetric instance x instance table: every
+    model seen at every seed seen, models grouped and seeds within; NaN where no comparison was run."""
     seeds = sorted({*final["seed_a"], *final["seed_b"]}, key=_seed_order)
-    names = [instance_name(m, s) for m in models for s in seeds]
+    names = [instance_name(m, s) for m in _models(final) for s in seeds]
     matrix = pd.DataFrame(np.nan, index=names, columns=names)
     for row in final.itertuples():
         a, b = instance_name(row.model_a, row.seed_a), instance_name(row.model_b, row.seed_b)
-        matrix.loc[a, b] = matrix.loc[b, a] = row.cka
+        matrix.loc[a, b] = matrix.loc[b, a] = row.similarity
     return matrix
 
 
-def matrix_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float, path: Path) -> None:
+def model_matrix(final: pd.DataFrame) -> pd.DataFrame:
+    """Final similarity of one regime and layer as a symmetric model x model table, each cell the
+    mean over the seed pairings compared (a model's own cell: its cross-seed comparisons); rows
+    and columns named by the models' training tasks. NaN where no comparison was run."""
+    tasks = {**dict(zip(final["model_a"], final["tasks_a"])), **dict(zip(final["model_b"], final["tasks_b"]))}
+    names = {model: f"{model}: {tasks[model].replace('+', ', ')}" for model in _models(final)}
+    matrix = pd.DataFrame(np.nan, index=list(names.values()), columns=list(names.values()))
+    for (a, b), group in final.groupby(["model_a", "model_b"]):
+        matrix.loc[names[a], names[b]] = matrix.loc[names[b], names[a]] = group["similarity"].mean()
+    return matrix
+
+
+def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vmax: float, path: Path) -> None:
     n = len(matrix)
     size = max(5.0, 0.42 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    labels = 0.06 * max(len(str(name)) for name in matrix.index)  # inches for the tick labels
+    fig, ax = plt.subplots(figsize=(size + 1.2 + labels, size + labels))
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # comparisons not run stay blank
     # nearest: one flat cell per comparison, and no resampling of the image at save time
     image = ax.imshow(np.ma.masked_invalid(matrix.to_numpy()), cmap=cmap, vmin=vmin, vmax=vmax,
                       interpolation="nearest")
     ax.set_xticks(range(n), matrix.columns, rotation=90, fontsize=7)
     ax.set_yticks(range(n), matrix.index, fontsize=7)
-    models = [name.split("_seed")[0] for name in matrix.index]
+    models = [name.split("_seed")[0].split(":")[0] for name in matrix.index]
     for i in range(1, n):
         if models[i] != models[i - 1]:  # lines between models' seed groups
             ax.axhline(i - 0.5, color="0.3", linewidth=0.8)
@@ -62,25 +88,25 @@ def matrix_figure(matrix: pd.DataFrame, title: str, vmin: float, vmax: float, pa
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
                         color="black" if shade > 0.6 else "white")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="CKA (final step)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label=f"{label} (final step)")
     fig.tight_layout()
     _save(fig, path)
 
 
 def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
-    """Different-task CKA against the number of training tasks, one line per layer: mean over
+    """Different-task similarity against the number of training tasks, one line per layer: mean over
     seed pairings, error bars their standard deviation (the seed spread)."""
     different = final[(final["kind"] == DIFFERENT_TASK) & (final["n_tasks_a"] == final["n_tasks_b"])]
     units = unit_means(different.rename(columns={"n_tasks_a": "n_tasks"}), ["layer", "n_tasks"])
     fig, ax = plt.subplots(figsize=(6, 4.2))
     regimes = different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
     for layer, group in units.groupby("layer"):
-        spread = group.groupby("n_tasks")["cka"].agg(["mean", "std", "count"])
+        spread = group.groupby("n_tasks")["similarity"].agg(["mean", "std", "count"])
         ax.errorbar(spread.index, spread["mean"], yerr=spread["std"].fillna(0), marker="o", capsize=4,
                     label=f"layer {layer}")
     ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
     ax.set_xlabel("training tasks per model (mean over seed pairings; bars: their std)")
-    ax.set_ylabel("CKA of models with disjoint tasks")
+    ax.set_ylabel(f"{similarity_label(final)}, models with disjoint tasks")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -89,21 +115,82 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
 
 
 def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
-    """Different-task CKA against training step, a panel per regime and a line per layer: mean
+    """Different-task similarity against training step, a panel per regime and a line per layer: mean
     over comparisons, band one standard deviation."""
     regimes = sorted(results["regime"].unique())
     fig, axes = plt.subplots(1, len(regimes), figsize=(4.5 * len(regimes), 3.8), sharey=True, squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         for layer, group in results[results["regime"] == regime].groupby("layer"):
-            curve = group.groupby("step")["cka"].agg(["mean", "std"]).fillna(0)
+            curve = group.groupby("step")["similarity"].agg(["mean", "std"]).fillna(0)
             ax.plot(curve.index, curve["mean"], marker=".", label=f"layer {layer}")
             ax.fill_between(curve.index, curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.2)
         ax.set_title(regime, fontsize=10)
         ax.set_xlabel("training step")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("CKA, models with disjoint tasks\n(mean; band: 1 std over comparisons)")
+    axes[0][0].set_ylabel(f"{similarity_label(results)}, models with disjoint tasks\n"
+                          "(mean; band: 1 std over comparisons)")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def kinds_figure(final: pd.DataFrame, tests: pd.DataFrame, title: str, path: Path) -> None:
+    """Same-task cross-seed against different-task similarity (the "intra-task vs inter-task"
+    comparison), a panel per regime and a pair of points per layer: mean over seed pairings,
+    bars their 95% t interval; each pair is annotated with its paired test (stats.compare_kinds)."""
+    regimes = sorted(tests["regime"].unique())
+    fig, axes = plt.subplots(1, len(regimes), figsize=(4.5 * len(regimes), 4.2), sharey=True, squeeze=False)
+    units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], ["regime", "layer", "kind"])
+    for ax, regime in zip(axes[0], regimes):
+        layers = sorted(tests.loc[tests["regime"] == regime, "layer"])
+        for offset, kind, colour in ((-0.12, SAME_TASK, "tab:blue"), (0.12, DIFFERENT_TASK, "tab:orange")):
+            points = [mean_ci(units.loc[(units["regime"] == regime) & (units["layer"] == layer)
+                                        & (units["kind"] == kind), "similarity"].to_numpy()) for layer in layers]
+            means = np.array([p[0] for p in points])
+            errors = np.nan_to_num(np.array([[p[0] - p[1] for p in points], [p[2] - p[0] for p in points]]))
+            ax.errorbar(np.arange(len(layers)) + offset, means, yerr=errors, fmt="o", capsize=4, color=colour,
+                        label=kind)
+        ticks = []
+        for layer in layers:
+            test = tests[(tests["regime"] == regime) & (tests["layer"] == layer)].iloc[0]
+            ticks.append(f"layer {layer}\nd_z={test['effect_size_dz']:.2g}\np={test['p']:.2g}")
+        ax.set_xticks(range(len(layers)), ticks, fontsize=8)
+        ax.set_title(regime, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{similarity_label(final)}\n(mean over seed pairings; bars: 95% CI)", fontsize=9)
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def layer_map_figure(final: pd.DataFrame, title: str, path: Path) -> None:
+    """Different-task similarity of the first model's layer (rows) against the second model's
+    (columns), a panel per regime: each cell the mean over seed pairings of the mean over model pairs."""
+    different = final[final["kind"] == DIFFERENT_TASK]
+    units = unit_means(different, ["regime", "layer", "layer_b"])
+    cells = units.groupby(["regime", "layer", "layer_b"])["similarity"].mean()
+    regimes = sorted(different["regime"].unique())
+    vmin, vmax = cells.min(), cells.max()
+    fig, axes = plt.subplots(1, len(regimes), figsize=(4.2 * len(regimes) + 1, 4), squeeze=False,
+                             layout="constrained")
+    for ax, regime in zip(axes[0], regimes):
+        grid = cells[regime].unstack("layer_b")
+        image = ax.imshow(np.ma.masked_invalid(grid.to_numpy()), cmap="viridis", vmin=vmin, vmax=vmax,
+                          interpolation="nearest")
+        for (i, j), value in np.ndenumerate(grid.to_numpy()):
+            if not np.isnan(value):
+                shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                        color="black" if shade > 0.6 else "white")
+        ax.set_xticks(range(len(grid.columns)), grid.columns)
+        ax.set_yticks(range(len(grid.index)), grid.index)
+        ax.set_xlabel("second model's layer (layer_b)")
+        ax.set_ylabel("first model's layer (layer)")
+        ax.set_title(regime, fontsize=10)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.046, pad=0.03,
+                 label=f"{similarity_label(final)}\nmodels with disjoint tasks, final step")
+    fig.suptitle(title, fontsize=10)
     _save(fig, path)

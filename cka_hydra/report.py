@@ -12,13 +12,15 @@ import pandas as pd
 
 from cka_hydra import figures
 from cka_hydra.atomic import atomic_path, write_atomic, write_table
-from cka_hydra.results import collect
+from cka_hydra.results import DEFAULT_SETTING, collect
 from cka_hydra.stats import DIFFERENT_TASK, compare_kinds, compare_regimes, final_values, group_summary
 
 log = logging.getLogger(__name__)
 
 METHOD = """\
-Each value is a comparison's CKA at its final step. Comparisons are not independent
+Each value is a comparison's similarity at its final step: its CKA for the measures cka
+and pca_cka, 1 - its disparity for procrustes (higher is more alike for every measure),
+each setting (so each measure) on its own. Comparisons are not independent
 observations: every instance (a model at one seed) takes part in many of them. The
 unit of variation is therefore the seed pairing (e.g. every orig-vs-seed1 comparison
 of a regime and layer): values are averaged within each seed pairing first, and n,
@@ -26,7 +28,8 @@ confidence intervals and tests count seed pairings, not comparisons.
 
 - Groups: mean over seed pairings, 95% confidence interval from Student's t with
   n - 1 degrees of freedom; std is over the individual comparisons, for reference.
-- Same-task cross-seed against different-task: both means come from the same seed
+- Same-task cross-seed against different-task (the "intra-task vs inter-task"
+  comparison; it needs hydra.sweeper.self_pairs=true): both means come from the same seed
   pairings, so the test is a paired t-test over seed pairings; effect size d_z is the
   mean difference over the standard deviation of the differences.
 - Regime against regime (different-task comparisons): different regimes are different
@@ -71,7 +74,7 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
     images = []
     for setting in settings:
         images += _figures(results[results["setting"] == setting], final[final["setting"] == setting], setting,
-                           out_dir, suffix="" if len(settings) == 1 else f"_{setting}")
+                           out_dir)
 
     tables = {
         "groups": group_summary(final),
@@ -108,24 +111,42 @@ def _remove_previous(out_dir: Path) -> None:
             (out_dir / name).unlink(missing_ok=True)
 
 
-def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: Path, suffix: str) -> list[str]:
+def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: Path) -> list[str]:
+    """One setting's figures, each file named after the setting unless it is the default (so
+    after the measure: matrix_pt3_layer5_procrustes.png). Everything but the layer map shows the
+    comparisons of a layer with the same layer."""
     names = []
+    suffix = "" if setting == DEFAULT_SETTING else f"_{setting}"
+    label = figures.similarity_label(final)
+    same_layer = final[final["layer"] == final["layer_b"]]
     # one colour scale for every matrix of a setting, so that panels compare
-    vmin, vmax = np.floor(final["cka"].min() * 20) / 20, np.ceil(final["cka"].max() * 20) / 20
-    for (regime, layer), group in final.groupby(["regime", "layer"]):
-        name = f"matrix_{regime}_layer{layer}{suffix}.png"
-        figures.matrix_figure(figures.instance_matrix(group), f"{regime}, layer {layer}: final-step CKA ({setting})",
-                              vmin, vmax, out_dir / name)
-        names.append(name)
-    different = final[final["kind"] == DIFFERENT_TASK]
+    vmin, vmax = np.floor(final["similarity"].min() * 20) / 20, np.ceil(final["similarity"].max() * 20) / 20
+    for (regime, layer), group in same_layer.groupby(["regime", "layer"]):
+        for kind, matrix in (("matrix", figures.instance_matrix(group)), ("models", figures.model_matrix(group))):
+            name = f"{kind}_{regime}_layer{layer}{suffix}.png"
+            what = "instances" if kind == "matrix" else "models (mean over seed pairings)"
+            figures.matrix_figure(matrix, f"{regime}, layer {layer}: {what}\n{label} [{setting}]", label, vmin, vmax,
+                                  out_dir / name)
+            names.append(name)
+    different = same_layer[same_layer["kind"] == DIFFERENT_TASK]
     if len(different):
         name = f"trends{suffix}.png"
-        figures.trends_figure(final, f"CKA between models trained on disjoint tasks ({setting})", out_dir / name)
+        figures.trends_figure(same_layer, f"Models trained on disjoint tasks [{setting}]", out_dir / name)
+        names.append(name)
+    kinds = compare_kinds(same_layer)
+    if len(kinds):
+        name = f"intra_inter{suffix}.png"
+        figures.kinds_figure(same_layer, kinds, "Intra-task (one model, two seeds) against inter-task (disjoint "
+                             f"tasks) [{setting}]", out_dir / name)
+        names.append(name)
+    if (final["layer"] != final["layer_b"]).any() and (final["kind"] == DIFFERENT_TASK).any():
+        name = f"layer_map{suffix}.png"
+        figures.layer_map_figure(final, f"Layer map [{setting}]", out_dir / name)
         names.append(name)
     steps = results.merge(different[["run_dir"]], on="run_dir")
     if (steps.groupby("run_dir")["step"].nunique() > 1).any():
         name = f"timelines{suffix}.png"
-        figures.timelines_figure(steps, f"CKA over training, models trained on disjoint tasks ({setting})",
+        figures.timelines_figure(steps, f"Over training, models trained on disjoint tasks [{setting}]",
                                  out_dir / name)
         names.append(name)
     return names
@@ -139,7 +160,7 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: dict[str, dict],
         data = base64.b64encode((out_dir / name).read_bytes()).decode()
         return f"<figure><img alt='{name}' src='data:image/png;base64,{data}'><figcaption>{name}</figcaption></figure>"
 
-    matrices = [name for name in images if name.startswith("matrix_")]
+    matrices = [name for name in images if name.startswith(("matrix_", "models_"))]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>CKA report</title><style>"
         "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
@@ -152,13 +173,13 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: dict[str, dict],
         "<a href='stats.csv'>stats.csv</a>, <a href='stats.md'>stats.md</a>.</p>",
         "<h2>Settings</h2><p>Results of different settings are never pooled.</p>",
         pd.DataFrame([{"setting": name, **row} for name, row in settings.items()]).to_html(index=False),
-        "<h2>Trends and timelines</h2><div class='grid'>",
+        "<h2>Trends, layer maps and timelines</h2><div class='grid'>",
         *(figure(name) for name in images if name not in matrices),
         f"</div><h2>Statistics</h2><pre>{html.escape(METHOD)}</pre>",
     ]
     for name, table in tables.items():
         body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else "<p>none</p>"
         parts.append(f"<h3>{html.escape(name)}</h3>{body}")
-    parts += ["<h2>Instance matrices</h2><div class='grid'>", *(figure(name) for name in matrices),
+    parts += ["<h2>Instance and model matrices</h2><div class='grid'>", *(figure(name) for name in matrices),
               "</div></body></html>"]
     return "\n".join(parts)

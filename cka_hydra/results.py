@@ -18,9 +18,9 @@ from cka_hydra.pairs import shared_tasks
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "setting", "regime", "layer", "model_a", "seed_a", "model_b", "seed_b", "tasks_a", "tasks_b",
-    "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased", "sigma_frac", "step", "final", "cka",
-    "cka_low", "cka_high", "n_cities", "run_dir",
+    "setting", "measure", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b", "tasks_a",
+    "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased", "sigma_frac", "components", "step",
+    "final", "value", "similarity", "cka_low", "cka_high", "n_cities", "run_dir",
 ]
 DEFAULT_SETTING = "default"  # the label of results computed with every default setting
 PROGRESS_EVERY = 200
@@ -41,7 +41,9 @@ def check_sweep_dir(sweep_dir: Path, data_root: str | None, exclude: Path | None
 
 
 def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame, Counter, dict[str, str]]:
-    """One row per comparison and step (the `final` row is a run's last step); the number of
+    """One row per comparison and step (the `final` row is a run's last step), with the measure's
+    `value` and its `similarity` (the value for CKA; 1 - disparity for Procrustes, so that higher
+    means more alike for every measure); the number of
     run folders left out, by reason (failed: error.txt; incomplete; of another data root than
     the folder's data_root.txt); and each setting label with the settings it stands for.
 
@@ -81,12 +83,16 @@ def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame,
 def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
     timeline = pd.read_csv(run_dir / run_folder.TIMELINE_FILE)
     tasks_a, tasks_b = summary["tasks_a"], summary["tasks_b"]
+    measure = summary.get("measure", "cka")  # results written before measures existed are CKA
+    value = timeline[run_folder.VALUE_COLUMNS[measure]]
     rows = timeline.assign(
-        regime=summary["regime"], layer=summary["layer"], model_a=summary["model_a"], seed_a=summary["seed_a"],
+        measure=measure, regime=summary["regime"], layer=summary["layer"],
+        layer_b=summary.get("layer_b", summary["layer"]), model_a=summary["model_a"], seed_a=summary["seed_a"],
         model_b=summary["model_b"], seed_b=summary["seed_b"], tasks_a="+".join(tasks_a), tasks_b="+".join(tasks_b),
         n_shared_tasks=len(shared_tasks(tasks_a, tasks_b)), n_tasks_a=len(tasks_a), n_tasks_b=len(tasks_b),
-        kernel=summary["kernel"], debiased=summary["debiased"], sigma_frac=summary["sigma_frac"],
-        final=timeline["step"] == timeline["step"].max(), run_dir=str(run_dir),
+        kernel=summary.get("kernel"), debiased=summary.get("debiased"), sigma_frac=summary.get("sigma_frac"),
+        components=summary.get("components"), final=timeline["step"] == timeline["step"].max(), value=value,
+        similarity=1 - value if measure == "procrustes" else value, run_dir=str(run_dir),
     )
     for column in ("cka_low", "cka_high"):
         if column not in rows:

@@ -1,4 +1,7 @@
-"""Statistics of a sweep's final CKA values, with seeds as the unit of variation.
+"""Statistics of a sweep's final values, with seeds as the unit of variation.
+
+Every measure is read as a similarity, higher meaning more alike (the `similarity` column of
+the results: CKA, or 1 - Procrustes disparity), and each setting (so each measure) on its own.
 
 Comparisons are not independent: every instance (a model at a seed) takes part in many
 of them. So values are first averaged within each seed pairing (e.g. all orig-vs-seed1
@@ -14,24 +17,29 @@ from scipy import stats
 DIFFERENT_TASK = "different-task"  # two models that share no training task
 SAME_TASK = "same-task cross-seed"  # one model at two seeds
 SHARED_TASK = "shared-task"  # two models sharing some task (allow_overlap runs)
-SAME_INSTANCE = "same instance"  # one instance with itself: CKA 1 by definition, left out
+SAME_INSTANCE = "same instance"  # one instance with itself: similarity 1 by definition, left out
+LAYERS_OF_ONE_INSTANCE = "one instance, two layers"  # a model at one seed, layer against layer_b
+# the keys of a group of comparisons: every table is per setting, regime and layer pair
+KEYS = ["setting", "measure", "regime", "layer", "layer_b"]
 
 
 def final_values(results: pd.DataFrame) -> pd.DataFrame:
     """One row per comparison, at its last step, with its kind and seed pairing."""
     final = results[results["final"]].copy()
     same_model = final["model_a"] == final["model_b"]
+    same_seed = final["seed_a"] == final["seed_b"]
+    same_layer = final["layer"] == final["layer_b"]
     final["kind"] = np.select(
-        [same_model & (final["seed_a"] == final["seed_b"]), same_model, final["n_shared_tasks"] > 0],
-        [SAME_INSTANCE, SAME_TASK, SHARED_TASK], DIFFERENT_TASK,
+        [same_model & same_seed & same_layer, same_model & same_seed, same_model, final["n_shared_tasks"] > 0],
+        [SAME_INSTANCE, LAYERS_OF_ONE_INSTANCE, SAME_TASK, SHARED_TASK], DIFFERENT_TASK,
     )
     final["seed_pairing"] = final["seed_a"] + "_" + final["seed_b"]
     return final[final["kind"] != SAME_INSTANCE]
 
 
 def unit_means(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean CKA per group and seed pairing: the independent units."""
-    return final.groupby([*by, "seed_pairing"], as_index=False)["cka"].mean()
+    """Mean similarity per group and seed pairing: the independent units."""
+    return final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].mean()
 
 
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -44,15 +52,15 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
 
 
 def group_summary(final: pd.DataFrame) -> pd.DataFrame:
-    """Per setting, regime, layer and kind: comparisons, units, mean, std, 95% CI over units."""
-    keys = ["setting", "regime", "layer", "kind"]
-    units = dict(iter(unit_means(final, keys).groupby(keys)["cka"]))
+    """Per setting, regime, layer pair and kind: comparisons, units, mean, std, 95% CI over units."""
+    keys = [*KEYS, "kind"]
+    units = dict(iter(unit_means(final, keys).groupby(keys)["similarity"]))
     rows = []
     for key, group in final.groupby(keys):
         unit_values = units[key].to_numpy()
         mean, low, high = mean_ci(unit_values)
         rows.append(dict(zip(keys, key), n_comparisons=len(group), n_units=len(unit_values), mean=mean,
-                         std=float(group["cka"].std(ddof=1)) if len(group) > 1 else float("nan"),
+                         std=float(group["similarity"].std(ddof=1)) if len(group) > 1 else float("nan"),
                          ci_low=low, ci_high=high))
     return pd.DataFrame(rows)
 
@@ -65,21 +73,21 @@ def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
-    """Same-task cross-seed against different-task CKA, per setting, regime and layer.
+    """Same-task cross-seed against different-task similarity (the research group's "intra-task vs
+    inter-task"), per setting, regime and layer pair.
 
     Paired over seed pairings (both kinds' means come from the same seeds): paired t-test
     on the per-pairing differences, effect size d_z = mean difference / its std.
     """
-    keys = ["setting", "regime", "layer"]
-    units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], [*keys, "kind"])
-    wide = units.pivot_table(index=[*keys, "seed_pairing"], columns="kind", values="cka").dropna()
+    units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], [*KEYS, "kind"])
+    wide = units.pivot_table(index=[*KEYS, "seed_pairing"], columns="kind", values="similarity").dropna()
     rows = []
     if SAME_TASK not in wide or DIFFERENT_TASK not in wide:
         return pd.DataFrame(rows)
-    for key, group in wide.groupby(level=keys):
+    for key, group in wide.groupby(level=KEYS):
         diff = (group[SAME_TASK] - group[DIFFERENT_TASK]).to_numpy()
         test = stats.ttest_rel(group[SAME_TASK], group[DIFFERENT_TASK]) if len(diff) > 1 else None
-        rows.append(dict(zip(keys, key), n_units=len(diff), same_task=float(group[SAME_TASK].mean()),
+        rows.append(dict(zip(KEYS, key), n_units=len(diff), same_task=float(group[SAME_TASK].mean()),
                          different_task=float(group[DIFFERENT_TASK].mean()), difference=float(diff.mean()),
                          effect_size_dz=float(diff.mean() / np.std(diff, ddof=1)) if len(diff) > 1 else float("nan"),
                          t=float(test.statistic) if test else float("nan"),
@@ -88,14 +96,14 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
-    """Different-task CKA between each two regimes, per setting and layer: Welch's t-test on
-    the seed-pairing means (different regimes are different training runs: unpaired),
+    """Different-task similarity between each two regimes, per setting and layer pair: Welch's
+    t-test on the seed-pairing means (different regimes are different training runs: unpaired),
     effect size Hedges' g."""
-    keys = ["setting", "layer"]
+    keys = [key for key in KEYS if key != "regime"]
     units = unit_means(final[final["kind"] == DIFFERENT_TASK], [*keys, "regime"])
     rows = []
     for key, group in units.groupby(keys):
-        by_regime = {r: g["cka"].to_numpy() for r, g in group.groupby("regime")}
+        by_regime = {r: g["similarity"].to_numpy() for r, g in group.groupby("regime")}
         names = sorted(by_regime)
         for i, first in enumerate(names):
             for second in names[i + 1:]:

@@ -40,18 +40,21 @@ def test_report_writes_every_file(sweep_dir, tmp_path):
     for run_dir, rows in results.groupby("run_dir"):
         timeline = pd.read_csv(f"{run_dir}/cka_timeline.csv")
         assert rows["step"].tolist() == timeline["step"].tolist()
-        assert rows["cka"].tolist() == timeline["cka"].tolist()
+        assert rows["value"].tolist() == rows["similarity"].tolist() == timeline["cka"].tolist()
         summary = json.loads(open(f"{run_dir}/summary.json").read())
         final = rows[rows["final"]]
-        assert final["cka"].tolist() == [summary["final_cka"]]
+        assert final["value"].tolist() == [summary["final_cka"]] == [summary["final_value"]]
         assert final[["model_a", "seed_a", "model_b", "seed_b"]].iloc[0].tolist() == [
             summary["model_a"], summary["seed_a"], summary["model_b"], summary["seed_b"]]
         assert summary["exp1"] == summary["model_a"] + ("" if summary["seed_a"] == "orig" else
                                                         f"_seed{summary['seed_a']}")
     assert set(results["setting"]) == {"all"}  # checkpoints=all: the run folders' label
+    assert set(results["measure"]) == {"cka"} and (results["layer_b"] == 5).all()
     assert (results["n_shared_tasks"] == 0).sum() == (21 * 3 + 7 * 3) * 3  # the disjoint pairs' rows
 
-    images = ["matrix_pt1_layer5.png", "matrix_pt3_layer5.png", "trends.png", "timelines.png"]
+    # named after the setting, which is not the default
+    images = [f"{kind}_{regime}_layer5_all.png" for kind in ("matrix", "models") for regime in ("pt1", "pt3")]
+    images += ["trends_all.png", "intra_inter_all.png", "timelines_all.png"]
     for name in images:
         image = matplotlib.image.imread(out / name)
         assert image.shape[0] >= 300 and image.shape[1] >= 400
@@ -99,9 +102,8 @@ def test_settings_are_reported_separately_and_each_report_is_written_afresh(smal
     assert "setting default: 7 runs (every setting at its default)" in result.stdout
     assert "setting rbf0.4: 7 runs (cka.kernel=rbf)" in result.stdout
     assert "results of 2 settings: each is reported on its own, never pooled" in result.stdout
-    suffixed = ["matrix_pt3_layer5_default.png", "matrix_pt3_layer5_rbf0.4.png", "trends_default.png",
-                "trends_rbf0.4.png"]
-    for name in suffixed:
+    suffixed = ["matrix_pt3_layer5_rbf0.4.png", "models_pt3_layer5_rbf0.4.png", "trends_rbf0.4.png"]
+    for name in suffixed + ["matrix_pt3_layer5.png", "trends.png"]:  # the default setting's have no suffix
         assert (out / name).is_file()
     groups = pd.read_csv(out / "stats.csv").query("table == 'groups'")
     assert sorted(groups["setting"]) == ["default", "rbf0.4"]
@@ -132,9 +134,9 @@ def hand_made():
             seed_a, seed_b = pairing.split("_")
             for i, cka in enumerate(ckas):
                 b = 1 if kind == "same" else 2 + i
-                rows.append(dict(setting="linear", regime=regime, layer=5, model_a=f"{regime}-1", seed_a=seed_a,
-                                 model_b=f"{regime}-{b}", seed_b=seed_b, n_shared_tasks=0 if kind == "different" else 2,
-                                 final=True, cka=cka))
+                rows.append(dict(setting="linear", measure="cka", regime=regime, layer=5, layer_b=5,
+                                 model_a=f"{regime}-1", seed_a=seed_a, model_b=f"{regime}-{b}", seed_b=seed_b,
+                                 n_shared_tasks=0 if kind == "different" else 2, final=True, similarity=cka))
     return final_values(pd.DataFrame(rows))
 
 
