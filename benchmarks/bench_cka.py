@@ -1,10 +1,12 @@
-"""Time cka_hydra's estimators against ckatorch on the same data, in one run.
+"""Time cka_hydra's measures against independent implementations on the same data, in one run.
 
-    pip install ckatorch && python benchmarks/bench_cka.py [--repeats 3] [--large]
+    pip install -e ".[test]" && python benchmarks/bench_cka.py [--repeats 3] [--large]
 
 Prints markdown tables: median seconds, the speed-up over ckatorch and the largest
-difference between the two results (float64), then the error of `cka.precision=float32`
-against float64, and a timeline in one batched pass against one step at a time.
+difference between the two results (float64); the same for the measures on principal
+components against scikit-learn's PCA with ckatorch or scipy's procrustes; then the error of
+`cka.precision=float32` against float64, and a timeline in one batched pass against one step
+at a time.
 `--large` first measures RBF CKA at n = 20000 (time and peak memory, in a child process).
 """
 
@@ -16,8 +18,10 @@ import time
 
 import ckatorch
 import torch
+from scipy.spatial import procrustes
+from sklearn.decomposition import PCA
 
-from cka_hydra.cka import linear_cka, rbf_cka, timeline
+from cka_hydra.cka import linear_cka, principal_components, procrustes_disparity, rbf_cka, timeline
 
 SHAPES = [(4500, 256), (5000, 512)]  # the real layer-5 shape, and the notes' benchmark shape
 
@@ -63,6 +67,39 @@ def compare(repeats: int) -> None:
             t_theirs, v_theirs = timed(theirs, repeats)
             print(f"| {n} | {d} | {name} | {t_ours:.3f} | {t_theirs:.3f} | {t_theirs / t_ours:.1f}x "
                   f"| {abs(v_ours - v_theirs):.1e} |")
+
+
+def measures(repeats: int, components: int = 3) -> None:
+    """One job's work for the measures on principal components: each side's PCA, fitted on 90% of
+    its rows (as a city filter would keep), applied to all, then the measure."""
+    n, d = SHAPES[0]
+    x, y = data(n, d)
+    fit = torch.arange(n)[torch.arange(n) % 10 != 0]
+
+    def ours(measure):
+        return lambda: measure(principal_components(x, components, fit), principal_components(y, components, fit))
+
+    def theirs(measure):
+        def run() -> float:
+            a, b = (PCA(components, svd_solver="full").fit(m[fit].numpy()).transform(m.numpy()) for m in (x, y))
+            return measure(a, b)
+        return run
+
+    print(f"\nOn the first {components} principal components, n={n}, d={d}, PCA fitted on 90% of the rows\n")
+    print("| measure | cka_hydra s | independent s | independent implementation | speed-up | max abs diff |")
+    print("|---|---|---|---|---|---|")
+    cases = [
+        ("pca_cka", ours(linear_cka), theirs(lambda a, b: ckatorch.core.cka_base(torch.from_numpy(a),
+                                                                                 torch.from_numpy(b))),
+         "scikit-learn PCA + ckatorch"),
+        ("procrustes", ours(procrustes_disparity), theirs(lambda a, b: procrustes(a, b)[2]),
+         "scikit-learn PCA + scipy procrustes"),
+    ]
+    for name, mine, reference, what in cases:
+        t_ours, v_ours = timed(mine, repeats)
+        t_theirs, v_theirs = timed(reference, repeats)
+        print(f"| {name} | {t_ours:.4f} | {t_theirs:.4f} | {what} | {t_theirs / t_ours:.1f}x "
+              f"| {abs(v_ours - v_theirs):.1e} |")
 
 
 def precision() -> None:
@@ -112,6 +149,7 @@ def main() -> None:
     if args.large:  # first: a child forked from a process that held large tensors inherits its peak RSS
         large()
     compare(args.repeats)
+    measures(args.repeats)
     precision()
     timelines(args.repeats)
 
