@@ -86,14 +86,15 @@ def _side(step: int, folder: Path, side: Side, n_cities: int, rows: np.ndarray, 
           pca: tuple[CityFilter, int] | None) -> torch.Tensor:
     """One side's compared rows, or their principal component scores (see aligned)."""
     matrix = load_matrix(folder, n_cities)
-    used = rows if pca is None else np.union1d(rows, fit_rows := kept_cities(folder, pca[0])[1])
+    fit_rows = None if pca is None else kept_cities(folder, pca[0])[1]
+    used = rows if fit_rows is None else np.union1d(rows, fit_rows)
     bad = int((~torch.isfinite(matrix[torch.from_numpy(used)])).sum())
     if bad:
         which = "compared" if pca is None else "compared or PCA-fitted"
         raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step {step}")
     if pca is None:
         return matrix[torch.from_numpy(rows)].to(device)
-    pca_filter, components = pca
+    components = pca[1]
     try:
         scores = principal_components(matrix.to(device), components, torch.from_numpy(fit_rows).to(device))
     except ValueError as err:
