@@ -144,6 +144,9 @@ class Measure(Enum):
     procrustes = "procrustes"  # Procrustes disparity of each side's first principal components
 
 
+_PCA_MEASURES = {Measure.pca_cka: "linear CKA of the first principal components",
+                 Measure.procrustes: "the Procrustes disparity of the first principal components"}
+
 # pca_filter's default: whatever city_filter is (an interpolation, resolved when Hydra composes)
 FOLLOWS_CITY_FILTER = "${city_filter}"
 
@@ -229,8 +232,9 @@ class RunConfig:
             changed = [f"cka.{f.name}" for f in fields(CKAConfig)
                        if getattr(self.cka, f.name) != getattr(CKAConfig(), f.name)]
             if changed:
-                raise InputError(f"{', '.join(changed)}: the cka.* settings are measure=cka's; "
-                                 f"measure={self.measure.name.value} computes in float64, without bootstrap")
+                raise InputError(f"{', '.join(changed)}: the cka.* settings are measure=cka's; measure="
+                                 f"{self.measure.name.value} is {_PCA_MEASURES[self.measure.name]} in float64, "
+                                 "without bootstrap: leave them out, or set measure=cka")
 
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others."""
@@ -354,12 +358,13 @@ def settings(run: RunConfig) -> dict[str, Any]:
 
 def default_settings() -> dict[str, Any]:
     """The default of every setting that `settings` may hold, irrelevant ones included: the
-    study's defaults, against which run folder names say what differs."""
+    study's defaults, against which run folder names say what differs. measure.pca_filter's
+    default is whatever city_filter is (run_folder.Follows)."""
     defaults = _flatten({
         f.name: f.default_factory() if callable(f.default_factory) else f.default
         for f in fields(RunConfig) if f.name not in COMPARISON_KEYS
     }, keep_unused=True)
-    return defaults | {"measure.pca_filter": defaults["city_filter"]}
+    return defaults | {"measure.pca_filter": run_folder.Follows("city_filter")}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "", keep_unused: bool = False) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
                     label=f"layer {layer}")
     ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
     ax.set_xlabel("training tasks per model (mean over seed pairings; bars: their std)")
-    ax.set_ylabel(f"{similarity_label(final)}, models with disjoint tasks")
+    ax.set_ylabel(f"{similarity_label(final)}\nmodels with disjoint tasks", fontsize=9)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -128,8 +128,8 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
         ax.set_xlabel("training step")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"{similarity_label(results)}, models with disjoint tasks\n"
-                          "(mean; band: 1 std over comparisons)")
+    axes[0][0].set_ylabel(f"{similarity_label(results)}\nmodels with disjoint tasks\n"
+                          "(mean; band: 1 std over comparisons)", fontsize=9)
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -141,7 +141,8 @@ def kinds_figure(final: pd.DataFrame, tests: pd.DataFrame, title: str, path: Pat
     comparison), a panel per regime and a pair of points per layer: mean over seed pairings,
     bars their 95% t interval; each pair is annotated with its paired test (stats.compare_kinds)."""
     regimes = sorted(tests["regime"].unique())
-    fig, axes = plt.subplots(1, len(regimes), figsize=(4.5 * len(regimes), 4.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(regimes), figsize=(max(6.0, 4.5 * len(regimes)), 4.4), sharey=True,
+                             squeeze=False)
     units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], ["regime", "layer", "kind"])
     for ax, regime in zip(axes[0], regimes):
         layers = sorted(tests.loc[tests["regime"] == regime, "layer"])
@@ -168,22 +169,25 @@ def kinds_figure(final: pd.DataFrame, tests: pd.DataFrame, title: str, path: Pat
 
 def layer_map_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity of the first model's layer (rows) against the second model's
-    (columns), a panel per regime: each cell the mean over seed pairings of the mean over model pairs."""
+    (columns), a panel per regime: each cell the mean over seed pairings of the mean over model
+    pairs, with its number of comparisons."""
     different = final[final["kind"] == DIFFERENT_TASK]
     units = unit_means(different, ["regime", "layer", "layer_b"])
     cells = units.groupby(["regime", "layer", "layer_b"])["similarity"].mean()
+    counts = different.groupby(["regime", "layer", "layer_b"]).size()
     regimes = sorted(different["regime"].unique())
     vmin, vmax = cells.min(), cells.max()
     fig, axes = plt.subplots(1, len(regimes), figsize=(4.2 * len(regimes) + 1, 4), squeeze=False,
                              layout="constrained")
     for ax, regime in zip(axes[0], regimes):
         grid = cells[regime].unstack("layer_b")
+        n = counts[regime].unstack("layer_b").reindex_like(grid)
         image = ax.imshow(np.ma.masked_invalid(grid.to_numpy()), cmap="viridis", vmin=vmin, vmax=vmax,
                           interpolation="nearest")
         for (i, j), value in np.ndenumerate(grid.to_numpy()):
             if not np.isnan(value):
                 shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{value:.2f}\nn={int(n.iat[i, j])}", ha="center", va="center", fontsize=7,
                         color="black" if shade > 0.6 else "white")
         ax.set_xticks(range(len(grid.columns)), grid.columns)
         ax.set_yticks(range(len(grid.index)), grid.index)

@@ -22,12 +22,10 @@ from cka_hydra.cka import (
 from cka_hydra.config import Kernel, Measure, RunConfig, default_settings
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id
-from cka_hydra.plan import JobPlan, Side, check_device, preflight
+from cka_hydra.plan import MIN_CITIES, JobPlan, PCASpec, Side, check_device, check_pca_cities, preflight
 from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, common_rows, load_cities, load_matrix
 
 log = logging.getLogger(__name__)
-
-MIN_CITIES = 10
 
 
 def resolve_device(spec: str, job_num: int = 0) -> torch.device:
@@ -63,13 +61,12 @@ def _kept_cities(folder: Path, stamp: tuple[int, int, int], city_filter: CityFil
 
 def aligned(
     step: int, folder_a: Path, folder_b: Path, a: Side, b: Side, city_filter: CityFilter, device: torch.device,
-    pca: tuple[CityFilter, int] | None = None,
+    pca: PCASpec | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both sides' rows at one checkpoint, for the cities both keep after the filter, paired by city id.
 
-    With pca (the cities to fit on, and how many components), each side is first replaced by
-    its principal component scores: its own PCA, fitted on the cities pca's filter keeps,
-    applied to all of its cities."""
+    With pca, each side is first replaced by its principal component scores: its own PCA,
+    fitted on the cities pca.fit keeps, applied to all of its cities."""
     (n_a, kept_a, ids_a), (n_b, kept_b, ids_b) = kept_cities(folder_a, city_filter), kept_cities(folder_b, city_filter)
     rows_a, rows_b = common_rows(ids_a.tolist(), ids_b.tolist(), str(folder_a), str(folder_b))
     if len(rows_a) < MIN_CITIES:
@@ -83,10 +80,10 @@ def aligned(
 
 
 def _side(step: int, folder: Path, side: Side, n_cities: int, rows: np.ndarray, device: torch.device,
-          pca: tuple[CityFilter, int] | None) -> torch.Tensor:
+          pca: PCASpec | None) -> torch.Tensor:
     """One side's compared rows, or their principal component scores (see aligned)."""
     matrix = load_matrix(folder, n_cities)
-    fit_rows = None if pca is None else kept_cities(folder, pca[0])[1]
+    fit_rows = None if pca is None else kept_cities(folder, pca.fit)[1]
     used = rows if fit_rows is None else np.union1d(rows, fit_rows)
     bad = int((~torch.isfinite(matrix[torch.from_numpy(used)])).sum())
     if bad:
@@ -94,12 +91,12 @@ def _side(step: int, folder: Path, side: Side, n_cities: int, rows: np.ndarray, 
         raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step {step}")
     if pca is None:
         return matrix[torch.from_numpy(rows)].to(device)
-    components = pca[1]
+    check_pca_cities(len(fit_rows), n_cities, pca.components, side.instance, step)
     try:
-        scores = principal_components(matrix.to(device), components, torch.from_numpy(fit_rows).to(device))
+        scores = principal_components(matrix.to(device), pca.components, torch.from_numpy(fit_rows).to(device))
     except ValueError as err:
-        raise InputError(f"measure.components={components}: {side.instance} at step {step}: {err} "
-                         f"({len(fit_rows)} of its cities pass measure.pca_filter)") from None
+        raise InputError(f"measure.components={pca.components}: {side.instance} at step {step}: {err} "
+                         "(the fitted rows: the cities measure.pca_filter keeps)") from None
     return scores[torch.from_numpy(rows).to(device)]
 
 
@@ -136,12 +133,11 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
     device = resolve_device(run.device, job_num)
     estimate = estimator(run)
     a, b, steps = plan.a, plan.b, plan.steps
-    pca = None if plan.pca_filter is None else (plan.pca_filter, run.measure.components)
 
     log.info("%s, layer %d vs %s, layer %d: %s, steps %s, on %s", a.instance, run.layer, b.instance, run.layer_b,
              run.measure.name.value, steps, device)
-    pairs = [aligned(step, plan.checkpoints_a[step], plan.checkpoints_b[step], a, b, plan.city_filter, device, pca)
-             for step in steps]
+    pairs = [aligned(step, plan.checkpoints_a[step], plan.checkpoints_b[step], a, b, plan.city_filter, device,
+                     plan.pca) for step in steps]
     try:
         values = timeline(estimate, pairs, TIMELINE_BATCH_BYTES.get(device.type, 0))
     except UndefinedMeasureError as err:
@@ -183,8 +179,10 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
         "settings": plan.settings,
         "inputs": plan.inputs,
     }
-    if run.measure.uses_pca:
-        summary.update(components=run.measure.components, pca_filter=run.measure.pca_filter)
+    if plan.pca is not None:  # and how many cities each side's last PCA was fitted on
+        fitted = [len(kept_cities(checkpoints[steps[-1]], plan.pca.fit)[1])
+                  for checkpoints in (plan.checkpoints_a, plan.checkpoints_b)]
+        summary.update(components=plan.pca.components, pca_filter=run.measure.pca_filter, pca_cities=fitted)
     if run.measure.name is not Measure.procrustes:  # the CKA measures keep the names they always had
         summary.update({f"{name}_cka": value for name, value in statistics.items()})
     if run.measure.name is Measure.cka:

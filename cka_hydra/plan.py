@@ -10,10 +10,13 @@ from typing import Any
 
 from cka_hydra import run_folder
 from cka_hydra.config import DEVICE, DataConfig, RunConfig, settings
-from cka_hydra.errors import InputError
+from cka_hydra.errors import FilterError, InputError
 from cka_hydra.filters import CityFilter, parse_filter
 from cka_hydra.pairs import instance_name, model_name, shared_tasks
 from cka_hydra.store import Layout, list_checkpoints, load_cities
+
+# the fewest cities a comparison compares, and a PCA is fitted on
+MIN_CITIES = 10
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,15 @@ def select_steps(spec: str | list[int], steps_a: Sequence[int], steps_b: Sequenc
 
 
 @dataclass(frozen=True)
+class PCASpec:
+    """Each instance's PCA, for the measures on principal components: fitted on the cities
+    `fit` keeps, applied to all, `components` kept."""
+
+    fit: CityFilter
+    components: int
+
+
+@dataclass(frozen=True)
 class JobPlan:
     """What a job will compute, known from the config and folder listings alone."""
 
@@ -92,8 +104,7 @@ class JobPlan:
     b: Side
     root: Path
     city_filter: CityFilter
-    # the cities each instance's PCA is fitted on, for the measures that take principal components
-    pca_filter: CityFilter | None
+    pca: PCASpec | None
     checkpoints_a: dict[int, Path]
     checkpoints_b: dict[int, Path]
     steps: list[int]
@@ -120,24 +131,40 @@ def plan_job(run: RunConfig) -> JobPlan:
     compare. Reads folder listings only, no data file."""
     root = data_root(run.data)
     a, b = sides(run, root)
-    checkpoints_a, checkpoints_b = list_checkpoints(a.representations_dir), list_checkpoints(b.representations_dir)
+    checkpoints_a = list_checkpoints(a.representations_dir)
+    try:
+        checkpoints_b = list_checkpoints(b.representations_dir)
+    except InputError as err:
+        if run.layer_b == run.layer:
+            raise
+        raise InputError(f"layer_b={run.layer_b}: {err}") from None
     steps = select_steps(run.checkpoints, list(checkpoints_a), list(checkpoints_b), a.instance, b.instance)
     inputs = {"representations_a": str(a.representations_dir), "representations_b": str(b.representations_dir),
               "steps": steps}
-    pca_filter = parse_filter(run.measure.pca_filter, "measure.pca_filter") if run.measure.uses_pca else None
-    return JobPlan(a, b, root, parse_filter(run.city_filter), pca_filter, checkpoints_a, checkpoints_b, steps,
+    pca = None
+    if run.measure.uses_pca:
+        pca = PCASpec(parse_filter(run.measure.pca_filter, "measure.pca_filter"), run.measure.components)
+    return JobPlan(a, b, root, parse_filter(run.city_filter), pca, checkpoints_a, checkpoints_b, steps,
                    settings(run), inputs)
 
 
 def check_city_filter(plan: JobPlan) -> None:
     """Refuse a filter field that no city of the job's first step has, in city_filter or
-    measure.pca_filter (reads its metadata only)."""
+    measure.pca_filter, and a PCA filter that keeps fewer cities than the PCA needs (reads the
+    first step's metadata only)."""
     step = plan.steps[0]
-    for checkpoints in (plan.checkpoints_a, plan.checkpoints_b):
+    for side, checkpoints in ((plan.a, plan.checkpoints_a), (plan.b, plan.checkpoints_b)):
         cities = load_cities(checkpoints[step])
-        for city_filter in (plan.city_filter, plan.pca_filter):
-            if city_filter is not None:
-                city_filter.select(cities)
+        plan.city_filter.select(cities)
+        if plan.pca is not None:
+            check_pca_cities(len(plan.pca.fit.select(cities)), len(cities), plan.pca.components, side.instance, step)
+
+
+def check_pca_cities(kept: int, of: int, components: int, instance: str, step: int) -> None:
+    """Refuse a PCA fitted on fewer cities than MIN_CITIES or than its components."""
+    if kept < max(MIN_CITIES, components):
+        raise FilterError(f"measure.pca_filter keeps {kept} of {instance}'s {of} cities at step {step}: a PCA of "
+                          f"measure.components={components} is fitted on at least {max(MIN_CITIES, components)}")
 
 
 def preflight(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPlan:

@@ -26,8 +26,13 @@ unit of variation is therefore the seed pairing (e.g. every orig-vs-seed1 compar
 of a regime and layer): values are averaged within each seed pairing first, and n,
 confidence intervals and tests count seed pairings, not comparisons.
 
-- Groups: mean over seed pairings, 95% confidence interval from Student's t with
-  n - 1 degrees of freedom; std is over the individual comparisons, for reference.
+- Groups: per setting (measure), regime, layer pair (layer: the first model's, layer_b:
+  the second's; equal but in layer maps) and kind of comparison: different-task (models
+  that share no training task), same-task cross-seed (one model at two seeds),
+  shared-task (allow_overlap runs), one instance, two layers (a model at one seed against
+  itself at another layer). Mean over seed pairings, 95% confidence interval from
+  Student's t with n - 1 degrees of freedom; std is over the individual comparisons, for
+  reference.
 - Same-task cross-seed against different-task (the "intra-task vs inter-task"
   comparison; it needs hydra.sweeper.self_pairs=true): both means come from the same seed
   pairings, so the test is a paired t-test over seed pairings; effect size d_z is the
@@ -136,7 +141,7 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: 
     kinds = compare_kinds(same_layer)
     if len(kinds):
         name = f"intra_inter{suffix}.png"
-        figures.kinds_figure(same_layer, kinds, "Intra-task (one model, two seeds) against inter-task (disjoint "
+        figures.kinds_figure(same_layer, kinds, "Intra-task (one model, two seeds) against\ninter-task (disjoint "
                              f"tasks) [{setting}]", out_dir / name)
         names.append(name)
     if (final["layer"] != final["layer_b"]).any() and (final["kind"] == DIFFERENT_TASK).any():

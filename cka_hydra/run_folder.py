@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,8 +72,7 @@ _LABELS: dict[str, Callable[[Any, Mapping[str, Any]], str]] = {
     "cka.seed": lambda v, s: f"seed{v}",
     "measure.name": lambda v, s: v,
     "measure.components": lambda v, s: f"k{v}",
-    # by default it follows city_filter, whose label says it
-    "measure.pca_filter": lambda v, s: "" if v == s["city_filter"] else (f"pcafilter-{_short(v)}" if v else "pcanofilter"),
+    "measure.pca_filter": lambda v, s: f"pcafilter-{_short(v)}" if v else "pcanofilter",
 }
 # Said by data_root.txt and summary.json instead: a results dir holds one data root.
 _UNNAMED = {"data.root"}
@@ -87,9 +87,20 @@ def _label(key: str, value: Any, settings: Mapping[str, Any]) -> str:
     return f"{name}{value}" if _PLAIN.fullmatch(str(value)) else f"{name}-{_short(value)}"
 
 
+@dataclass(frozen=True)
+class Follows:
+    """A default that is another setting's value (measure.pca_filter's is city_filter's)."""
+
+    key: str
+
+
 def changed(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that differ from the defaults (a setting without a default differs)."""
-    return {k: v for k, v in settings.items() if k not in defaults or defaults[k] != v}
+    def default(key: str) -> Any:
+        value = defaults[key]
+        return settings.get(value.key) if isinstance(value, Follows) else value
+
+    return {k: v for k, v in settings.items() if k not in defaults or default(k) != v}
 
 
 def settings_label(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:

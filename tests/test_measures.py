@@ -4,6 +4,8 @@ Independent implementations: scikit-learn's PCA (exact, svd_solver="full"), scip
 and ckatorch; then the same measures through a real run, a sweep and the report.
 """
 
+import re
+
 import ckatorch
 import numpy as np
 import pandas as pd
@@ -19,7 +21,9 @@ from cka_hydra.__main__ import hydra_argv
 from cka_hydra.cka import UndefinedMeasureError, linear_cka, principal_components, procrustes_disparity
 from cka_hydra.config import default_settings, register, run_config, settings
 from cka_hydra.errors import FilterError, InputError
+from cka_hydra.filters import STUDY_FILTER
 from cka_hydra.pairs import Comparison, plan_comparisons
+from test_config import short_hash
 from test_single_run import RUN, reference_from_files, study_rows
 
 FINAL = 164073  # the small store's last step of pt2
@@ -131,6 +135,11 @@ def test_measure_cka_keeps_the_settings_and_folders_of_before_measures_existed()
     (["measure=procrustes", "measure.components=5"], "procrustes-k5"),
     (["measure=procrustes", "city_filter=null"], "procrustes-nofilter"),  # pca_filter follows city_filter
     (["measure=pca_cka", "measure.pca_filter=null"], "pca_cka-pcanofilter"),
+    # fitted on the study's cities, compared on all: not the folder of a PCA fitted on all
+    (["measure=pca_cka", "city_filter=null", f"measure.pca_filter='{STUDY_FILTER}'"],
+     f"pca_cka-pcafilter-{short_hash(STUDY_FILTER)}-nofilter"),
+    (["measure=pca_cka", "city_filter='region:^A'", "measure.pca_filter='region:^A'"], "pca_cka-filter-"
+     f"{short_hash('region:^A')}"),
     (["measure=cka", "measure.components=5"], ""),  # cannot change a CKA result
 ])
 def test_measure_settings_name_their_run_folders(overrides, label):
@@ -146,7 +155,9 @@ def test_pca_filter_follows_city_filter_unless_set():
 
 def test_measure_refusals_name_the_setting():
     with pytest.raises(InputError, match="cka.kernel, cka.bootstrap: the cka.. settings are measure=cka's; "
-                                         "measure=procrustes computes in float64, without bootstrap"):
+                                         "measure=procrustes is the Procrustes disparity of the first principal "
+                                         "components in float64, without bootstrap: leave them out, or set "
+                                         "measure=cka"):
         composed("measure=procrustes", "cka.kernel=rbf", "cka.bootstrap=10")
     with pytest.raises(FilterError, match="measure.pca_filter: term 'nocolon'"):
         composed("measure=pca_cka", "measure.pca_filter=nocolon")
@@ -210,6 +221,10 @@ def test_a_run_of_each_pca_measure_equals_the_independent_implementations(small_
     assert summary["final_value"] == timeline[column].iloc[-1]
     assert (summary["measure"], summary["components"], summary["layer"], summary["layer_b"]) == (measure, 3, 5, 5)
     assert ("final_cka" in summary) == (measure == "pca_cka") and "kernel" not in summary
+    last = timeline["step"].iloc[-1]
+    assert summary["pca_cities"] == [  # each side's last PCA was fitted on the cities the default filter keeps
+        len(study_rows(representations_dir(small_store, instance, task, 5) / f"checkpoint-{last}")[1])
+        for instance, task in (("pt2-1", "distance"), ("revision/exp2/pt2-2_seed1", "angle"))]
 
 
 def test_layer_b_reads_the_second_instance_at_its_layer(small_store, tmp_path):
@@ -230,12 +245,12 @@ def test_too_many_components_fail_the_job_naming_the_setting(small_store, tmp_pa
 
 
 def test_a_measure_and_layer_map_sweep_and_its_report(small_store, tmp_path):
-    sweep = ["-m", "sweep", "regime=pt3", "seed_pair=orig_1", "layer=3,5", "layer_b=3,5",
+    sweep = ["-m", "sweep", "regime=pt3", "seed_pair=orig_1", "layer=3,5", "layer_b=5",
              "measure=pca_cka,procrustes", f"data.root={small_store}", "hydra/launcher=basic"]
     result = run_app(*sweep, cwd=tmp_path)
     assert result.returncode == 0, result.stdout
-    # 7 disjoint model pairs x 4 layer pairs, for each measure
-    assert "sweep: 56 jobs (28 comparisons x 2 settings)" in result.stdout
+    # 7 disjoint model pairs x 2 layer pairs, for each measure
+    assert "sweep: 28 jobs (14 comparisons x 2 settings)" in result.stdout
     results_dir = tmp_path / "outputs/cka"
     cross = results_dir / "pt3/pt3-1_vs_pt3-2_seed1/layer3_vs_layer5-procrustes"
     expected, _ = reference_from_files(
@@ -243,20 +258,38 @@ def test_a_measure_and_layer_map_sweep_and_its_report(small_store, tmp_path):
         representations_dir(small_store, "revision/exp2/pt3-2_seed1", "compass", 5) / f"checkpoint-{FINAL}",
         estimator=REFERENCES["procrustes"], load=pca_rows(3))
     assert read_json(cross / "summary.json")["final_value"] == pytest.approx(expected, abs=1e-8)
-    assert "[56/56] done 0, skipped 56" in run_app(*sweep, cwd=tmp_path).stdout
+    assert "[28/28] done 0, skipped 28" in run_app(*sweep, cwd=tmp_path).stdout
 
     result = run_app("report", f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     out = results_dir / "report"
     for measure in ("pca_cka", "procrustes"):
-        for name in (f"matrix_pt3_layer5_{measure}.png", f"models_pt3_layer3_{measure}.png",
+        for name in (f"matrix_pt3_layer5_{measure}.png", f"models_pt3_layer5_{measure}.png",
                      f"layer_map_{measure}.png", f"trends_{measure}.png"):
             assert (out / name).is_file(), name
     results = pd.read_csv(out / "cka_results.csv")
     procrustes_rows = results[results["measure"] == "procrustes"]
     assert np.allclose(procrustes_rows["similarity"], 1 - procrustes_rows["value"])
-    assert set(zip(results["layer"], results["layer_b"])) == {(3, 3), (3, 5), (5, 3), (5, 5)}
+    assert set(zip(results["layer"], results["layer_b"])) == {(3, 5), (5, 5)}
     groups = pd.read_csv(out / "stats.csv").query("table == 'groups'")
     cell = groups[(groups["measure"] == "procrustes") & (groups["layer"] == 3) & (groups["layer_b"] == 5)]
     units = procrustes_rows[(procrustes_rows["layer"] == 3) & (procrustes_rows["layer_b"] == 5)]
     assert cell["n_comparisons"].tolist() == [7] and cell["mean"].iloc[0] == pytest.approx(units["similarity"].mean())
+
+
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_mistakes_shared_by_every_job_stop_a_run_or_sweep_with_one_line(small_store, tmp_path, mode):
+    start = ["-m", "sweep", "regime=pt3", "layer=5"] if mode == "sweep" else RUN
+    refusals = [
+        (["measure=pca_cka", "measure.pca_filter='region:^Atlantis'"],
+         r"Error: measure.pca_filter keeps 2 of pt\d-\d\S*'s 60 cities at step \d+: a PCA of measure.components=3 "
+         r"is fitted on at least 10"),
+        (["layer_b=9"], r"Error: layer_b=9: no representation folder at .*" if mode == "run" else
+         r"Error: layer_b=9: no such option; layer has: 0, 1, 2, 3, 4, 5, 6"),
+    ]
+    for overrides, message in refusals:
+        result = run_app(*start, *overrides, f"data.root={small_store}", cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
+        errors = [line for line in result.stdout.splitlines() if "Error" in line or "[ERROR]" in line]
+        assert len(errors) == 1 and re.fullmatch(message, errors[0]), result.stdout
+    assert not (tmp_path / "outputs/cka/pt3").exists() and not (tmp_path / "outputs/cka/pt2").exists()

@@ -216,15 +216,14 @@ def _split_overrides(
             swept[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
         else:
             fixed[key] = override.input_line
-    for group, values in choices.items():
-        if group not in GROUPS:
-            continue
+    for key, values in choices.items():
+        group = "layer" if key == "layer_b" else key  # layer_b names a layer, as the group layer does
         # the primary config and Hydra's overrides give the search path (hydra.searchpath=[...] adds to it)
         known = config_loader.get_group_options(group, config_name=config.hydra.job.config_name,
                                                 overrides=list(config.hydra.overrides.hydra))
-        unknown = [v for v in values if v not in known]
+        unknown = [v for v in values if v not in known and not (key == "layer_b" and v == "None")]
         if unknown:
-            raise SweepError(f"{group}={','.join(unknown)}: no such option; {group} has: {', '.join(known)}")
+            raise SweepError(f"{key}={','.join(unknown)}: no such option; {group} has: {', '.join(known)}")
     return choices, list(swept.values()), list(fixed.values())
 
 
@@ -324,9 +323,12 @@ def _refuse_duplicates(jobs: List[Job]) -> None:
     for job in jobs:
         other = seen.setdefault(job.run_dir, job)
         if other is not job:
+            differ = sorted({line.split("=")[0] for line in set(other.overrides) ^ set(job.overrides)})
             raise SweepError(
                 f"two jobs would compute the same result into {job.run_dir}: {' '.join(other.overrides)} and "
-                f"{' '.join(job.overrides)}; sweep only values that change the result"
+                f"{' '.join(job.overrides)}: {', '.join(differ)} cannot change it. Sweep only values that change "
+                "the result; sweep a setting that only some options use (measure.components with measure=cka, "
+                "cka.sigma_frac with the linear kernel) in a sweep of those options alone"
             )
 
 
