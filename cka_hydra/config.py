@@ -234,7 +234,8 @@ class RunConfig:
             if changed:
                 raise InputError(f"{', '.join(changed)}: the cka.* settings are measure=cka's; measure="
                                  f"{self.measure.name.value} is {_PCA_MEASURES[self.measure.name]} in float64, "
-                                 "without bootstrap: leave them out, or set measure=cka")
+                                 "without bootstrap: leave them out, or set measure=cka (in a sweep: sweep them with "
+                                 "measure=cka alone)")
 
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others."""

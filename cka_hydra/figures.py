@@ -87,7 +87,7 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
                 shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
                         color="black" if shade > 0.6 else "white")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, wrap=True)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label=f"{label} (final step)")
     fig.tight_layout()
     _save(fig, path)
@@ -100,14 +100,16 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     units = unit_means(different.rename(columns={"n_tasks_a": "n_tasks"}), ["layer", "n_tasks"])
     fig, ax = plt.subplots(figsize=(6, 4.2))
     regimes = different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
-    for layer, group in units.groupby("layer"):
+    layers = sorted(units["layer"].unique())
+    for i, (layer, group) in enumerate(units.groupby("layer")):
         spread = group.groupby("n_tasks")["similarity"].agg(["mean", "std", "count"])
-        ax.errorbar(spread.index, spread["mean"], yerr=spread["std"].fillna(0), marker="o", capsize=4,
+        dodge = (i - (len(layers) - 1) / 2) * 0.04  # so that layers at one x do not hide each other
+        ax.errorbar(spread.index + dodge, spread["mean"], yerr=spread["std"].fillna(0), marker="o", capsize=4,
                     label=f"layer {layer}")
     ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
     ax.set_xlabel("training tasks per model (mean over seed pairings; bars: their std)")
     ax.set_ylabel(f"{similarity_label(final)}\nmodels with disjoint tasks", fontsize=9)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -118,7 +120,8 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity against training step, a panel per regime and a line per layer: mean
     over comparisons, band one standard deviation."""
     regimes = sorted(results["regime"].unique())
-    fig, axes = plt.subplots(1, len(regimes), figsize=(4.5 * len(regimes), 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(regimes), figsize=(max(6.0, 4.5 * len(regimes)), 4.2), sharey=True,
+                             squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         for layer, group in results[results["regime"] == regime].groupby("layer"):
             curve = group.groupby("step")["similarity"].agg(["mean", "std"]).fillna(0)
@@ -131,7 +134,7 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     axes[0][0].set_ylabel(f"{similarity_label(results)}\nmodels with disjoint tasks\n"
                           "(mean; band: 1 std over comparisons)", fontsize=9)
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 
@@ -158,11 +161,12 @@ def kinds_figure(final: pd.DataFrame, tests: pd.DataFrame, title: str, path: Pat
             test = tests[(tests["regime"] == regime) & (tests["layer"] == layer)].iloc[0]
             ticks.append(f"layer {layer}\nd_z={test['effect_size_dz']:.2g}\np={test['p']:.2g}")
         ax.set_xticks(range(len(layers)), ticks, fontsize=8)
+        ax.set_xlim(-0.5, len(layers) - 0.5)
         ax.set_title(regime, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{similarity_label(final)}\n(mean over seed pairings; bars: 95% CI)", fontsize=9)
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 
@@ -196,5 +200,5 @@ def layer_map_figure(final: pd.DataFrame, title: str, path: Path) -> None:
         ax.set_title(regime, fontsize=10)
     fig.colorbar(image, ax=list(axes[0]), fraction=0.046, pad=0.03,
                  label=f"{similarity_label(final)}\nmodels with disjoint tasks, final step")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, wrap=True)
     _save(fig, path)

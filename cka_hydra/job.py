@@ -91,7 +91,7 @@ def _side(step: int, folder: Path, side: Side, n_cities: int, rows: np.ndarray, 
         raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step {step}")
     if pca is None:
         return matrix[torch.from_numpy(rows)].to(device)
-    check_pca_cities(len(fit_rows), n_cities, pca.components, side.instance, step)
+    check_pca_cities(pca, len(fit_rows), n_cities, side.instance, step)
     try:
         scores = principal_components(matrix.to(device), pca.components, torch.from_numpy(fit_rows).to(device))
     except ValueError as err:

@@ -143,7 +143,10 @@ def plan_job(run: RunConfig) -> JobPlan:
               "steps": steps}
     pca = None
     if run.measure.uses_pca:
-        pca = PCASpec(parse_filter(run.measure.pca_filter, "measure.pca_filter"), run.measure.components)
+        # named as the user set it: a city_filter that keeps too few for a PCA is city_filter's fault
+        setting = "measure.pca_filter" + (" (following city_filter)" if run.measure.pca_filter == run.city_filter
+                                          else "")
+        pca = PCASpec(parse_filter(run.measure.pca_filter, setting), run.measure.components)
     return JobPlan(a, b, root, parse_filter(run.city_filter), pca, checkpoints_a, checkpoints_b, steps,
                    settings(run), inputs)
 
@@ -157,14 +160,15 @@ def check_city_filter(plan: JobPlan) -> None:
         cities = load_cities(checkpoints[step])
         plan.city_filter.select(cities)
         if plan.pca is not None:
-            check_pca_cities(len(plan.pca.fit.select(cities)), len(cities), plan.pca.components, side.instance, step)
+            check_pca_cities(plan.pca, len(plan.pca.fit.select(cities)), len(cities), side.instance, step)
 
 
-def check_pca_cities(kept: int, of: int, components: int, instance: str, step: int) -> None:
+def check_pca_cities(pca: PCASpec, kept: int, of: int, instance: str, step: int) -> None:
     """Refuse a PCA fitted on fewer cities than MIN_CITIES or than its components."""
-    if kept < max(MIN_CITIES, components):
-        raise FilterError(f"measure.pca_filter keeps {kept} of {instance}'s {of} cities at step {step}: a PCA of "
-                          f"measure.components={components} is fitted on at least {max(MIN_CITIES, components)}")
+    needed = max(MIN_CITIES, pca.components)
+    if kept < needed:
+        raise FilterError(f"{pca.fit.setting} keeps {kept} of {instance}'s {of} cities at step {step}: a PCA of "
+                          f"measure.components={pca.components} is fitted on at least {needed}")
 
 
 def preflight(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPlan:

@@ -87,10 +87,13 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
         "regime vs regime": compare_regimes(final),
     }
     stats_csv = pd.concat([t.assign(table=name) for name, t in tables.items() if len(t)], ignore_index=True)
+    for column in (c for c in stats_csv if c.startswith("n_")):  # counts, not floats, where tables do not share them
+        stats_csv[column] = pd.Series([None if pd.isna(v) else int(v) for v in stats_csv[column]], dtype=object)
     write_table(out_dir / "stats.csv", stats_csv)
     markdown = ["# Statistics", "", METHOD, ""]
     for name, table in tables.items():
-        markdown += [f"## {name}", "", table.to_markdown(index=False, floatfmt=".4g") if len(table)
+        markdown += [f"## {name}", "", _shown(table).to_markdown(index=False, floatfmt=".4g", missingval="-")
+                     if len(table)
                      else "(no such comparisons in this sweep)", ""]
     write_atomic(out_dir / "stats.md", "\n".join(markdown))
     written += ["stats.csv", "stats.md", *images]
@@ -102,6 +105,11 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
     write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
     log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
     return found
+
+
+def _shown(table: pd.DataFrame) -> pd.DataFrame:
+    """A table for reading: no interval or test (NaN, a group of one unit) shows as "-"."""
+    return table.astype(object).where(table.notna(), None)
 
 
 def _remove_previous(out_dir: Path) -> None:
@@ -136,22 +144,22 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: 
     different = same_layer[same_layer["kind"] == DIFFERENT_TASK]
     if len(different):
         name = f"trends{suffix}.png"
-        figures.trends_figure(same_layer, f"Models trained on disjoint tasks [{setting}]", out_dir / name)
+        figures.trends_figure(same_layer, f"Models trained on disjoint tasks\n[{setting}]", out_dir / name)
         names.append(name)
     kinds = compare_kinds(same_layer)
     if len(kinds):
         name = f"intra_inter{suffix}.png"
-        figures.kinds_figure(same_layer, kinds, "Intra-task (one model, two seeds) against\ninter-task (disjoint "
-                             f"tasks) [{setting}]", out_dir / name)
+        figures.kinds_figure(same_layer, kinds, "Intra-task (one model, two seeds) against inter-task (disjoint "
+                             f"tasks)\n[{setting}]", out_dir / name)
         names.append(name)
     if (final["layer"] != final["layer_b"]).any() and (final["kind"] == DIFFERENT_TASK).any():
         name = f"layer_map{suffix}.png"
-        figures.layer_map_figure(final, f"Layer map [{setting}]", out_dir / name)
+        figures.layer_map_figure(final, f"Layer map\n[{setting}]", out_dir / name)
         names.append(name)
     steps = results.merge(different[["run_dir"]], on="run_dir")
     if (steps.groupby("run_dir")["step"].nunique() > 1).any():
         name = f"timelines{suffix}.png"
-        figures.timelines_figure(steps, f"Over training, models trained on disjoint tasks [{setting}]",
+        figures.timelines_figure(steps, f"Over training, models trained on disjoint tasks\n[{setting}]",
                                  out_dir / name)
         names.append(name)
     return names
@@ -183,7 +191,8 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: dict[str, dict],
         f"</div><h2>Statistics</h2><pre>{html.escape(METHOD)}</pre>",
     ]
     for name, table in tables.items():
-        body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else "<p>none</p>"
+        body = (_shown(table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-") if len(table)
+                else "<p>none</p>")
         parts.append(f"<h3>{html.escape(name)}</h3>{body}")
     parts += ["<h2>Instance and model matrices</h2><div class='grid'>", *(figure(name) for name in matrices),
               "</div></body></html>"]

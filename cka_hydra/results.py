@@ -18,7 +18,7 @@ from cka_hydra.pairs import shared_tasks
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "setting", "measure", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b", "tasks_a",
+    "setting", "settings", "measure", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b", "tasks_a",
     "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased", "sigma_frac", "components", "step",
     "final", "value", "similarity", "cka_low", "cka_high", "n_cities", "run_dir",
 ]
@@ -76,7 +76,8 @@ def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame,
             "first (python -m cka_hydra -m sweep), or name its folder: sweep_dir=... or data.root=..."
         )
     labels, meanings = _setting_labels(summaries)
-    results = pd.concat([frame.assign(setting=label) for frame, label in zip(frames, labels)], ignore_index=True)
+    results = pd.concat([frame.assign(setting=label, settings=meanings[label]) for frame, label in zip(frames, labels)],
+                        ignore_index=True)
     return results[COLUMNS], left_out, meanings
 
 

@@ -157,7 +157,7 @@ def test_measure_refusals_name_the_setting():
     with pytest.raises(InputError, match="cka.kernel, cka.bootstrap: the cka.. settings are measure=cka's; "
                                          "measure=procrustes is the Procrustes disparity of the first principal "
                                          "components in float64, without bootstrap: leave them out, or set "
-                                         "measure=cka"):
+                                         r"measure=cka \(in a sweep: sweep them with measure=cka alone\)"):
         composed("measure=procrustes", "cka.kernel=rbf", "cka.bootstrap=10")
     with pytest.raises(FilterError, match="measure.pca_filter: term 'nocolon'"):
         composed("measure=pca_cka", "measure.pca_filter=nocolon")
@@ -284,6 +284,9 @@ def test_mistakes_shared_by_every_job_stop_a_run_or_sweep_with_one_line(small_st
         (["measure=pca_cka", "measure.pca_filter='region:^Atlantis'"],
          r"Error: measure.pca_filter keeps 2 of pt\d-\d\S*'s 60 cities at step \d+: a PCA of measure.components=3 "
          r"is fitted on at least 10"),
+        (["measure=procrustes", "city_filter='region:^Atlantis'"],
+         r"Error: measure.pca_filter \(following city_filter\) keeps 2 of pt\d-\d\S*'s 60 cities at step \d+: "
+         r"a PCA of measure.components=3 is fitted on at least 10"),
         (["layer_b=9"], r"Error: layer_b=9: no representation folder at .*" if mode == "run" else
          r"Error: layer_b=9: no such option; layer has: 0, 1, 2, 3, 4, 5, 6"),
     ]

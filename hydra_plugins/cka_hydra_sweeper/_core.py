@@ -306,10 +306,10 @@ def _layers_b(values: Optional[List[str]]) -> Optional[List[int]]:
     """The second instances' layers; None: each the same as the first's (also for layer_b=null)."""
     if values is None or values == ["None"]:
         return None
-    try:
-        return [int(value) for value in values]
-    except ValueError:
-        raise SweepError(f"layer_b={','.join(values)}: expected layer indices, e.g. layer_b=3,4,5,6") from None
+    if "None" in values:
+        raise SweepError(f"layer_b={','.join(v if v != 'None' else 'null' for v in values)}: null (the same layer as "
+                         "layer) cannot be listed with layer indices; list the layers, e.g. layer_b=3,4,5,6")
+    return [int(value) for value in values]
 
 
 def _n_combinations(swept: List[List[str]]) -> int:
