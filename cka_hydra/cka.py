@@ -63,7 +63,8 @@ def _ratio(cross: Tensor, self_x: Tensor, self_y: Tensor) -> Tensor:
     bad = (self_x <= 0) | (self_y <= 0)
     if bad.any():
         index = None if bad.dim() == 0 else int(bad.flatten().nonzero()[0])
-        raise UndefinedMeasureError("CKA is undefined: a representation's estimated self-similarity is not positive", index)
+        raise UndefinedMeasureError("CKA is undefined: a representation's estimated self-similarity is not positive",
+                                    index)
     return cross / torch.sqrt(self_x * self_y)
 
 
@@ -340,4 +341,3 @@ def bootstrap_interval(
     low, high = torch.quantile(torch.cat(values), torch.tensor([alpha, 1 - alpha], dtype=torch.float64,
                                                                device=values[0].device))
     return float(low), float(high)
-

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 
 from cka_hydra.atomic import atomic_path  # noqa: E402
 from cka_hydra.pairs import instance_name  # noqa: E402
-from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, mean_ci, unit_means  # noqa: E402
+from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, unit_means  # noqa: E402
 
 DPI = 120
 # what each measure's `similarity` is, for axis labels
@@ -139,21 +139,21 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     _save(fig, path)
 
 
-def kinds_figure(final: pd.DataFrame, tests: pd.DataFrame, title: str, path: Path) -> None:
+def kinds_figure(groups: pd.DataFrame, tests: pd.DataFrame, label: str, title: str, path: Path) -> None:
     """Same-task cross-seed against different-task similarity (the "intra-task vs inter-task"
     comparison), a panel per regime and a pair of points per layer: mean over seed pairings,
-    bars their 95% t interval; each pair is annotated with its paired test (stats.compare_kinds)."""
+    bars their 95% t interval (stats.group_summary); each pair is annotated with its paired test
+    (stats.compare_kinds). Both tables hold one setting's same-layer comparisons."""
     regimes = sorted(tests["regime"].unique())
     fig, axes = plt.subplots(1, len(regimes), figsize=(max(6.0, 4.5 * len(regimes)), 4.4), sharey=True,
                              squeeze=False)
-    units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], ["regime", "layer", "kind"])
+    cells = groups.set_index(["regime", "layer", "kind"])
     for ax, regime in zip(axes[0], regimes):
         layers = sorted(tests.loc[tests["regime"] == regime, "layer"])
         for offset, kind, colour in ((-0.12, SAME_TASK, "tab:blue"), (0.12, DIFFERENT_TASK, "tab:orange")):
-            points = [mean_ci(units.loc[(units["regime"] == regime) & (units["layer"] == layer)
-                                        & (units["kind"] == kind), "similarity"].to_numpy()) for layer in layers]
-            means = np.array([p[0] for p in points])
-            errors = np.nan_to_num(np.array([[p[0] - p[1] for p in points], [p[2] - p[0] for p in points]]))
+            points = cells.loc[[(regime, layer, kind) for layer in layers]]
+            means = points["mean"].to_numpy()
+            errors = np.nan_to_num(np.array([means - points["ci_low"], points["ci_high"] - means]))
             ax.errorbar(np.arange(len(layers)) + offset, means, yerr=errors, fmt="o", capsize=4, color=colour,
                         label=kind)
         ticks = []
@@ -164,22 +164,20 @@ def kinds_figure(final: pd.DataFrame, tests: pd.DataFrame, title: str, path: Pat
         ax.set_xlim(-0.5, len(layers) - 0.5)
         ax.set_title(regime, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"{similarity_label(final)}\n(mean over seed pairings; bars: 95% CI)", fontsize=9)
+    axes[0][0].set_ylabel(f"{label}\n(mean over seed pairings; bars: 95% CI)", fontsize=9)
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 
 
-def layer_map_figure(final: pd.DataFrame, title: str, path: Path) -> None:
+def layer_map_figure(groups: pd.DataFrame, label: str, title: str, path: Path) -> None:
     """Different-task similarity of the first model's layer (rows) against the second model's
     (columns), a panel per regime: each cell the mean over seed pairings of the mean over model
-    pairs, with its number of comparisons."""
-    different = final[final["kind"] == DIFFERENT_TASK]
-    units = unit_means(different, ["regime", "layer", "layer_b"])
-    cells = units.groupby(["regime", "layer", "layer_b"])["similarity"].mean()
-    counts = different.groupby(["regime", "layer", "layer_b"]).size()
-    regimes = sorted(different["regime"].unique())
+    pairs, with its number of comparisons (one setting's stats.group_summary)."""
+    different = groups[groups["kind"] == DIFFERENT_TASK].set_index(["regime", "layer", "layer_b"])
+    cells, counts = different["mean"], different["n_comparisons"]
+    regimes = sorted(different.index.unique("regime"))
     vmin, vmax = cells.min(), cells.max()
     fig, axes = plt.subplots(1, len(regimes), figsize=(4.2 * len(regimes) + 1, 4), squeeze=False,
                              layout="constrained")
@@ -199,6 +197,6 @@ def layer_map_figure(final: pd.DataFrame, title: str, path: Path) -> None:
         ax.set_ylabel("first model's layer (layer)")
         ax.set_title(regime, fontsize=10)
     fig.colorbar(image, ax=list(axes[0]), fraction=0.046, pad=0.03,
-                 label=f"{similarity_label(final)}\nmodels with disjoint tasks, final step")
+                 label=f"{label}\nmodels with disjoint tasks, final step")
     fig.suptitle(title, fontsize=10, wrap=True)
     _save(fig, path)

@@ -88,7 +88,8 @@ def _side(step: int, folder: Path, side: Side, n_cities: int, rows: np.ndarray, 
     bad = int((~torch.isfinite(matrix[torch.from_numpy(used)])).sum())
     if bad:
         which = "compared" if pca is None else "compared or PCA-fitted"
-        raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step {step}")
+        raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step "
+                         f"{step}")
     if pca is None:
         return matrix[torch.from_numpy(rows)].to(device)
     check_pca_cities(pca, len(fit_rows), n_cities, side.instance, step)
@@ -189,7 +190,8 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
         summary.update(kernel=run.cka.kernel.name,
                        sigma_frac=run.cka.sigma_frac if run.cka.kernel is Kernel.rbf else None,
                        debiased=run.cka.debiased, precision=run.cka.precision.name)
-    header = ["step", run_folder.VALUE_COLUMNS[run.measure.name.value], "n_cities"]
+    column = run_folder.VALUE_COLUMNS[run.measure.name.value]
+    header = ["step", column, "n_cities"]
     rows = [[s, v, n] for s, v, n in zip(steps, values, n_cities)]
     if intervals:
         summary.update(bootstrap=run.cka.bootstrap, confidence=run.cka.confidence, final_cka_ci=list(intervals[-1]))
@@ -200,6 +202,6 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
     if results_dir is not None:
         run_folder.record_data_root(results_dir, run.data.root)
     log.info("%s, layer %d vs %s, layer %d: final %s %.6f (%d cities, %d checkpoint(s), %.2f s) in %s",
-             a.instance, run.layer, b.instance, run.layer_b, run_folder.VALUE_COLUMNS[run.measure.name.value], statistics["final"], n_cities[-1],
-             len(steps), seconds, run_dir)
+             a.instance, run.layer, b.instance, run.layer_b, column, statistics["final"], n_cities[-1], len(steps),
+             seconds, run_dir)
     return {"status": "done", "seconds": seconds}

@@ -92,7 +92,8 @@ def plan_comparisons(
     if pairs is None:
         indices = sorted(models)
         pairs = [(a, b) for a in indices for b in indices if a < b or (self_pairs and a == b)]
-    layer_pairs = [(layer, layer) for layer in layers] if layers_b is None else list(itertools.product(layers, layers_b))
+    layer_pairs = ([(layer, layer) for layer in layers] if layers_b is None
+                   else list(itertools.product(layers, layers_b)))
     removed = {"shared training task": 0, "same comparison twice": 0}
     seen: set[frozenset[tuple[int, str, int]]] = set()
     kept = []

@@ -76,16 +76,16 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
         log.info("no Parquet engine (pip install pyarrow): wrote the CSV only")
 
     final = final_values(results)
-    images = []
-    for setting in settings:
-        images += _figures(results[results["setting"] == setting], final[final["setting"] == setting], setting,
-                           out_dir)
-
     tables = {
         "groups": group_summary(final),
         "same-task vs different-task": compare_kinds(final),
         "regime vs regime": compare_regimes(final),
     }
+    images = []
+    for setting in settings:
+        images += _figures(results[results["setting"] == setting], final[final["setting"] == setting],
+                           *(_of_setting(tables[name], setting) for name in ("groups", "same-task vs different-task")),
+                           setting, out_dir)
     stats_csv = pd.concat([t.assign(table=name) for name, t in tables.items() if len(t)], ignore_index=True)
     for column in (c for c in stats_csv if c.startswith("n_")):  # counts, not floats, where tables do not share them
         stats_csv[column] = pd.Series([None if pd.isna(v) else int(v) for v in stats_csv[column]], dtype=object)
@@ -124,10 +124,16 @@ def _remove_previous(out_dir: Path) -> None:
             (out_dir / name).unlink(missing_ok=True)
 
 
-def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: Path) -> list[str]:
+def _of_setting(table: pd.DataFrame, setting: str) -> pd.DataFrame:
+    return table[table["setting"] == setting] if len(table) else table
+
+
+def _figures(results: pd.DataFrame, final: pd.DataFrame, groups: pd.DataFrame, kinds: pd.DataFrame, setting: str,
+             out_dir: Path) -> list[str]:
     """One setting's figures, each file named after the setting unless it is the default (so
-    after the measure: matrix_pt3_layer5_procrustes.png). Everything but the layer map shows the
-    comparisons of a layer with the same layer."""
+    after the measure: matrix_pt3_layer5_procrustes.png), from its results and its rows of the
+    statistics tables (groups, same-task vs different-task). Everything but the layer map shows
+    the comparisons of a layer with the same layer."""
     names = []
     suffix = "" if setting == DEFAULT_SETTING else f"_{setting}"
     label = figures.similarity_label(final)
@@ -146,15 +152,16 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, setting: str, out_dir: 
         name = f"trends{suffix}.png"
         figures.trends_figure(same_layer, f"Models trained on disjoint tasks\n[{setting}]", out_dir / name)
         names.append(name)
-    kinds = compare_kinds(same_layer)
+    kinds = kinds[kinds["layer"] == kinds["layer_b"]] if len(kinds) else kinds
     if len(kinds):
         name = f"intra_inter{suffix}.png"
-        figures.kinds_figure(same_layer, kinds, "Intra-task (one model, two seeds) against inter-task (disjoint "
-                             f"tasks)\n[{setting}]", out_dir / name)
+        figures.kinds_figure(groups[groups["layer"] == groups["layer_b"]], kinds, label,
+                             f"Intra-task (one model, two seeds) against inter-task (disjoint tasks)\n[{setting}]",
+                             out_dir / name)
         names.append(name)
     if (final["layer"] != final["layer_b"]).any() and (final["kind"] == DIFFERENT_TASK).any():
         name = f"layer_map{suffix}.png"
-        figures.layer_map_figure(final, f"Layer map\n[{setting}]", out_dir / name)
+        figures.layer_map_figure(groups, label, f"Layer map\n[{setting}]", out_dir / name)
         names.append(name)
     steps = results.merge(different[["run_dir"]], on="run_dir")
     if (steps.groupby("run_dir")["step"].nunique() > 1).any():
