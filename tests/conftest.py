@@ -1,13 +1,17 @@
 import copy
+import hashlib
+import itertools
 import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +113,99 @@ def save_checkpoint(folder: Path, tensors: dict, cities: list[dict]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(tensors, folder / "representations.pt")
     (folder / "metadata.json").write_text(json.dumps({"city_info": cities}))
+
+
+# --- independent references, sharing no code with cka_hydra ---
+
+RUN = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5"]
+DISJOINT = {  # regimes.md, "Which comparisons are valid"
+    "pt1": list(itertools.combinations(range(1, 8), 2)),
+    "pt2": [(1, 2), (1, 3), (1, 6), (1, 7), (2, 3), (2, 4), (2, 7), (3, 4), (3, 5), (4, 5), (4, 6), (5, 6),
+            (5, 7), (6, 7)],
+    "pt3": [(1, 2), (1, 7), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7)],
+}
+
+# numpy transcription of Kornblith et al.'s gram_rbf, center_gram, cka
+def reference_gram_rbf(x, threshold):
+    dot = x @ x.T
+    sq_norms = np.diag(dot)
+    sq_distances = -2 * dot + sq_norms[:, None] + sq_norms[None, :]
+    return np.exp(-sq_distances / (2 * threshold**2 * np.median(sq_distances)))
+
+
+def reference_center_gram(gram, unbiased=False):
+    gram = gram.copy()
+    n = gram.shape[0]
+    if unbiased:
+        np.fill_diagonal(gram, 0)
+        means = np.sum(gram, 0) / (n - 2)
+        means -= np.sum(means) / (2 * (n - 1))
+        gram -= means[:, None]
+        gram -= means[None, :]
+        np.fill_diagonal(gram, 0)
+    else:
+        means = np.mean(gram, 0)
+        means -= np.mean(means) / 2
+        gram -= means[:, None]
+        gram -= means[None, :]
+    return gram
+
+
+def reference_cka_from_grams(k, l, debiased=False):
+    k, l = reference_center_gram(k, debiased), reference_center_gram(l, debiased)
+    return float(k.ravel() @ l.ravel() / (np.linalg.norm(k) * np.linalg.norm(l)))
+
+
+def reference_cka(x, y, debiased=False):
+    """Linear CKA by the Gram route with a dense centring matrix, numpy float64."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return reference_cka_from_grams(x @ x.T, y @ y.T, debiased)
+
+
+def reference_rbf_cka(x, y, threshold, debiased=False):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    return reference_cka_from_grams(reference_gram_rbf(x, threshold), reference_gram_rbf(y, threshold), debiased)
+
+
+def study_rows(folder):
+    """A checkpoint's matrix in float64, and the rows of the cities the default filter keeps, by
+    city id: the filter written out by hand, sharing no code with cka_hydra."""
+    matrix = torch.load(folder / "representations.pt", weights_only=True)["representations_flat"].double().numpy()
+    cities = json.loads((folder / "metadata.json").read_text())["city_info"]
+    keep = {}
+    for row, c in enumerate(cities):
+        cid = str(c.get("city_id", c["row_id"]))
+        region = c.get("region") or c.get("country")
+        if not region.startswith("Atlantis") and re.fullmatch(r"[1-9][0-9]{3,}", cid):
+            keep[cid] = row
+    return matrix, keep
+
+
+def reference_from_files(folder_a, folder_b, estimator=reference_cka, load=study_rows):
+    """A measure straight from two checkpoint folders, sharing no code with cka_hydra: the default
+    filter written out by hand, cities matched by id, by default CKA by the Gram route in numpy
+    float64. `load(folder)` gives a folder's matrix and its kept rows by city id."""
+    xa, keep_a = load(folder_a)
+    xb, keep_b = load(folder_b)
+    ids = sorted(set(keep_a) & set(keep_b))
+    return estimator(xa[[keep_a[i] for i in ids]], xb[[keep_b[i] for i in ids]]), len(ids)
+
+
+def short_hash(value):
+    """The run folder's hash of a setting's value, written out independently."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:8]
+
+
+
+# --- processes ---
+
+def readers_of(path: Path) -> list[int]:
+    pids = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
+                pids.append(int(fd_dir.parent.name))
+        except OSError:
+            continue
+    return [pid for pid in pids if pid != os.getpid()]

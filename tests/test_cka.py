@@ -12,54 +12,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import reference_cka, reference_rbf_cka
+
 from cka_hydra.cka import (
     UndefinedMeasureError, bootstrap_interval, gram_cka, linear_cka, linear_kernel,
     median_squared_distance, rbf_cka,
 )
-
-
-# --- numpy reference: Kornblith et al.'s gram_linear, gram_rbf, center_gram, cka ---
-
-def reference_gram_rbf(x, threshold):
-    dot = x @ x.T
-    sq_norms = np.diag(dot)
-    sq_distances = -2 * dot + sq_norms[:, None] + sq_norms[None, :]
-    return np.exp(-sq_distances / (2 * threshold**2 * np.median(sq_distances)))
-
-
-def reference_center_gram(gram, unbiased=False):
-    gram = gram.copy()
-    n = gram.shape[0]
-    if unbiased:
-        np.fill_diagonal(gram, 0)
-        means = np.sum(gram, 0) / (n - 2)
-        means -= np.sum(means) / (2 * (n - 1))
-        gram -= means[:, None]
-        gram -= means[None, :]
-        np.fill_diagonal(gram, 0)
-    else:
-        means = np.mean(gram, 0)
-        means -= np.mean(means) / 2
-        gram -= means[:, None]
-        gram -= means[None, :]
-    return gram
-
-
-def reference_cka_from_grams(k, l, debiased=False):
-    k, l = reference_center_gram(k, debiased), reference_center_gram(l, debiased)
-    return float(k.ravel() @ l.ravel() / (np.linalg.norm(k) * np.linalg.norm(l)))
-
-
-def reference_cka(x, y, debiased=False):
-    """Linear CKA by the Gram route with a dense centring matrix, numpy float64."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    return reference_cka_from_grams(x @ x.T, y @ y.T, debiased)
-
-
-def reference_rbf_cka(x, y, threshold, debiased=False):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    x, y = x - x.mean(0), y - y.mean(0)
-    return reference_cka_from_grams(reference_gram_rbf(x, threshold), reference_gram_rbf(y, threshold), debiased)
 
 
 def ckatorch_cka(x, y, **kwargs):

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_json, representations_dir, run_app, run_in_process
-from test_sweep import _readers_of
+from conftest import read_json, readers_of, representations_dir, run_app, run_in_process
 
 from cka_hydra.__main__ import missing_extra
 
@@ -62,7 +61,7 @@ def blocked_sweep(store: Path, cwd: Path) -> tuple[subprocess.Popen, int, Path]:
 
 def kill_readers(fifo: Path, wait: float = 30) -> None:
     deadline = time.monotonic() + wait
-    while not (readers := _readers_of(fifo)) and time.monotonic() < deadline:
+    while not (readers := readers_of(fifo)) and time.monotonic() < deadline:
         time.sleep(0.01)  # the reader's descriptor shows in /proc a moment after its open() returns
     for pid in readers:
         os.kill(pid, signal.SIGKILL)
@@ -123,9 +122,9 @@ def test_ctrl_c_on_the_submitting_process_ends_its_local_tasks_and_leaves_jobs_c
     proc.send_signal(signal.SIGINT)  # to the submitting process alone, as `kill -INT` sends it
     returncode = proc.wait(timeout=60)
     deadline = time.monotonic() + 10
-    while _readers_of(fifo) and time.monotonic() < deadline:
+    while readers_of(fifo) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left_running = _readers_of(fifo)
+    left_running = readers_of(fifo)
     kill_readers(fifo, wait=0)
     os.close(writer)
     output, _ = proc.communicate(timeout=60)

@@ -1,10 +1,9 @@
 """The typed edge and result identity, in-process: composed configs, their dataclasses, run folder names."""
 
-import hashlib
-import json
 from dataclasses import replace
 
 import pytest
+from conftest import short_hash
 from hydra import compose, initialize_config_module
 
 from cka_hydra import run_folder
@@ -27,11 +26,6 @@ def composed(*overrides, hydra=False):
 def folder(*overrides):
     run = run_config(composed(*overrides))
     return run_folder.subdir(run.comparison, settings(run), default_settings())
-
-
-def short_hash(value):
-    """The run folder's hash of a setting's value, written out independently."""
-    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:8]
 
 
 def test_the_composed_config_becomes_plain_dataclasses_with_the_defaults():

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import read_json, representations_dir, run_app, run_in_process
+from conftest import RUN, read_json, reference_from_files, representations_dir, run_app, run_in_process, short_hash, study_rows
 from hydra import compose, initialize_config_module
 from scipy.spatial import procrustes
 from sklearn.decomposition import PCA
@@ -23,8 +23,6 @@ from cka_hydra.config import default_settings, register, run_config, settings
 from cka_hydra.errors import FilterError, InputError
 from cka_hydra.filters import STUDY_FILTER
 from cka_hydra.pairs import Comparison, plan_comparisons
-from test_config import short_hash
-from test_single_run import RUN, reference_from_files, study_rows
 
 FINAL = 164073  # the small store's last step of pt2
 

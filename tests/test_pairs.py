@@ -1,8 +1,7 @@
 """Which comparisons a sweep runs: the rule code, against counts derived here by hand."""
 
-import itertools
-
 import pytest
+from conftest import DISJOINT
 
 from cka_hydra.demo import load_regime
 from cka_hydra.pairs import (
@@ -20,12 +19,6 @@ TASKS = {
             3: ["crossing", "distance", "trianglearea"], 4: ["angle", "compass", "inside"],
             5: ["perimeter", "crossing", "distance"], 6: ["trianglearea", "angle", "compass"],
             7: ["inside", "perimeter", "crossing"]},
-}
-DISJOINT = {  # regimes.md, "Which comparisons are valid"
-    "pt1": list(itertools.combinations(range(1, 8), 2)),
-    "pt2": [(1, 2), (1, 3), (1, 6), (1, 7), (2, 3), (2, 4), (2, 7), (3, 4), (3, 5), (4, 5), (4, 6), (5, 6),
-            (5, 7), (6, 7)],
-    "pt3": [(1, 2), (1, 7), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7)],
 }
 SEEDS = ["orig", "1", "2"]
 LAYERS = [3, 4, 5, 6]

@@ -7,40 +7,17 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import read_json, representations_dir, run_app, run_cli, run_in_process, save_checkpoint
+from conftest import (
+    RUN, read_json, reference_cka, reference_from_files, reference_rbf_cka, representations_dir, run_app, run_cli,
+    run_in_process, save_checkpoint,
+)
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
 from cka_hydra.config import register, run_config
 from cka_hydra.job import run_comparison
-from test_cka import reference_cka, reference_rbf_cka
 
-RUN = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5"]
 RUN_DIR = "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5"
-
-
-def study_rows(folder):
-    """A checkpoint's matrix in float64, and the rows of the cities the default filter keeps, by
-    city id: the filter written out by hand, sharing no code with cka_hydra."""
-    matrix = torch.load(folder / "representations.pt", weights_only=True)["representations_flat"].double().numpy()
-    cities = json.loads((folder / "metadata.json").read_text())["city_info"]
-    keep = {}
-    for row, c in enumerate(cities):
-        cid = str(c.get("city_id", c["row_id"]))
-        region = c.get("region") or c.get("country")
-        if not region.startswith("Atlantis") and re.fullmatch(r"[1-9][0-9]{3,}", cid):
-            keep[cid] = row
-    return matrix, keep
-
-
-def reference_from_files(folder_a, folder_b, estimator=reference_cka, load=study_rows):
-    """A measure straight from two checkpoint folders, sharing no code with cka_hydra: the default
-    filter written out by hand, cities matched by id, by default CKA by the Gram route in numpy
-    float64. `load(folder)` gives a folder's matrix and its kept rows by city id."""
-    xa, keep_a = load(folder_a)
-    xb, keep_b = load(folder_b)
-    ids = sorted(set(keep_a) & set(keep_b))
-    return estimator(xa[[keep_a[i] for i in ids]], xb[[keep_b[i] for i in ids]]), len(ids)
 
 
 def failure(result):

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import representations_dir, run_app, run_cli
-from test_pairs import DISJOINT
+from conftest import DISJOINT, readers_of, representations_dir, run_app, run_cli
 
 from cka_hydra.__main__ import hydra_argv, stray_word
 
@@ -151,17 +150,6 @@ def test_failing_jobs_do_not_stop_the_others_and_are_retried(small_store, store_
     assert not any((tmp_path / "outputs/cka").rglob("error.txt"))
 
 
-def _readers_of(path: Path) -> list[int]:
-    pids = []
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        try:
-            if any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
-                pids.append(int(fd_dir.parent.name))
-        except OSError:
-            continue
-    return [pid for pid in pids if pid != os.getpid()]
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker through /proc")
 def test_a_killed_worker_loses_only_its_batch(small_store, store_copy, tmp_path):
     """A metadata file that is a FIFO blocks the job reading it; the test kills that worker process.
@@ -191,7 +179,7 @@ def test_a_killed_worker_loses_only_its_batch(small_store, store_copy, tmp_path)
             # the reader's descriptor can show in /proc a moment after its open() let ours succeed;
             # keep the write end open until then, or the reader would see end-of-file and fail
             deadline = time.monotonic() + 30
-            while not (readers := _readers_of(fifo)) and time.monotonic() < deadline:
+            while not (readers := readers_of(fifo)) and time.monotonic() < deadline:
                 time.sleep(0.01)
             for pid in readers:
                 os.kill(pid, signal.SIGKILL)
