@@ -1,18 +1,17 @@
-"""The report's figures, drawn with matplotlib's Agg backend (no display needed)."""
+"""The report's figures and a run's own timeline figure, drawn with matplotlib's `Figure` API
+(no pyplot, no display, no global state)."""
 
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker as ticker
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import matplotlib.ticker as ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from cka_hydra.atomic import atomic_path  # noqa: E402
-from cka_hydra.pairs import instance_name  # noqa: E402
-from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, unit_means  # noqa: E402
+from cka_hydra.atomic import atomic_path
+from cka_hydra.pairs import instance_name
+from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, unit_means
 
 DPI = 120
 # what each measure's `similarity` is, for axis labels
@@ -27,10 +26,9 @@ def similarity_label(final: pd.DataFrame) -> str:
     return SIMILARITY_LABELS[measure].format(k="k" if pd.isna(components) else int(components))
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
+        fig.savefig(tmp, dpi=DPI, format="png")
 
 
 def _seed_order(seed: str) -> tuple[int, str]:
@@ -41,36 +39,43 @@ def _models(final: pd.DataFrame) -> list[str]:
     return sorted({*final["model_a"], *final["model_b"]}, key=lambda m: int(m.rsplit("-", 1)[1]))
 
 
-def instance_matrix(final: pd.DataFrame) -> pd.DataFrame:
-    """Final similarity of one regime and layer as a symmetric instance x instance table: every
-    model seen at every seed seen, models grouped and seeds within; NaN where no comparison was run."""
+def instance_matrix(final: pd.DataFrame, column: str = "similarity") -> pd.DataFrame:
+    """A column of one regime and layer's final values (by default the similarity) as a symmetric
+    instance x instance table: every model seen at every seed seen, models grouped and seeds
+    within; NaN where no comparison was run."""
     seeds = sorted({*final["seed_a"], *final["seed_b"]}, key=_seed_order)
     names = [instance_name(m, s) for m in _models(final) for s in seeds]
     matrix = pd.DataFrame(np.nan, index=names, columns=names)
-    for row in final.itertuples():
-        a, b = instance_name(row.model_a, row.seed_a), instance_name(row.model_b, row.seed_b)
-        matrix.loc[a, b] = matrix.loc[b, a] = row.similarity
+    for a, b, value in zip(map(instance_name, final["model_a"], final["seed_a"]),
+                           map(instance_name, final["model_b"], final["seed_b"]), final[column].astype(float)):
+        matrix.loc[a, b] = matrix.loc[b, a] = value
     return matrix
 
 
-def model_matrix(final: pd.DataFrame) -> pd.DataFrame:
-    """Final similarity of one regime and layer as a symmetric model x model table, each cell the
-    mean over the seed pairings compared (a model's own cell: its cross-seed comparisons); rows
-    and columns named by the models' training tasks. NaN where no comparison was run."""
+def model_matrix(final: pd.DataFrame, column: str = "similarity") -> pd.DataFrame:
+    """A column of one regime and layer's final values as a symmetric model x model table, each
+    cell the mean over the seed pairings compared (a model's own cell: its cross-seed
+    comparisons); rows and columns named by the models' training tasks. NaN where no comparison
+    was run."""
     tasks = {**dict(zip(final["model_a"], final["tasks_a"])), **dict(zip(final["model_b"], final["tasks_b"]))}
     names = {model: f"{model}: {tasks[model].replace('+', ', ')}" for model in _models(final)}
     matrix = pd.DataFrame(np.nan, index=list(names.values()), columns=list(names.values()))
     for (a, b), group in final.groupby(["model_a", "model_b"]):
-        matrix.loc[names[a], names[b]] = matrix.loc[names[b], names[a]] = group["similarity"].mean()
+        matrix.loc[names[a], names[b]] = matrix.loc[names[b], names[a]] = group[column].astype(float).mean()
     return matrix
 
 
-def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vmax: float, path: Path) -> None:
+def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vmax: float, path: Path,
+                  marked: pd.DataFrame | None = None) -> None:
+    """A heat map of a matrix; the cells `marked` holds true for get a '*' (comparisons at
+    another final step than the rest)."""
     n = len(matrix)
+    stars = np.zeros(matrix.shape, dtype=bool) if marked is None else marked.to_numpy(dtype=float) > 0
     size = max(5.0, 0.42 * n + 2.5)
     labels = 0.06 * max(len(str(name)) for name in matrix.index)  # inches for the tick labels
-    fig, ax = plt.subplots(figsize=(size + 1.2 + labels, size + labels))
-    cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # comparisons not run stay blank
+    fig = Figure(figsize=(size + 1.2 + labels, size + labels))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")  # comparisons not run stay blank
     # nearest: one flat cell per comparison, and no resampling of the image at save time
     image = ax.imshow(np.ma.masked_invalid(matrix.to_numpy()), cmap=cmap, vmin=vmin, vmax=vmax,
                       interpolation="nearest")
@@ -85,8 +90,11 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
         for (i, j), value in np.ndenumerate(matrix.to_numpy()):
             if not np.isnan(value):
                 shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                ax.text(j, i, f"{value:.2f}" + ("*" if stars[i, j] else ""), ha="center", va="center", fontsize=6,
                         color="black" if shade > 0.6 else "white")
+    else:
+        rows, columns = np.nonzero(stars)
+        ax.scatter(columns, rows, marker="*", s=12, color="red")
     ax.set_title(title, fontsize=10, wrap=True)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label=f"{label} (final step)")
     fig.tight_layout()
@@ -98,7 +106,8 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     seed pairings, error bars their standard deviation (the seed spread)."""
     different = final[(final["kind"] == DIFFERENT_TASK) & (final["n_tasks_a"] == final["n_tasks_b"])]
     units = unit_means(different.rename(columns={"n_tasks_a": "n_tasks"}), ["layer", "n_tasks"])
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     regimes = different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
     layers = sorted(units["layer"].unique())
     for i, (layer, group) in enumerate(units.groupby("layer")):
@@ -116,18 +125,36 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     _save(fig, path)
 
 
+def timeline_curves(results: pd.DataFrame) -> pd.DataFrame:
+    """The timelines figure's curves: per regime and layer, the mean and standard deviation of the
+    similarity at each step over one fixed set of comparisons (all of the curve's), at the steps
+    every one of them holds; `n` the comparisons, `left_out` the steps only some of them hold."""
+    rows = []
+    for (regime, layer), group in results.groupby(["regime", "layer"]):
+        n_runs = group["run_dir"].nunique()
+        held = group.groupby("step")["run_dir"].nunique()
+        steps = held.index[held == n_runs]
+        curve = group[group["step"].isin(steps)].groupby("step")["similarity"].agg(["mean", "std"]).fillna(0)
+        rows.append(curve.reset_index().assign(regime=regime, layer=layer, n=n_runs, left_out=len(held) - len(steps)))
+    return pd.concat(rows, ignore_index=True)
+
+
 def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
-    """Different-task similarity against training step, a panel per regime and a line per layer: mean
-    over comparisons, band one standard deviation."""
-    regimes = sorted(results["regime"].unique())
-    fig, axes = plt.subplots(1, len(regimes), figsize=(max(6.0, 4.5 * len(regimes)), 4.2), sharey=True,
-                             squeeze=False)
+    """Different-task similarity against training step, a panel per regime and a line per layer
+    (timeline_curves): mean over comparisons, band one standard deviation; a panel says how many
+    steps held by only some comparisons it leaves out."""
+    curves = timeline_curves(results)
+    regimes = sorted(curves["regime"].unique())
+    fig = Figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.4))
+    axes = fig.subplots(1, len(regimes), sharey=True, squeeze=False)
     for ax, regime in zip(axes[0], regimes):
-        for layer, group in results[results["regime"] == regime].groupby("layer"):
-            curve = group.groupby("step")["similarity"].agg(["mean", "std"]).fillna(0)
-            ax.plot(curve.index, curve["mean"], marker=".", label=f"layer {layer}")
-            ax.fill_between(curve.index, curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.2)
-        ax.set_title(regime, fontsize=10)
+        of_regime = curves[curves["regime"] == regime]
+        for layer, curve in of_regime.groupby("layer"):
+            ax.plot(curve["step"], curve["mean"], marker=".", label=f"layer {layer} (n={curve['n'].iloc[0]})")
+            ax.fill_between(curve["step"], curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.2)
+        left_out = int(of_regime.groupby("layer")["left_out"].first().sum())
+        note = f"\n{left_out} step(s) held by only some comparisons not drawn" if left_out else ""
+        ax.set_title(f"{regime}{note}", fontsize=9)
         ax.set_xlabel("training step")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
         ax.grid(alpha=0.3)
@@ -139,14 +166,35 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     _save(fig, path)
 
 
+def run_timeline_figure(timeline: pd.DataFrame, column: str, label: str, title: str, path: Path) -> None:
+    """One run's timeline (the research group's `cka_timeline.png`): its value at each step, the
+    mean over steps dashed, the bootstrap interval as a band where it was computed."""
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    ax.plot(timeline["step"], timeline[column], marker="o", label=label)
+    if "cka_low" in timeline:
+        ax.fill_between(timeline["step"], timeline["cka_low"], timeline["cka_high"], alpha=0.2,
+                        label="bootstrap interval")
+    mean = float(timeline[column].mean())
+    ax.axhline(mean, linestyle="--", color="0.4", label=f"mean over steps: {mean:.4f}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(label)
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10, wrap=True)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def kinds_figure(groups: pd.DataFrame, tests: pd.DataFrame, label: str, title: str, path: Path) -> None:
     """Same-task cross-seed against different-task similarity (the "intra-task vs inter-task"
     comparison), a panel per regime and a pair of points per layer: mean over seed pairings,
     bars their 95% t interval (stats.group_summary); each pair is annotated with its paired test
     (stats.compare_kinds). Both tables hold one setting's same-layer comparisons."""
     regimes = sorted(tests["regime"].unique())
-    fig, axes = plt.subplots(1, len(regimes), figsize=(max(6.0, 4.5 * len(regimes)), 4.4), sharey=True,
-                             squeeze=False)
+    fig = Figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.4))
+    axes = fig.subplots(1, len(regimes), sharey=True, squeeze=False)
     cells = groups.set_index(["regime", "layer", "kind"])
     for ax, regime in zip(axes[0], regimes):
         layers = sorted(tests.loc[tests["regime"] == regime, "layer"])
@@ -179,8 +227,8 @@ def layer_map_figure(groups: pd.DataFrame, label: str, title: str, path: Path) -
     cells, counts = different["mean"], different["n_comparisons"]
     regimes = sorted(different.index.unique("regime"))
     vmin, vmax = cells.min(), cells.max()
-    fig, axes = plt.subplots(1, len(regimes), figsize=(4.2 * len(regimes) + 1, 4), squeeze=False,
-                             layout="constrained")
+    fig = Figure(figsize=(4.2 * len(regimes) + 1, 4), layout="constrained")
+    axes = fig.subplots(1, len(regimes), squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         grid = cells[regime].unstack("layer_b")
         n = counts[regime].unstack("layer_b").reindex_like(grid)
