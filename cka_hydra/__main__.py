@@ -5,9 +5,13 @@
 """
 
 import importlib.util
+import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
 
 from cka_hydra.app import main, report
 
@@ -16,11 +20,12 @@ from cka_hydra.app import main, report
 _NUMERIC_GROUP = re.compile(r"(?P<key>[+~]?(?:pair|seed_pair|layer))=(?P<values>\w+(?:,\w+)*)")
 
 
-# Named configs of conf/ that may be given as a bare word: `python -m cka_hydra -m sweep`.
+# Named configs of conf/ that may be given as a bare word: `python -m cka_hydra -m sweep`; a
+# user's --config-dir adds the primary configs at its top (`-m my_study` for my_study.yaml).
 CONFIG_NAMES = ("sweep",)
 
 
-def hydra_argv(args: Sequence[str]) -> list[str]:
+def hydra_argv(args: Sequence[str], config_names: Sequence[str] = CONFIG_NAMES) -> list[str]:
     """The command line as Hydra must see it.
 
     `sweep` -> `--config-name=sweep`; `pair=1_2` -> `pair='1_2'`; `layer=3,6` -> `layer='3','6'`.
@@ -28,7 +33,7 @@ def hydra_argv(args: Sequence[str]) -> list[str]:
     out = []
     for arg in args:
         match = _NUMERIC_GROUP.fullmatch(arg)
-        if arg in CONFIG_NAMES:
+        if arg in config_names:
             arg = f"--config-name={arg}"
         elif match:
             arg = match["key"] + "=" + ",".join(f"'{value}'" for value in match["values"].split(","))
@@ -41,15 +46,43 @@ _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config
                      "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 
 
-def stray_word(args: Sequence[str]) -> str | None:
+def stray_word(args: Sequence[str], config_names: Sequence[str] = CONFIG_NAMES) -> str | None:
     """The message for a bare word that is neither a command nor a flag's value (`-m swep`,
     which Hydra would report as "missing EQUAL at '<EOF>'"), or None."""
     for before, arg in zip(["", *args], args):
-        if "=" not in arg and not arg.startswith("-") and arg not in (*CONFIG_NAMES, "report") \
+        if "=" not in arg and not arg.startswith("-") and arg not in (*config_names, "report") \
                 and before not in _FLAGS_WITH_VALUE:
-            return (f"Error: {arg}: not a command; the commands are -m sweep and report, and settings are "
+            extra = "".join(f", -m {name}" for name in config_names if name not in CONFIG_NAMES)
+            return (f"Error: {arg}: not a command; the commands are -m sweep{extra} and report, and settings are "
                     "key=value (python -m cka_hydra --help)")
     return None
+
+
+_CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def take_config_dir(args: list[str]) -> Path | None:
+    """Remove `--config-dir DIR` (or `-cd DIR`, `--config-dir=DIR`) from args and return DIR,
+    resolved; the plugin hydra_plugins.cka_hydra_configs then searches it before the packaged
+    configs. Refuses a DIR that is no folder."""
+    for i, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if flag in _CONFIG_DIR_FLAGS:
+            if not equals:
+                if i + 1 == len(args):
+                    sys.exit(f"Error: {arg}: expected a folder after it (the user's configs: regime/, measure/, ...)")
+                value = args.pop(i + 1)
+            del args[i]
+            folder = Path(value.strip()).expanduser().resolve()
+            if not folder.is_dir():
+                sys.exit(f"Error: --config-dir {value}: no such folder (expected a folder of configs, such as "
+                         "regime/pt1.yaml)")
+            return folder
+    return None
+
+
+# the report's list setting given without brackets
+_BARE_LIST = re.compile(r"exclude=(?!\[).+")
 
 
 # Launchers that need the optional extra: pip install "cka-hydra[slurm]"
@@ -66,14 +99,23 @@ def missing_extra(args: Sequence[str]) -> str | None:
 
 def run() -> None:
     args = sys.argv[1:]
-    message = stray_word(args) or missing_extra(args)
+    config_dir = take_config_dir(args)
+    config_names = CONFIG_NAMES
+    if config_dir is None:
+        os.environ.pop(USER_CONFIG_DIR, None)
+    else:
+        os.environ[USER_CONFIG_DIR] = str(config_dir)
+        config_names = (*CONFIG_NAMES, *sorted(p.stem for p in config_dir.glob("*.yaml") if p.stem not in CONFIG_NAMES))
+    message = stray_word(args, config_names) or missing_extra(args)
     if message:
         sys.exit(message)
     task = main
     if "report" in args:  # a task of its own, with conf/report.yaml
         args.remove("report")
         task = report
-    sys.argv[1:] = hydra_argv(args)
+        # exclude=pt2-7 or exclude=pt2-7,pt3-7: Hydra would read a string, or a sweep, not a list
+        args = [f"exclude=[{arg.split('=', 1)[1]}]" if _BARE_LIST.fullmatch(arg) else arg for arg in args]
+    sys.argv[1:] = hydra_argv(args, config_names)
     try:
         task()
     except KeyboardInterrupt:  # Ctrl-C before a sweep's own handling starts (or in a single run)

@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cka_hydra import run_folder
-from cka_hydra.config import check_regime_file, register, report_config, run_config
+from cka_hydra.config import check_regime_file, regime_exclusions, register, report_config, run_config
 from cka_hydra.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ class RunChecks(Callback):
             raise SystemExit(f"Error: {err}") from None
         if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
             log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
+            if run.save_timeline_plot:
+                from cka_hydra.job import draw_timeline
+
+                draw_timeline(run_dir, only_if_missing=True)
             sys.exit(0)
 
 
@@ -97,7 +101,9 @@ def report(cfg: DictConfig) -> None:
 
     try:
         settings = report_config(cfg)
-        write_report(Path(settings.sweep_dir).resolve(), Path(settings.out_dir).resolve())
+        write_report(Path(settings.sweep_dir).resolve(), Path(settings.out_dir).resolve(), settings.exclude,
+                     regime_exclusions(HydraConfig.get().runtime.config_sources), settings.allow_excluded,
+                     settings.min_runs)
     except InputError as err:
         log.error("%s", err)
         sys.exit(1)

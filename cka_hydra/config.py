@@ -21,14 +21,14 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from cka_hydra import run_folder
 from cka_hydra.errors import InputError
 from cka_hydra.filters import STUDY_FILTER, parse_filter
-from cka_hydra.pairs import Comparison
+from cka_hydra.pairs import Comparison, instance_name, model_name, regime_instances
 from cka_hydra.store import Layout
 
 DEMO_STORE = Path("outputs", "demo_store")
 # Keys that say which comparison a job is: they make the run folder's path.
 COMPARISON_KEYS = ("regime", "pair", "seed_pair", "layer", "layer_b")
 # Keys that decide how or whether a job runs, never what it computes.
-HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap")
+HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap", "allow_excluded", "save_timeline_plot")
 
 
 @dataclass
@@ -40,29 +40,64 @@ class RegimeConfig:
     original_dir: str = MISSING
     seed_dir: str = MISSING
     representations_dir: str = MISSING
+    # model (every seed) or instance -> why it is left out: never planned, refused in a single
+    # run (allow_excluded=true runs it), left out of the report
+    exclude: Dict[str, str] = field(default_factory=dict)
+    # instance -> its folder below data.root, where it is not where original_dir/seed_dir say
+    # (a stand-in seed); results keep the instance's name
+    folders: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Names become folder names, and templates paths below data.root: none may leave them."""
         where = f"regime {self.name!r}"
-        named = [("name", self.name), *(("seeds", seed) for seed in self.seeds),
-                 *(("models", task) for tasks in self.models.values() for task in tasks)]
+        named = [(("name",), self.name), *((("seeds", i), seed) for i, seed in enumerate(self.seeds)),
+                 *((("models", index, i), task) for index, tasks in self.models.items() for i, task in enumerate(tasks))]
         for key, value in named:
             if not _PLAIN_NAME.fullmatch(str(value)):
-                raise InputError(f"{where}: {key}: {str(value)!r} is not a plain name (letters, digits, '_', '-', "
-                                 "'.'; no path separator or '..'): it names folders")
+                raise RegimeError(key, f"{where}: {key[0]}: {str(value)!r} is not a plain name (letters, digits, '_', "
+                                  "'-', '.'; no path separator or '..'): it names folders")
         for key, placeholders in Layout.PLACEHOLDERS.items():
             template = getattr(self, key)
-            if PurePosixPath(template).is_absolute() or ".." in PurePosixPath(template).parts or "\\" in template:
-                raise InputError(f"{where}: {key}={template!r}: expected a relative path below data.root, without '..'")
+            if not _relative(template):
+                raise RegimeError((key,), f"{where}: {key}={template!r}: expected a relative path below data.root, "
+                                  "without '..'")
             try:
                 names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
             except ValueError as err:  # an unclosed brace
                 names = {f"({err})"}
             if not names <= placeholders:
-                raise InputError(f"{where}: {key}={template!r}: its placeholders may be "
-                                 f"{', '.join('{' + p + '}' for p in sorted(placeholders))} only")
+                raise RegimeError((key,), f"{where}: {key}={template!r}: its placeholders may be "
+                                  f"{', '.join('{' + p + '}' for p in sorted(placeholders))} only")
         if not self.models or not self.seeds:
-            raise InputError(f"{where}: expected at least one model and one seed")
+            raise RegimeError(("models",), f"{where}: expected at least one model and one seed")
+        instances = regime_instances(self.name, self.models, self.seeds)
+        models = [model_name(self.name, index) for index in self.models]
+        known = (f"its models are {models[0]} ... {models[-1]}, its seeds {', '.join(self.seeds)}: "
+                 f"e.g. {models[-1]} or {instance_name(models[-1], self.seeds[-1])}")
+        for name, reason in self.exclude.items():
+            if name not in models and name not in instances:
+                raise RegimeError(("exclude", name), f"{where}: exclude: {name} is no model or instance of it "
+                                  f"({known})")
+            if not str(reason or "").strip():
+                raise RegimeError(("exclude", name), f"{where}: exclude: {name}: expected the reason it is left out")
+        for name, folder in self.folders.items():
+            if name not in instances:
+                raise RegimeError(("folders", name), f"{where}: folders: {name} is no instance of it ({known})")
+            if not _relative(folder) or not str(folder).strip("/"):
+                raise RegimeError(("folders", name), f"{where}: folders: {name}: {folder!r}: expected a relative "
+                                  "path below data.root, without '..'")
+
+
+def _relative(path: str) -> bool:
+    return not (PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts or "\\" in path)
+
+
+class RegimeError(InputError):
+    """A regime's value that is not valid, with its key in the regime (for the line of its file)."""
+
+    def __init__(self, key: tuple, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 # a name that is one folder name: never '..', '/', or empty
@@ -206,6 +241,10 @@ class RunConfig:
     overwrite: bool = False
     # compare two models that share a training task
     allow_overlap: bool = False
+    # compare an instance that its regime's `exclude` leaves out
+    allow_excluded: bool = False
+    # also draw the timeline as <measure>_timeline.png beside it (not part of the result)
+    save_timeline_plot: bool = False
 
     def __post_init__(self) -> None:
         self.checkpoints = _checkpoint_spec(self.checkpoints)
@@ -264,6 +303,17 @@ class ReportConfig:
     # the sweep's folder (its hydra.sweep.dir); by default the one a sweep on data.root writes
     sweep_dir: str = "${cka_results_dir:${data.root}}"
     out_dir: str = "${sweep_dir}/report"
+    # models or instances to leave out of every table, figure and test: [pt2-7,pt3-7]
+    exclude: List[str] = field(default_factory=list)
+    # keep the comparisons the regimes' `exclude` entries leave out (and runs made with allow_excluded)
+    allow_excluded: bool = False
+    # a setting with fewer runs is listed without figures of its own (a one-off check); 7: the
+    # narrowest sweep, pt3's 7 model pairs at one layer and seed pairing
+    min_runs: int = 7
+
+    def __post_init__(self) -> None:
+        if self.min_runs < 1:
+            raise InputError(f"min_runs={self.min_runs}: expected 1 or more runs")
 
 
 def run_config(cfg: DictConfig) -> RunConfig:
@@ -276,26 +326,74 @@ def run_config(cfg: DictConfig) -> RunConfig:
 
 
 def check_regime_file(cfg: DictConfig) -> None:
-    """Refuse a regime file that lists a key twice, e.g. a model index: OmegaConf's YAML loader
-    checks only string keys and keeps the last of two `1:` entries. The file is found as Hydra
-    finds it, in the first config source holding it, from the composed config's `hydra` node.
-    Called where a run or sweep is checked before it starts, not per job: it reads the file."""
+    """Check the composed config's regime against the file it came from, naming the file and line
+    of what is wrong: a key listed twice (OmegaConf's YAML loader checks only string keys and
+    keeps the last of two `1:` entries), and every value RegimeConfig refuses. The file is found
+    as Hydra finds it, in the first config source holding it. Called where a run or sweep is
+    checked before it starts, not per job: it reads the file."""
     hydra = cfg.hydra
-    choice = hydra.runtime.choices.regime
-    for source in hydra.runtime.config_sources:
+    path = regime_files(hydra.runtime.config_sources).get(hydra.runtime.choices.regime)
+    text = path.read_text() if path is not None else None
+    if text is not None:
+        try:
+            yaml.load(text, Loader=_UniqueKeyLoader)
+        except _RepeatedKey as err:
+            raise InputError(f"{path}, line {err.line}: {err.key} is listed twice (YAML would keep only the "
+                             "last)") from None
+    try:
+        OmegaConf.to_object(cfg.regime)
+    except RegimeError as err:
+        line = None if text is None else _line(yaml.compose(text), err.key)
+        if line is None:  # set on the command line, or not in the file
+            raise
+        raise InputError(f"{path}, line {line}: {err}") from None
+
+
+def regime_files(config_sources: Any) -> dict[str, Path]:
+    """Every regime file of the config sources (a Hydra config's hydra.runtime.config_sources),
+    by option name, each the first one Hydra finds: a user's --config-dir before the package."""
+    found: dict[str, Path] = {}
+    for source in config_sources:
         if source.schema == "pkg":
-            path = resources.files(source.path).joinpath("regime", f"{choice}.yaml")
+            folder: Any = resources.files(source.path).joinpath("regime")
         elif source.schema == "file":
-            path = Path(source.path, "regime", f"{choice}.yaml")
+            folder = Path(source.path, "regime")
         else:
             continue
-        if path.is_file():
-            try:
-                yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-            except _RepeatedKey as err:
-                raise InputError(f"{path}, line {err.line}: {err.key} is listed twice (YAML would keep only the "
-                                 "last)") from None
-            return
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name.endswith(".yaml"):
+                    found.setdefault(entry.name[:-len(".yaml")], Path(str(entry)))
+    return found
+
+
+def regime_exclusions(config_sources: Any) -> dict[str, str]:
+    """What the regime files of the config sources exclude: model or instance -> reason (and file)."""
+    reasons = {}
+    for choice, path in regime_files(config_sources).items():
+        try:
+            exclude = (yaml.safe_load(path.read_text()) or {}).get("exclude") or {}
+        except (OSError, yaml.YAMLError, AttributeError):  # a broken file: the runs say what is wrong
+            continue
+        reasons |= {str(name): f"{reason} (regime/{choice}.yaml)" for name, reason in exclude.items()}
+    return reasons
+
+
+def _line(node: Any, key: tuple) -> int | None:
+    """The line of a key path in a composed YAML document, or None where it is not there."""
+    line = None
+    for part in key:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not match:
+                return line
+            line, node = match[0][0].start_mark.line + 1, match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
 
 
 class _RepeatedKey(Exception):

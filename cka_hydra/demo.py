@@ -51,6 +51,8 @@ class DemoSpec:
     # store representations_flat as a copy of its own, as the real files do (twice the size);
     # the demo store keeps one storage for both keys
     flat_copy: bool = False
+    # every model's seeds; None: the regime file's (orig, 1, 2)
+    seeds: tuple[str, ...] | None = None
 
 
 def load_regime(name: str) -> dict:
@@ -124,7 +126,7 @@ def write_store(root: Path, spec: DemoSpec = DemoSpec()) -> None:
             for task in tasks:
                 task_maps.setdefault(task, _fourier_features(coords, task))
             model = model_name(regime_name, index)
-            for seed in regime["seeds"]:
+            for seed in spec.seeds or regime["seeds"]:
                 instance = f"{model}/{seed}"
                 order = _rng("rows", spec.seed, instance).permutation(len(cities))
                 city_info = [cities[i] for i in order]

@@ -8,7 +8,8 @@ Grammar, as in the research group's configs:
 
 `||` binds more loosely than `&&`. A term holds when `re.match(regex, value)` succeeds,
 i.e. the regex matches at the start of the field's string value. Whitespace around
-terms is ignored; a regex cannot itself contain `&&` or `||`.
+terms, fields and regexes is ignored (`region: ^Asia` is `region:^Asia`; write a space that
+belongs to a regex's start or end as `[ ]`); a regex cannot itself contain `&&` or `||`.
 
 Fields are the keys of a city's `city_info` entry, plus two derived ones:
 `city_id` (the entry's `city_id`, else its `row_id`) and `region` (the entry's
@@ -34,6 +35,12 @@ def city_id(city: City) -> str:
     return "" if value is None else str(value)
 
 
+def id_kinds(cities: Sequence[City]) -> frozenset[str]:
+    """Which ids a city list identifies its cities by: `city_id`, `row_id`, or both. Two lists
+    identified by different kinds cannot be matched: a row number is no city's id."""
+    return frozenset("city_id" if "city_id" in city else "row_id" for city in cities)
+
+
 def city_field(city: City, field: str) -> str:
     """The string value a filter term tests; missing values read as ''."""
     if field == "city_id":
@@ -49,6 +56,10 @@ def city_field(city: City, field: str) -> str:
 class Term:
     field: str
     pattern: re.Pattern[str]
+
+    @property
+    def text(self) -> str:
+        return f"{self.field}:{self.pattern.pattern}"
 
     def holds(self, city: City) -> bool:
         return self.pattern.match(city_field(city, self.field)) is not None
@@ -86,6 +97,13 @@ class CityFilter:
             )
         return [i for i, city in enumerate(cities) if self.keeps(city)]
 
+    def dead_terms(self, *city_lists: Sequence[City]) -> list[str]:
+        """The terms that hold for no city of any of the lists: almost always a typo (`region:^Asai`)
+        that silently narrows an `||` or empties an `&&`."""
+        terms = dict.fromkeys(term for conjunction in self.alternatives for term in conjunction)
+        return [term.text for term in terms
+                if not any(term.holds(city) for cities in city_lists for city in cities)]
+
 
 def parse_filter(text: str | None, setting: str = "city_filter") -> CityFilter:
     """Parse a filter expression, the value of `setting`; raises FilterError naming the bad term."""
@@ -97,7 +115,7 @@ def parse_filter(text: str | None, setting: str = "city_filter") -> CityFilter:
         for raw in conjunction.split("&&"):
             term = raw.strip()
             field, sep, regex = term.partition(":")
-            field = field.strip()
+            field, regex = field.strip(), regex.strip()
             if not sep or not field:
                 raise FilterError(
                     f"{setting}: term {term!r} is not of the form field:regex "

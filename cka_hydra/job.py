@@ -21,9 +21,9 @@ from cka_hydra.cka import (
 )
 from cka_hydra.config import Kernel, Measure, RunConfig, default_settings
 from cka_hydra.errors import InputError
-from cka_hydra.filters import CityFilter, city_id
+from cka_hydra.filters import CityFilter, city_id, id_kinds
 from cka_hydra.plan import MIN_CITIES, JobPlan, PCASpec, Side, check_device, check_pca_cities, preflight
-from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, common_rows, load_cities, load_matrix
+from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, check_id_kinds, common_rows, load_cities, load_matrix
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ def resolve_device(spec: str, job_num: int = 0) -> torch.device:
     return torch.device(spec)
 
 
-def kept_cities(folder: Path, city_filter: CityFilter) -> tuple[int, np.ndarray, np.ndarray]:
-    """A checkpoint's number of cities, the rows city_filter keeps, and their ids (as arrays).
+def kept_cities(folder: Path, city_filter: CityFilter) -> tuple[int, np.ndarray, np.ndarray, frozenset[str]]:
+    """A checkpoint's number of cities, the rows city_filter keeps, their ids (as arrays), and the
+    kinds of id its city list uses (filters.id_kinds).
 
     Cached in the process, keyed by metadata.json's inode, size and modification time: a
     worker's jobs share instances, and parsing and filtering a city list costs as much as a
@@ -53,10 +54,12 @@ def kept_cities(folder: Path, city_filter: CityFilter) -> tuple[int, np.ndarray,
 
 
 @functools.lru_cache(maxsize=128)  # a sweep's (regime, layer) holds 21 instances x K checkpoints
-def _kept_cities(folder: Path, stamp: tuple[int, int, int], city_filter: CityFilter) -> tuple[int, np.ndarray, np.ndarray]:
+def _kept_cities(folder: Path, stamp: tuple[int, int, int],
+                 city_filter: CityFilter) -> tuple[int, np.ndarray, np.ndarray, frozenset[str]]:
     cities = load_cities(folder)
     kept = city_filter.select(cities)
-    return len(cities), np.array(kept, dtype=np.int64), np.array([city_id(cities[i]) for i in kept], dtype=str)
+    return (len(cities), np.array(kept, dtype=np.int64), np.array([city_id(cities[i]) for i in kept], dtype=str),
+            id_kinds(cities))
 
 
 def aligned(
@@ -67,7 +70,9 @@ def aligned(
 
     With pca, each side is first replaced by its principal component scores: its own PCA,
     fitted on the cities pca.fit keeps, applied to all of its cities."""
-    (n_a, kept_a, ids_a), (n_b, kept_b, ids_b) = kept_cities(folder_a, city_filter), kept_cities(folder_b, city_filter)
+    (n_a, kept_a, ids_a, kinds_a), (n_b, kept_b, ids_b, kinds_b) = (kept_cities(folder_a, city_filter),
+                                                                    kept_cities(folder_b, city_filter))
+    check_id_kinds(kinds_a, kinds_b, str(folder_a / METADATA_FILE), str(folder_b / METADATA_FILE))
     rows_a, rows_b = common_rows(ids_a.tolist(), ids_b.tolist(), str(folder_a), str(folder_b))
     if len(rows_a) < MIN_CITIES:
         raise InputError(
@@ -125,8 +130,36 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
         start = time.perf_counter()  # its seconds: this job's work, not the wait
         if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
             log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
+            if run.save_timeline_plot:
+                draw_timeline(run_dir, only_if_missing=True)
             return {"status": "skipped", "seconds": time.perf_counter() - start}
-        return _compute(run, plan, run_dir, results_dir, job_num, start)
+        result = _compute(run, plan, run_dir, results_dir, job_num, start)
+        if run.save_timeline_plot:
+            draw_timeline(run_dir)
+        return result
+
+
+def draw_timeline(run_dir: Path, only_if_missing: bool = False) -> None:
+    """Draw run_dir's timeline beside it (run_folder.timeline_plot_file): not part of the result,
+    so a finished result gets its figure without being recomputed."""
+    import pandas as pd
+
+    from cka_hydra.figures import run_timeline_figure  # matplotlib: only for runs that draw
+
+    summary = run_folder.read_result(run_dir)
+    if summary is None:
+        return
+    measure = summary.get("measure", "cka")
+    path = run_dir / run_folder.timeline_plot_file(measure)
+    if only_if_missing and path.exists():
+        return
+    column = run_folder.VALUE_COLUMNS[measure]
+    layers = (f"layer {summary['layer']}" if summary["layer"] == summary["layer_b"]
+              else f"layers {summary['layer']} vs {summary['layer_b']}")
+    label = summary.get("label") or "default settings"
+    run_timeline_figure(pd.read_csv(run_dir / run_folder.TIMELINE_FILE), column, column,
+                        f"{summary['exp1']} vs {summary['exp2']}, {layers}\n[{label}]", path)
+    log.info("drew %s", path)
 
 
 def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | None, job_num: int,
@@ -169,6 +202,10 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
         "measure": run.measure.name.value,
         "tasks_a": a.tasks,
         "tasks_b": b.tasks,
+        "folder_a": a.folder,  # the folders read, below data_root (a stand-in's where the regime names one)
+        "folder_b": b.folder,
+        "last_step_a": max(plan.checkpoints_a),  # each side's last step: `final` is the last both hold
+        "last_step_b": max(plan.checkpoints_b),
         "n_checkpoints": len(steps),
         "n_cities": n_cities[-1],
         **{f"{name}_value": value for name, value in statistics.items()},
@@ -180,6 +217,9 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
         "settings": plan.settings,
         "inputs": plan.inputs,
     }
+    left_out = {side.instance: side.excluded for side in (a, b) if side.excluded}
+    if left_out:  # compared with allow_excluded: the report leaves it out unless told otherwise
+        summary["excluded"] = left_out
     if plan.pca is not None:  # and how many cities each side's last PCA was fitted on
         fitted = [len(kept_cities(checkpoints[steps[-1]], plan.pca.fit)[1])
                   for checkpoints in (plan.checkpoints_a, plan.checkpoints_b)]

@@ -5,7 +5,7 @@ no files, no Hydra.
 """
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -20,6 +20,21 @@ def model_name(regime: str, index: int) -> str:
 def instance_name(model: str, seed: str) -> str:
     """A model at a seed, as the store and result folders name it: `pt2-1`, `pt2-1_seed1`."""
     return model if seed == ORIGINAL_SEED else f"{model}_seed{seed}"
+
+
+def regime_instances(regime: str, models: Iterable[int], seeds: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """Every instance of a regime by name: `pt1-5_seed2` -> (5, "2")."""
+    return {instance_name(model_name(regime, index), seed): (index, seed) for index in models for seed in seeds}
+
+
+def excluded(exclude: Mapping[str, str], regime: str, index: int, seed: str) -> str | None:
+    """The name under which a regime's `exclude` leaves out model `index` at `seed` (the model's
+    own name leaves out every seed), or None."""
+    model = model_name(regime, index)
+    for name in (instance_name(model, seed), model):
+        if name in exclude:
+            return name
+    return None
 
 
 def shared_tasks(tasks_a: Sequence[str], tasks_b: Sequence[str]) -> list[str]:
@@ -78,6 +93,7 @@ def plan_comparisons(
     pairs: Sequence[tuple[int, int]] | None = None,
     self_pairs: bool = False,
     layers_b: Sequence[int] | None = None,
+    exclude: Mapping[str, str] | None = None,
 ) -> tuple[list[Comparison], dict[str, int]]:
     """Every valid comparison of one regime, and how many candidates each rule removed.
 
@@ -85,6 +101,8 @@ def plan_comparisons(
     `pairs` names them) times the seed pairs times the layer pairs: each layer with itself,
     or with each of `layers_b` (the second model's layers: a layer map). Rules, in order:
     - "shared training task": two different models that share a task are never compared;
+    - "excluded NAME (REASON)": an instance that `exclude` (a regime's entries: model or
+      instance name -> reason) leaves out is never compared;
     - "same comparison twice": every measure is symmetric, so an unordered pair of
       (model, seed, layer) is compared once (this only bites a model paired with itself;
       model 1 at layer 3 against model 2 at layer 5 is another comparison than 2 at 3 against 1 at 5).
@@ -94,13 +112,18 @@ def plan_comparisons(
         pairs = [(a, b) for a in indices for b in indices if a < b or (self_pairs and a == b)]
     layer_pairs = ([(layer, layer) for layer in layers] if layers_b is None
                    else list(itertools.product(layers, layers_b)))
-    removed = {"shared training task": 0, "same comparison twice": 0}
+    exclude = exclude or {}
+    removed = {"shared training task": 0, **{f"excluded {name} ({reason})": 0 for name, reason in exclude.items()},
+               "same comparison twice": 0}
     seen: set[frozenset[tuple[int, str, int]]] = set()
     kept = []
     for (a, b), (seed_a, seed_b), (layer, layer_b) in itertools.product(pairs, seed_pair_list, layer_pairs):
         sides = frozenset({(a, seed_a, layer), (b, seed_b, layer_b)})
+        left_out = excluded(exclude, regime, a, seed_a) or excluded(exclude, regime, b, seed_b)
         if a != b and shared_tasks(models[a], models[b]):
             removed["shared training task"] += 1
+        elif left_out:
+            removed[f"excluded {left_out} ({exclude[left_out]})"] += 1
         elif sides in seen:
             removed["same comparison twice"] += 1
         else:

@@ -3,6 +3,7 @@ folder listings, before anything is computed. Reads no data file but the first s
 lists, and imports no torch: the sweeper's process plans every job with it.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,11 @@ from cka_hydra import run_folder
 from cka_hydra.config import DEVICE, DataConfig, RunConfig, settings
 from cka_hydra.errors import FilterError, InputError
 from cka_hydra.filters import CityFilter, parse_filter
-from cka_hydra.pairs import instance_name, model_name, shared_tasks
-from cka_hydra.store import Layout, list_checkpoints, load_cities
+from cka_hydra.filters import id_kinds
+from cka_hydra.pairs import excluded, instance_name, model_name, shared_tasks
+from cka_hydra.store import METADATA_FILE, Layout, check_id_kinds, list_checkpoints, load_cities
 
+log = logging.getLogger(__name__)
 # the fewest cities a comparison compares, and a PCA is fitted on
 MIN_CITIES = 10
 
@@ -27,6 +30,8 @@ class Side:
     seed: str
     tasks: list[str]
     representations_dir: Path
+    folder: str  # the instance's folder below data.root (a stand-in's, where the regime names one)
+    excluded: str | None = None  # why the regime leaves it out, when allow_excluded compares it anyway
 
     @property
     def instance(self) -> str:
@@ -45,7 +50,7 @@ def data_root(data: DataConfig) -> Path:
 def sides(run: RunConfig, root: Path) -> tuple[Side, Side]:
     """The two instances the config names, after checking them against the regime."""
     regime, pair, seed_pair = run.regime, run.pair, run.seed_pair
-    layout = Layout(regime.original_dir, regime.seed_dir, regime.representations_dir)
+    layout = Layout(regime.original_dir, regime.seed_dir, regime.representations_dir, regime.folders)
     for index in (pair.a, pair.b):
         if index not in regime.models:
             raise InputError(
@@ -67,7 +72,12 @@ def sides(run: RunConfig, root: Path) -> tuple[Side, Side]:
 
     def side(index: int, seed: str, tasks: list[str], layer: int) -> Side:
         model = model_name(regime.name, index)
-        return Side(model, seed, tasks, layout.representations_path(root, model, seed, tasks[0], layer))
+        left_out = excluded(regime.exclude, regime.name, index, seed)
+        if left_out and not run.allow_excluded:
+            raise InputError(f"{instance_name(model, seed)}: regime {regime.name} excludes {left_out} "
+                             f"({regime.exclude[left_out]}); set allow_excluded=true to compare it anyway")
+        return Side(model, seed, tasks, layout.representations_path(root, model, seed, tasks[0], layer),
+                    layout.instance_dir(model, seed), regime.exclude[left_out] if left_out else None)
 
     return side(pair.a, seed_pair.a, tasks_a, run.layer), side(pair.b, seed_pair.b, tasks_b, run.layer_b)
 
@@ -78,6 +88,9 @@ def select_steps(spec: str | list[int], steps_a: Sequence[int], steps_b: Sequenc
     if not common:
         raise InputError(f"{a} and {b} share no checkpoint step: {a} has {list(steps_a)}, {b} has {list(steps_b)}")
     if spec == "final":
+        if steps_a[-1] != steps_b[-1]:  # one side has later steps: say which step "final" is
+            log.warning("checkpoints=final: %s's last step is %d, %s's is %d; comparing step %d, the last both hold",
+                        a, steps_a[-1], b, steps_b[-1], common[-1])
         return [common[-1]]
     if spec == "all":
         return common
@@ -153,14 +166,24 @@ def plan_job(run: RunConfig) -> JobPlan:
 
 def check_city_filter(plan: JobPlan) -> None:
     """Refuse a filter field that no city of the job's first step has, in city_filter or
-    measure.pca_filter, and a PCA filter that keeps fewer cities than the PCA needs (reads the
-    first step's metadata only)."""
+    measure.pca_filter, a PCA filter that keeps fewer cities than the PCA needs, and city lists
+    whose ids are of different kinds; log each filter term that keeps no city of either side
+    (reads the first step's metadata only)."""
     step = plan.steps[0]
+    city_lists = []
     for side, checkpoints in ((plan.a, plan.checkpoints_a), (plan.b, plan.checkpoints_b)):
         cities = load_cities(checkpoints[step])
+        city_lists.append(cities)
         plan.city_filter.select(cities)
         if plan.pca is not None:
             check_pca_cities(plan.pca, len(plan.pca.fit.select(cities)), len(cities), side.instance, step)
+    for city_filter in {plan.city_filter.setting: plan.city_filter, **({plan.pca.fit.setting: plan.pca.fit}
+                                                                       if plan.pca else {})}.values():
+        for term in city_filter.dead_terms(*city_lists):
+            log.warning("%s: the term %r keeps no city of %s or %s at step %d (a typo?)", city_filter.setting.split()[0],
+                        term, plan.a.instance, plan.b.instance, step)
+    check_id_kinds(id_kinds(city_lists[0]), id_kinds(city_lists[1]), str(plan.checkpoints_a[step] / METADATA_FILE),
+                   str(plan.checkpoints_b[step] / METADATA_FILE))
 
 
 def check_pca_cities(pca: PCASpec, kept: int, of: int, instance: str, step: int) -> None:

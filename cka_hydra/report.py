@@ -12,7 +12,9 @@ import pandas as pd
 
 from cka_hydra import figures
 from cka_hydra.atomic import atomic_path, write_atomic, write_table
-from cka_hydra.results import DEFAULT_SETTING, collect
+from cka_hydra.config import ReportConfig
+from cka_hydra.errors import InputError
+from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
 from cka_hydra.stats import DIFFERENT_TASK, compare_kinds, compare_regimes, final_values, group_summary
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,35 @@ get no interval or test."""
 REPORT_FILE = "report.json"  # what the last report found and wrote; the next one removes those files first
 
 
-def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
+def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = None,
+                 regime_exclude: dict[str, str] | None = None, allow_excluded: bool = False,
+                 min_runs: int = ReportConfig.min_runs) -> dict[str, Any]:
     """Write every table and figure of the report into out_dir, in place of the previous
-    report's files; returns what was found and written."""
+    report's files; returns what was found and written.
+
+    Comparisons of the models or instances that `exclude` names are left out of every table,
+    figure and test, and so (unless allow_excluded) are those the regimes exclude
+    (regime_exclude: name -> reason) and those computed with allow_excluded. Settings with fewer
+    than min_runs runs get no figures."""
     results, left_out, meanings = collect(sweep_dir, exclude=out_dir)
+    exclude = [name.strip() for name in exclude or []]
+    known = {*results["instance_a"], *results["instance_b"], *results["model_a"], *results["model_b"]}
+    unknown = [name for name in exclude if name not in known]
+    if unknown:
+        models = sorted({*results["model_a"], *results["model_b"]})
+        raise InputError(f"exclude={','.join(unknown)}: no model or instance of these results has that name "
+                         f"(their models: {', '.join(models)}; an instance: {models[-1]}_seed1)")
+    reasons = {} if allow_excluded else dict(regime_exclude or {})
+    reasons |= {name: "exclude= of this report" for name in exclude}
+    results, excluded = leave_out(results, reasons, allow_excluded)
+    for name, what in excluded.items():
+        log.info("left out %s (%s): %d runs", name, what["reason"], what["runs"])
+    if results.empty:
+        raise InputError(f"no results under {sweep_dir} are left once {', '.join(excluded)} are excluded")
+    meanings = {label: meaning for label, meaning in meanings.items() if label in set(results["setting"])}
     n_runs = results["run_dir"].nunique()
-    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(left_out.items())) or "none"
+    skipped = ", ".join([f"{n} {reason}" for reason, n in sorted(left_out.items())]
+                        + [f"{what['runs']} of {name} (excluded)" for name, what in excluded.items()]) or "none"
     log.info("read %d runs from %s; left out: %s", n_runs, sweep_dir, skipped)
     settings = sorted(meanings)
     runs = results.groupby("setting")["run_dir"].nunique()
@@ -63,6 +88,10 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
         log.info("setting %s: %d runs (%s)", setting, runs[setting], meanings[setting])
     if len(settings) > 1:
         log.info("results of %d settings: each is reported on its own, never pooled", len(settings))
+    drawn = [setting for setting in settings if runs[setting] >= min_runs]
+    if len(drawn) < len(settings):
+        log.info("%d settings with fewer than %d runs are listed without figures (min_runs=%d)",
+                 len(settings) - len(drawn), min_runs, min_runs)
     _remove_previous(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -82,11 +111,13 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
         "regime vs regime": compare_regimes(final),
     }
     images = []
-    for setting in settings:
+    for setting in drawn:
         images += _figures(results[results["setting"] == setting], final[final["setting"] == setting],
                            *(_of_setting(tables[name], setting) for name in ("groups", "same-task vs different-task")),
                            setting, out_dir)
-    stats_csv = pd.concat([t.assign(table=name) for name, t in tables.items() if len(t)], ignore_index=True)
+    # (no table has rows when every comparison is of an instance with itself)
+    stats_csv = pd.concat([t.assign(table=name) for name, t in tables.items() if len(t)] or [pd.DataFrame(
+        columns=["table"])], ignore_index=True)
     for column in (c for c in stats_csv if c.startswith("n_")):  # counts, not floats, where tables do not share them
         stats_csv[column] = pd.Series([None if pd.isna(v) else int(v) for v in stats_csv[column]], dtype=object)
     write_table(out_dir / "stats.csv", stats_csv)
@@ -97,11 +128,13 @@ def write_report(sweep_dir: Path, out_dir: Path) -> dict[str, Any]:
                      else "(no such comparisons in this sweep)", ""]
     write_atomic(out_dir / "stats.md", "\n".join(markdown))
     written += ["stats.csv", "stats.md", *images]
-    setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name]} for name in settings}
-    write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, setting_rows, images, tables, out_dir))
+    setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name], "figures": name in drawn}
+                    for name in settings}
+    write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, excluded, setting_rows, min_runs, images,
+                                               tables, out_dir))
     written.append("index.html")
-    found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "settings": setting_rows,
-             "files": written}
+    found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "excluded": excluded,
+             "min_runs": min_runs, "settings": setting_rows, "files": written}
     write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
     log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
     return found
@@ -134,18 +167,28 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, groups: pd.DataFrame, k
     after the measure: matrix_pt3_layer5_procrustes.png), from its results and its rows of the
     statistics tables (groups, same-task vs different-task). Everything but the layer map shows
     the comparisons of a layer with the same layer."""
-    names = []
+    names: list[str] = []
+    if final.empty:  # only comparisons of an instance with itself: nothing to draw
+        return names
     suffix = "" if setting == DEFAULT_SETTING else f"_{setting}"
     label = figures.similarity_label(final)
     same_layer = final[final["layer"] == final["layer_b"]]
     # one colour scale for every matrix of a setting, so that panels compare
     vmin, vmax = np.floor(final["similarity"].min() * 20) / 20, np.ceil(final["similarity"].max() * 20) / 20
     for (regime, layer), group in same_layer.groupby(["regime", "layer"]):
-        for kind, matrix in (("matrix", figures.instance_matrix(group)), ("models", figures.model_matrix(group))):
+        steps = group["step"].value_counts()
+        group = group.assign(other_step=group["step"] != steps.index[0])  # the most common final step
+        at = f"step {steps.index[0]}"
+        if len(steps) > 1:
+            at += (f"; * {int(group['other_step'].sum())} at other final steps "
+                   f"({', '.join(map(str, sorted(steps.index[1:])))}): a side lacks the later checkpoints")
+            log.warning("%s, layer %d [%s]: comparisons at different final steps: %s", regime, layer, setting,
+                        ", ".join(f"{n} at step {step}" for step, n in steps.items()))
+        for kind, matrix_of in (("matrix", figures.instance_matrix), ("models", figures.model_matrix)):
             name = f"{kind}_{regime}_layer{layer}{suffix}.png"
             what = "instances" if kind == "matrix" else "models (mean over seed pairings)"
-            figures.matrix_figure(matrix, f"{regime}, layer {layer}: {what}\n{label} [{setting}]", label, vmin, vmax,
-                                  out_dir / name)
+            figures.matrix_figure(matrix_of(group), f"{regime}, layer {layer}: {what}, {at}\n{label} [{setting}]",
+                                  label, vmin, vmax, out_dir / name, marked=matrix_of(group, "other_step"))
             names.append(name)
     different = same_layer[same_layer["kind"] == DIFFERENT_TASK]
     if len(different):
@@ -172,8 +215,8 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, groups: pd.DataFrame, k
     return names
 
 
-def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: dict[str, dict], images: list[str],
-          tables: dict[str, pd.DataFrame], out_dir: Path) -> str:
+def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict], settings: dict[str, dict],
+          min_runs: int, images: list[str], tables: dict[str, pd.DataFrame], out_dir: Path) -> str:
     """One self-contained page: trends and timelines, then statistics, then the matrices in a grid."""
 
     def figure(name: str) -> str:
@@ -191,7 +234,14 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, settings: dict[str, dict],
         f"<h1>CKA report</h1><p>{n_runs} runs from <code>{html.escape(str(sweep_dir))}</code>; left out: "
         f"{html.escape(skipped)}. Data: <a href='cka_results.csv'>cka_results.csv</a>, "
         "<a href='stats.csv'>stats.csv</a>, <a href='stats.md'>stats.md</a>.</p>",
-        "<h2>Settings</h2><p>Results of different settings are never pooled.</p>",
+        "<h2>Left out</h2>" + (pd.DataFrame([{"model or instance": name, **what} for name, what in excluded.items()])
+                               .to_html(index=False) if excluded else "<p>No model or instance.</p>")
+        + "<p>Every comparison of a model or instance named here is left out of every table, figure and test: "
+        "the report's <code>exclude=[...]</code>, the regimes' <code>exclude</code> entries, and runs computed with "
+        "<code>allow_excluded=true</code> (<code>report allow_excluded=true</code> keeps the last two).</p>",
+        "<h2>Settings</h2><p>Results of different settings are never pooled. A setting with fewer than "
+        f"{min_runs} runs (<code>min_runs</code>; the narrowest sweep, pt3 at one layer and seed pairing, has 7) is "
+        "a one-off check: it is listed here and in the statistics, without figures of its own.</p>",
         pd.DataFrame([{"setting": name, **row} for name, row in settings.items()]).to_html(index=False),
         "<h2>Trends, layer maps and timelines</h2><div class='grid'>",
         *(figure(name) for name in images if name not in matrices),

@@ -18,9 +18,9 @@ from cka_hydra.pairs import shared_tasks
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "setting", "settings", "measure", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b", "tasks_a",
-    "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased", "sigma_frac", "components", "step",
-    "final", "value", "similarity", "cka_low", "cka_high", "n_cities", "run_dir",
+    "setting", "settings", "measure", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b",
+    "instance_a", "instance_b", "tasks_a", "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased", "sigma_frac", "components", "step",
+    "final", "value", "similarity", "cka_low", "cka_high", "n_cities", "excluded", "run_dir",
 ]
 DEFAULT_SETTING = "default"  # the label of results computed with every default setting
 PROGRESS_EVERY = 200
@@ -89,11 +89,15 @@ def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
     rows = timeline.assign(
         measure=measure, regime=summary["regime"], layer=summary["layer"],
         layer_b=summary.get("layer_b", summary["layer"]), model_a=summary["model_a"], seed_a=summary["seed_a"],
-        model_b=summary["model_b"], seed_b=summary["seed_b"], tasks_a="+".join(tasks_a), tasks_b="+".join(tasks_b),
+        model_b=summary["model_b"], seed_b=summary["seed_b"], instance_a=summary["exp1"], instance_b=summary["exp2"],
+        tasks_a="+".join(tasks_a), tasks_b="+".join(tasks_b),
         n_shared_tasks=len(shared_tasks(tasks_a, tasks_b)), n_tasks_a=len(tasks_a), n_tasks_b=len(tasks_b),
         kernel=summary.get("kernel"), debiased=summary.get("debiased"), sigma_frac=summary.get("sigma_frac"),
         components=summary.get("components"), final=timeline["step"] == timeline["step"].max(), value=value,
-        similarity=1 - value if measure == "procrustes" else value, run_dir=str(run_dir),
+        similarity=1 - value if measure == "procrustes" else value,
+        # compared with allow_excluded although the regime leaves it out: "instance: reason"
+        excluded="; ".join(f"{name}: {why}" for name, why in (summary.get("excluded") or {}).items()),
+        run_dir=str(run_dir),
     )
     for column in ("cka_low", "cka_high"):
         if column not in rows:
@@ -116,3 +120,24 @@ def _setting_labels(summaries: list[dict]) -> tuple[list[str], dict[str, str]]:
         labels.append(label)
         meanings[label] = meaning
     return labels, meanings
+
+
+def leave_out(results: pd.DataFrame, exclude: dict[str, str], allow_excluded: bool = False,
+              ) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """The rows of the comparisons none of whose instances `exclude` names (name -> reason; a
+    model's name stands for each of its seeds), nor, unless allow_excluded, that were computed
+    with allow_excluded (their `excluded` column: "instance: reason"); and per name, its reason
+    and the runs it left out (each run under the first name that leaves it out)."""
+    def hits(names: dict[str, str]) -> pd.Series:
+        hit = pd.Series(None, index=results.index, dtype=object)
+        for column in ("model_a", "instance_a", "model_b", "instance_b"):
+            hit = hit.fillna(results[column].where(results[column].isin(list(names))))
+        return hit
+
+    reasons, hit = dict(exclude), hits(exclude)
+    if not allow_excluded:
+        marked = dict(part.split(": ", 1) for text in results["excluded"].unique() for part in text.split("; ") if part)
+        hit = hit.fillna(hits(marked))
+        reasons = {**marked, **reasons}
+    runs = results[hit.notna()].groupby(hit.dropna())["run_dir"].nunique()
+    return results[hit.isna()], {name: {"reason": reasons[name], "runs": int(n)} for name, n in runs.items()}

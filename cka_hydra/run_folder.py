@@ -43,6 +43,12 @@ DEMO = "demo"  # data_root.txt of a results dir computed from the built-in demo 
 VALUE_COLUMNS = {"cka": "cka", "pca_cka": "pca_cka", "procrustes": "procrustes_disparity"}
 
 
+def timeline_plot_file(measure: str) -> str:
+    """The run's own timeline figure (save_timeline_plot=true): `cka_timeline.png`, as the research
+    group's pair script names it, or after the measure: `procrustes_timeline.png`."""
+    return f"{measure}_timeline.png"
+
+
 def results_dir_name(data_root: str | None) -> str:
     """The default results dir: the demo's results never share a folder with real ones."""
     return "outputs/cka" if data_root is not None else "outputs/cka_demo"

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cka_hydra.errors import InputError
-from cka_hydra.pairs import ORIGINAL_SEED
+from cka_hydra.pairs import ORIGINAL_SEED, instance_name
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +32,8 @@ _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 class Layout:
     """Where an instance's representations live below the store root.
 
-    Each field is a Python format string with the placeholders PLACEHOLDERS names.
+    Each template is a Python format string with the placeholders PLACEHOLDERS names; `folders`
+    names the instances whose folder is elsewhere (`pt1-5_seed2` -> `revision/exp4/pt1-5_seed3`).
     """
 
     PLACEHOLDERS: ClassVar[dict[str, set[str]]] = {
@@ -41,13 +42,19 @@ class Layout:
     original_dir: str
     seed_dir: str
     representations_dir: str
+    folders: Mapping[str, str] = field(default_factory=dict)
+
+    def instance_dir(self, model: str, seed: str) -> str:
+        """An instance's folder below the store root."""
+        stand_in = self.folders.get(instance_name(model, seed))
+        if stand_in is not None:
+            return stand_in.strip("/")
+        if seed == ORIGINAL_SEED:
+            return self.original_dir.format(model=model)
+        return self.seed_dir.format(model=model, seed=seed)
 
     def representations_path(self, root: Path, model: str, seed: str, task: str, layer: int) -> Path:
-        if seed == ORIGINAL_SEED:
-            instance_dir = self.original_dir.format(model=model)
-        else:
-            instance_dir = self.seed_dir.format(model=model, seed=seed)
-        return root / instance_dir / self.representations_dir.format(task=task, layer=layer)
+        return root / self.instance_dir(model, seed) / self.representations_dir.format(task=task, layer=layer)
 
 
 def list_checkpoints(representations_dir: Path) -> dict[int, Path]:
@@ -139,6 +146,17 @@ def _flat_matrix(data: Any, tensor_file: Path) -> torch.Tensor:
             f"got {matrix.dtype} of shape {tuple(matrix.shape)}"
         )
     return matrix.reshape(matrix.shape[0], -1)
+
+
+def check_id_kinds(kinds_a: frozenset[str], kinds_b: frozenset[str], where_a: str, where_b: str) -> None:
+    """Refuse to match two city lists whose ids are of different kinds (filters.id_kinds): one
+    side's `city_id`s against the other's row numbers would pair unrelated cities."""
+    if kinds_a != kinds_b:
+        def words(kinds: frozenset[str]) -> str:
+            return " and ".join(sorted(kinds)) or "no id"
+
+        raise InputError(f"{where_a} identifies its cities by {words(kinds_a)}, {where_b} by {words(kinds_b)}: "
+                         "ids of different kinds cannot be matched (give both files city_id, or neither)")
 
 
 def common_rows(

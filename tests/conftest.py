@@ -18,6 +18,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
+from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
 
 from cka_hydra import run_folder
 from cka_hydra import __main__ as cli
@@ -65,6 +66,7 @@ def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (2 s). `.stdout` holds what the user sees; `.returncode` the exit status."""
     state = copy.deepcopy(Singleton.get_state())
     argv, cwd_before, output = sys.argv, os.getcwd(), io.StringIO()
+    config_dir = os.environ.get(USER_CONFIG_DIR)  # cli.run sets it for --config-dir
     sys.argv = ["cka_hydra", *args]
     os.chdir(cwd)
     try:
@@ -79,6 +81,10 @@ def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     finally:
         sys.argv = argv
         os.chdir(cwd_before)
+        if config_dir is None:
+            os.environ.pop(USER_CONFIG_DIR, None)
+        else:
+            os.environ[USER_CONFIG_DIR] = config_dir
         Singleton.set_state(state)
         root = logging.getLogger()
         for handler in root.handlers[:]:  # Hydra's, to this run's log files and output

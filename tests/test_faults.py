@@ -94,7 +94,7 @@ def test_city_ids_of_mixed_types_are_one_city(tmp_path):
     save_checkpoint(tmp_path / "a", {"representations_flat": torch.zeros(2, 1)}, [{"city_id": 1234}, {"city_id": 5}])
     save_checkpoint(tmp_path / "b", {"representations_flat": torch.zeros(2, 1)}, [{"city_id": "5"}, {"city_id": "1234"}])
     keep_all = parse_filter(None)
-    (_, _, ids_a), (_, _, ids_b) = kept_cities(tmp_path / "a", keep_all), kept_cities(tmp_path / "b", keep_all)
+    (_, _, ids_a, _), (_, _, ids_b, _) = kept_cities(tmp_path / "a", keep_all), kept_cities(tmp_path / "b", keep_all)
     assert common_rows(ids_a.tolist(), ids_b.tolist(), "a", "b") == ([0, 1], [1, 0])
     with pytest.raises(InputError, match=r"city id '1234' appears in rows 0 and 1"):
         common_rows(["1234", "1234"], [], "c", "d")
@@ -140,7 +140,8 @@ REGIME = ('name: evil\nmodels:\n  1: [distance]\n  2: [angle]\nseeds: [orig, "1"
 
 @pytest.mark.parametrize("change, message", [
     (('original_dir: "{model}"', 'original_dir: "../../{model}"'),
-     "Error: regime 'evil': original_dir='../../{model}': expected a relative path below data.root"),
+     "regime/evil.yaml, line 6: regime 'evil': original_dir='../../{model}': expected a relative path below "
+     "data.root"),
     (("  2: [angle]", "  2: [angle]\n  1: [compass]"), "regime/evil.yaml, line 5: 1 is listed twice"),
 ], ids=["path outside data.root", "model listed twice"])
 def test_a_bad_regime_file_is_refused_before_anything_runs(small_store, tmp_path, change, message):

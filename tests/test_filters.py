@@ -70,3 +70,18 @@ def test_invalid_regex_is_named():
 def test_malformed_term(text):
     with pytest.raises(InputError, match="not of the form field:regex"):
         parse_filter(text)
+
+
+def test_whitespace_around_a_regex_is_ignored():
+    """`region: ^Asia` (a space after the colon) kept nothing before: the regex ' ^Asia' cannot match."""
+    assert kept_names("region:^Europe || region: ^Asia ") == kept_names("region:^Europe||region:^Asia")
+    assert kept_names("region: ^Asia") == ["Tokyo"]
+    assert kept_names("name:Atlantis[ ]City") == ["Atlantis City"]  # a space inside a regex stays
+
+
+def test_a_term_that_keeps_no_city_is_named():
+    other = [{"row_id": 1, "region": "Africa"}]
+    city_filter = parse_filter("region:^Europe || region: ^Asai && name:T || region:^Africa")
+    assert city_filter.dead_terms(CITIES, other) == ["region:^Asai"]
+    assert city_filter.dead_terms(CITIES) == ["region:^Asai", "region:^Africa"]
+    assert parse_filter(None).dead_terms(CITIES) == []

@@ -60,7 +60,7 @@ def test_a_city_list_is_read_again_once_its_file_changes(tmp_path):
                         [{"row_id": i, "region": "Europe"} for i in ids])
 
     def kept(city_filter):
-        n, rows, ids = kept_cities(tmp_path, parse_filter(city_filter))
+        n, rows, ids, _ = kept_cities(tmp_path, parse_filter(city_filter))
         return n, rows.tolist(), ids.tolist()
 
     write([1000, 2000])

@@ -3,13 +3,16 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_app, run_cli
+from conftest import representations_dir, run_app, run_cli
 
+from cka_hydra.figures import timeline_curves
+from cka_hydra.report import write_report
 from cka_hydra.results import COLUMNS, collect
 from cka_hydra.stats import compare_kinds, compare_regimes, final_values, group_summary
 
@@ -109,7 +112,7 @@ def test_settings_are_reported_separately_and_each_report_is_written_afresh(smal
     assert sorted(groups["setting"]) == ["default", "rbf0.4"]
     assert groups["n_comparisons"].tolist() == [7, 7]
     found = json.loads((out / "report.json").read_text())
-    assert found["settings"]["rbf0.4"] == {"runs": 7, "settings": "cka.kernel=rbf"}
+    assert found["settings"]["rbf0.4"] == {"runs": 7, "settings": "cka.kernel=rbf", "figures": True}
     assert "cka.kernel=rbf" in (out / "index.html").read_text()
 
     for run_dir in (tmp_path / "outputs/cka/pt3").glob("*/layer5-rbf0.4"):
@@ -168,3 +171,74 @@ def test_statistics_equal_hand_computed_numbers():
     assert regimes["difference"] == pytest.approx(-0.166667, abs=1e-6)
     assert regimes["t"] == pytest.approx(-2.29416, abs=1e-5)
     assert regimes["hedges_g"] == pytest.approx(-1.49854, abs=1e-5)
+
+
+ONE_OFF_RUNS = {  # one of each kind of comparison, each in a setting of its own
+    "an instance with itself": ["pair=1_1", "seed_pair=orig_orig", "layer=5", "cka.debiased=true"],
+    "one model, two seeds": ["pair=1_1", "seed_pair=orig_1", "layer=5", "checkpoints=all"],
+    "one instance, two layers": ["pair=1_1", "seed_pair=orig_orig", "layer=3", "layer_b=5", "measure=procrustes"],
+    "a shared task": ["pair=1_3", "seed_pair=orig_1", "layer=5", "allow_overlap=true", "cka.kernel=rbf"],
+    "two models, two layers": ["pair=1_2", "seed_pair=orig_1", "layer=3", "layer_b=5", "measure=pca_cka"],
+}
+
+
+@pytest.fixture(scope="module")
+def study_with_one_offs(small_store, tmp_path_factory):
+    """A narrow study (pt3 at layer 5, one seed pairing: 7 runs) and, in its folder, the one-off runs."""
+    cwd = tmp_path_factory.mktemp("one_offs")
+    result = run_app("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", f"data.root={small_store}",
+                     "hydra/launcher=basic", cwd=cwd)
+    assert result.returncode == 0, result.stdout
+    runs = {}
+    for kind, overrides in ONE_OFF_RUNS.items():
+        result = run_app("regime=pt3", *overrides, f"data.root={small_store}", cwd=cwd)
+        assert result.returncode == 0, result.stdout
+        runs[kind] = Path(re.search(r" in (\S+)$", result.stdout.strip().splitlines()[-1]).group(1))
+    return cwd / "outputs/cka", runs
+
+
+def test_one_off_runs_in_a_study_folder_are_listed_without_figures(study_with_one_offs, tmp_path):
+    """The issue's finding: one self comparison in the study folder broke every later report."""
+    results_dir, _ = study_with_one_offs
+    result = run_app("report", f"sweep_dir={results_dir}", f"out_dir={tmp_path / 'report'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    found = json.loads((tmp_path / "report/report.json").read_text())
+    assert {name: row["figures"] for name, row in found["settings"].items()} == {
+        "default": True, "debiased": False, "all": False, "procrustes": False, "rbf0.4": False, "pca_cka": False}
+    assert all("_debiased" not in name and "_procrustes" not in name for name in found["files"])
+    assert "fewer than 7 runs" in (tmp_path / "report/index.html").read_text()
+
+
+@pytest.mark.parametrize("kinds", [[kind] for kind in ONE_OFF_RUNS] + [list(ONE_OFF_RUNS)],
+                         ids=[*ONE_OFF_RUNS, "all together"])
+def test_the_report_survives_any_mix_of_one_off_runs(study_with_one_offs, tmp_path, kinds):
+    """Each kind of one-off run alone in a folder, and all together, with figures forced (min_runs=1)."""
+    _, runs = study_with_one_offs
+    for kind in kinds:
+        shutil.copytree(runs[kind], tmp_path / "cka" / runs[kind].relative_to(runs[kind].parents[2]))
+    found = write_report(tmp_path / "cka", tmp_path / "report", min_runs=1)
+    assert found["runs"] == len(kinds) and set(found["files"]) >= {"cka_results.csv", "stats.md", "index.html"}
+    for name in found["files"]:
+        assert (tmp_path / "report" / name).is_file()
+
+
+def test_timelines_follow_one_set_of_comparisons():
+    """A comparison that lacks a step does not change the curve's make-up at that step: the step is
+    left out (before, each step averaged whichever comparisons had it)."""
+    rows = [("r1", 0, 0.1), ("r1", 10, 0.5), ("r1", 20, 0.9), ("r2", 0, 0.3), ("r2", 10, 0.7)]
+    results = pd.DataFrame(rows, columns=["run_dir", "step", "similarity"]).assign(regime="pt2", layer=5)
+    curves = timeline_curves(results)
+    assert curves["step"].tolist() == [0, 10] and curves["mean"].tolist() == pytest.approx([0.2, 0.6])
+    assert set(curves["n"]) == {2} and set(curves["left_out"]) == {1}
+
+
+def test_matrices_say_when_final_steps_differ(store_copy, tmp_path):
+    shutil.rmtree(representations_dir(store_copy, "revision/exp2/pt3-2_seed1", "compass", 5) / "checkpoint-164073")
+    assert run_app("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", f"data.root={store_copy}",
+                   "hydra/launcher=basic", cwd=tmp_path).returncode == 0
+    result = run_app("report", f"data.root={store_copy}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "pt3, layer 5 [default]: comparisons at different final steps: 6 at step 164073, 1 at step 82036" \
+        in result.stdout
+    final = pd.read_csv(tmp_path / "outputs/cka/report/cka_results.csv").query("final")
+    assert sorted(final["step"].value_counts().tolist()) == [1, 6]

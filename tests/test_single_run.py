@@ -3,7 +3,9 @@ this process (run_app), and through Hydra's compose API."""
 
 import json
 import re
+import shutil
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -206,7 +208,8 @@ def test_a_model_against_itself_at_other_seeds(small_store, tmp_path):
         (["cka.kernel=rbff"], "Invalid value 'rbff', expected one of [linear, rbf]"),
         (["cka.precision=float16"], "Invalid value 'float16', expected one of [float64, float32]"),
         (["layer=9"], "Could not find 'layer/9'"),
-        (["pair=1_9"], "Could not find 'pair/1_9'"),
+        (["pair=1_9"], "Error: pair=1_9: regime pt2 has no model 9 (it has [1, 2, 3, 4, 5, 6, 7])"),
+        (["pair=19"], "Could not find 'pair/19'"),
         (["regime=pt4"], "Could not find 'regime/pt4'"),
         (["overwrite=maybe"], "Value 'maybe' is not a valid bool"),
     ],
@@ -215,7 +218,7 @@ def test_config_typos_fail_at_once_with_the_options(tmp_path, overrides, expecte
     result = run_app(*overrides, cwd=tmp_path)
     assert result.returncode == 1
     assert expected in result.stdout
-    assert not (tmp_path / "outputs").exists()
+    assert not (tmp_path / "outputs/cka_demo").exists()  # (a refused run may write the demo store, on first use)
 
 
 def test_layer_typo_lists_the_options(tmp_path):
@@ -244,6 +247,7 @@ def break_store(root, instance_dir, task, layer, step, tensors=None, cities=None
         ([], "constant", r"step 164073, pt2-1 vs pt2-2_seed1: CKA is undefined: the second representation is constant"),
         ([], "no_checkpoints", r"no checkpoints in .*pt2-2_seed1/.*representations: expected checkpoint-<step>/ folders"),
         ([], "no_common_step", r"pt2-1 and pt2-2_seed1 share no checkpoint step: pt2-1 has \[0, 82036, 164073\], pt2-2_seed1 has \[5, 6\]"),
+        ([], "mixed_ids", r"/pt2-1/.*/checkpoint-164073/metadata.json identifies its cities by row_id, .*/pt2-2_seed1/.*/checkpoint-164073/metadata.json by city_id: ids of different kinds cannot be matched"),
     ],
 )
 def test_bad_input_gets_one_clear_line(store_copy, tmp_path, args, breakage, expected):
@@ -260,6 +264,10 @@ def test_bad_input_gets_one_clear_line(store_copy, tmp_path, args, breakage, exp
         break_store(store_copy, *b, 164073, tensors={"representations_flat": flat})
     elif breakage == "constant":
         break_store(store_copy, *b, 164073, tensors={"representations_flat": torch.full((60, 12), 3.5)})
+    elif breakage == "mixed_ids":  # the same cities, identified by city_id on one side and row_id on the other
+        cities = json.loads((folder / "checkpoint-164073/metadata.json").read_text())["city_info"]
+        tensors = torch.load(folder / "checkpoint-164073/representations.pt", weights_only=True)
+        break_store(store_copy, *b, 164073, tensors=tensors, cities=[{**c, "city_id": c["row_id"]} for c in cities])
     elif breakage in ("no_checkpoints", "no_common_step"):
         for child in folder.iterdir():
             (child / "metadata.json").unlink()
@@ -301,3 +309,52 @@ def test_info_lists_the_sweeper_plugin(tmp_path):
     result = run_cli("--info", "plugins", cwd=tmp_path)  # Hydra's plugin scan in a fresh interpreter
     assert result.returncode == 0
     assert "CKASweeper" in result.stdout
+
+
+def test_a_space_after_a_filter_fields_colon_is_ignored_and_a_term_that_keeps_nothing_is_named(small_store, tmp_path):
+    """The issue's finding: `region: ^Asia` kept no city, so the filter kept Europe alone, unannounced."""
+    def n_cities(city_filter):
+        cwd = tmp_path / str(len(list(tmp_path.iterdir())))
+        cwd.mkdir()
+        result = run_app(*RUN, f"data.root={small_store}", f"city_filter={city_filter}", cwd=cwd)
+        assert result.returncode == 0, result.stdout
+        return result.stdout, read_json(next(cwd.rglob("summary.json")))["n_cities"]
+
+    _, spaced = n_cities('"region:^Europe || region: ^Asia"')
+    _, europe = n_cities('"region:^Europe"')
+    _, both = n_cities('"region:^(Europe|Asia)"')
+    assert spaced == both > europe
+    output, typo = n_cities('"region:^Europe || region: ^Asai"')
+    assert typo == europe
+    assert "city_filter: the term 'region:^Asai' keeps no city of pt2-1 or pt2-2_seed1 at step 164073 (a typo?)" \
+        in output
+
+
+def test_final_names_both_last_steps_when_one_side_lags(store_copy, tmp_path):
+    lagging = representations_dir(store_copy, "revision/exp2/pt2-2_seed1", "angle", 5)
+    shutil.rmtree(lagging / "checkpoint-164073")
+    result = run_app(*RUN, f"data.root={store_copy}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    log = (tmp_path / RUN_DIR / "cka.log").read_text()
+    message = ("checkpoints=final: pt2-1's last step is 164073, pt2-2_seed1's is 82036; comparing step 82036, the "
+               "last both hold")
+    assert message in result.stdout and message in log
+    summary = read_json(tmp_path / RUN_DIR / "summary.json")
+    assert (summary["steps"], summary["last_step_a"], summary["last_step_b"]) == ([82036], 164073, 82036)
+
+
+def test_the_runs_own_timeline_figure(small_store, tmp_path):
+    """save_timeline_plot=true draws <measure>_timeline.png beside the timeline; it is not part of the
+    result, so a finished result gets its figure without being recomputed."""
+    run = [*RUN, f"data.root={small_store}", "checkpoints=all"]
+    assert run_app(*run, cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5-all"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    result = run_app(*run, "save_timeline_plot=true", cwd=tmp_path)
+    assert result.returncode == 0 and "skipped" in result.stdout, result.stdout
+    image = matplotlib.image.imread(run_dir / "cka_timeline.png")
+    assert image.shape[0] >= 300 and image.shape[1] >= 400
+    assert {name: (run_dir / name).read_bytes() for name in before} == before  # the result untouched
+    result = run_app(*run, "save_timeline_plot=true", "measure=procrustes", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert (tmp_path / "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5-procrustes-all/procrustes_timeline.png").is_file()

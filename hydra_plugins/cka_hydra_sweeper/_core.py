@@ -24,7 +24,10 @@ from hydra.core.override_parser.types import Override, QuotedString
 from hydra.core.utils import JobReturn, JobStatus, configure_log
 from omegaconf import OmegaConf
 
+from hydra_plugins.cka_hydra_configs.index_pairs import option_values
+
 from cka_hydra import run_folder
+from cka_hydra.__main__ import hydra_argv
 from cka_hydra.atomic import write_atomic
 from cka_hydra.config import (
     PairConfig, RunConfig, SeedPairConfig, check_regime_file, default_settings, run_config, settings,
@@ -200,7 +203,8 @@ def _split_overrides(
     and the overrides every job gets. The sweeper's params come first, so the command line
     replaces them key by key."""
     parser = OverridesParser.create(config_loader=config_loader)
-    lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
+    # quoted as on the command line: the grammar reads a params value 1_5 as the integer 15
+    lines = hydra_argv([f"{key}={value}" for key, value in params.items()]) + list(arguments)
     choices: Dict[str, List[str]] = {}
     swept: Dict[str, List[str]] = {}
     fixed: Dict[str, str] = {}
@@ -221,9 +225,13 @@ def _split_overrides(
         # the primary config and Hydra's overrides give the search path (hydra.searchpath=[...] adds to it)
         known = config_loader.get_group_options(group, config_name=config.hydra.job.config_name,
                                                 overrides=list(config.hydra.overrides.hydra))
-        unknown = [v for v in values if v not in known and not (key == "layer_b" and v == "None")]
+        # a pair or seed pair of any index or seed is an option (index_pairs); the regime checks it
+        unknown = [v for v in values if v not in known and not (key == "layer_b" and v == "None")
+                   and option_values(group, v) is None]
         if unknown:
-            raise SweepError(f"{key}={','.join(unknown)}: no such option; {group} has: {', '.join(known)}")
+            hint = (" (a YAML file reads 1_5 as the number 15: quote it, '1_5')"
+                    if group in ("pair", "seed_pair") and all(v.isdigit() for v in unknown) else "")
+            raise SweepError(f"{key}={','.join(unknown)}: no such option{hint}; {group} has: {', '.join(known)}")
     return choices, list(swept.values()), list(fixed.values())
 
 
@@ -275,10 +283,13 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
             if missing:
                 raise SweepError(f"{name}: regime {regime} has no {what} {', '.join(missing)} "
                                  f"(it has {', '.join(map(str, known))})")
-        comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs, layers_b)
+        exclude = {} if base.allow_excluded else base.regime.exclude
+        comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs, layers_b,
+                                                exclude)
         if combination == first_combination:  # the rules give the same counts for every combination
             log.info("%s: %d candidates; removed %s; %d jobs", regime, len(comparisons) + sum(removed.values()),
-                     ", ".join(f"{n} for {rule}" for rule, n in removed.items()), len(comparisons))
+                     ", ".join(f"{n} for {rule}" for rule, n in removed.items() if n or not rule.startswith("excluded")),
+                     len(comparisons))
         job_settings = settings(base)
         # by layer: the jobs that read the same files run close together (a worker keeps their city lists)
         for planned in sorted(comparisons, key=lambda c: (c.layer, c.layer_b)):
@@ -377,7 +388,7 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
                 job.status, job.error = "failed", str(err)
                 continue
             filter_checked.add(group)
-        if not run.overwrite and _finished(job):
+        if not run.overwrite and _finished(job) and not _plot_missing(job):
             job.status = "skipped"
 
 
@@ -400,6 +411,12 @@ def _settle(batch: List[Job], reason: str, started: float) -> None:
             job.status = "done"
         else:
             job.status, job.error = "lost", reason
+
+
+def _plot_missing(job: Job) -> bool:
+    """A finished job still runs, to draw its figure, with save_timeline_plot and none beside it."""
+    plot = job.run_dir / run_folder.timeline_plot_file(job.run.measure.name.value)
+    return job.run.save_timeline_plot and not plot.exists()
 
 
 def _finished(job: Job, since: Optional[float] = None) -> bool:
