@@ -14,6 +14,8 @@ from pathlib import Path
 from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
 
 from cka_hydra.app import main, report
+from cka_hydra.config import load_regime_file
+from cka_hydra.errors import InputError
 
 # Hydra's override grammar reads `layer=5` and `pair=1_2` as the integers 5 and 12, and
 # refuses an integer as a config group choice: quote these groups' plain values.
@@ -32,6 +34,9 @@ def hydra_argv(args: Sequence[str], config_names: Sequence[str] = CONFIG_NAMES) 
     """
     out = []
     for arg in args:
+        key, equals, value = arg.partition("=")
+        if equals and not arg.startswith("-"):  # 'layer=5 ' (a stray space inside the quotes) is layer=5
+            arg = f"{key.strip()}={value.strip()}"
         match = _NUMERIC_GROUP.fullmatch(arg)
         if arg in config_names:
             arg = f"--config-name={arg}"
@@ -53,8 +58,12 @@ def stray_word(args: Sequence[str], config_names: Sequence[str] = CONFIG_NAMES) 
         if "=" not in arg and not arg.startswith("-") and arg not in (*config_names, "report") \
                 and before not in _FLAGS_WITH_VALUE:
             extra = "".join(f", -m {name}" for name in config_names if name not in CONFIG_NAMES)
+            if before.endswith("="):
+                hint = f"; a space after '=' splits a setting in two: write {before}{arg}"
+            else:
+                hint = f" (a config of your own, {arg}.yaml? name its folder: --config-dir DIR)"
             return (f"Error: {arg}: not a command; the commands are -m sweep{extra} and report, and settings are "
-                    "key=value (python -m cka_hydra --help)")
+                    f"key=value{hint}")
     return None
 
 
@@ -105,6 +114,11 @@ def run() -> None:
         os.environ.pop(USER_CONFIG_DIR, None)
     else:
         os.environ[USER_CONFIG_DIR] = str(config_dir)
+        try:  # before Hydra reads them: its errors for these files are tracebacks without a line
+            for path in sorted(config_dir.glob("regime/*.yaml")):
+                load_regime_file(path)
+        except InputError as err:
+            sys.exit(f"Error: {err}")
         config_names = (*CONFIG_NAMES, *sorted(p.stem for p in config_dir.glob("*.yaml") if p.stem not in CONFIG_NAMES))
     message = stray_word(args, config_names) or missing_extra(args)
     if message:

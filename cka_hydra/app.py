@@ -50,6 +50,8 @@ class RunChecks(Callback):
             run_dir = Path(config.hydra.run.dir).resolve()
             plan = preflight(run, run_dir, results_dir(run_dir, config.hydra.sweep.dir))
             check_city_filter(plan)
+            for caution in run.cka.cautions():
+                log.warning("%s", caution)
         except InputError as err:
             raise SystemExit(f"Error: {err}") from None
         if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
@@ -85,12 +87,14 @@ class ReportChecks(Callback):
     """Checks the report's settings and sweep_dir before Hydra creates out_dir (see RunChecks)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from cka_hydra.results import check_sweep_dir
+        from cka_hydra.results import check_exclude, check_sweep_dir
 
         try:
             settings = report_config(config)
-            check_sweep_dir(Path(settings.sweep_dir).resolve(), settings.data.root,
-                            exclude=Path(settings.out_dir).resolve())
+            run_dirs = check_sweep_dir(Path(settings.sweep_dir).resolve(), settings.data.root,
+                                       exclude=Path(settings.out_dir).resolve())
+            check_exclude(settings.exclude, run_dirs)
+            regime_exclusions(config.hydra.runtime.config_sources)
         except InputError as err:
             raise SystemExit(f"Error: {err}") from None
 

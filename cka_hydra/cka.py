@@ -20,6 +20,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+# An RBF kernel counts as the identity when its off-diagonal entries weigh less than this
+# fraction of its diagonal (squared Frobenius norms): CKA is then 1 to about this much, whatever
+# the data (a bandwidth far below the typical distance between examples).
+IDENTITY_KERNEL = 1e-6
 # A representation counts as constant when centring removes all but this fraction of
 # its norm: far below float32 resolution (1e-7), far above float64 rounding (1e-16).
 _CONSTANT_RTOL = 1e-12
@@ -112,12 +116,13 @@ def squared_distances(xc: Tensor, rows: slice) -> Tensor:
 
 def median_squared_distance(xc: Tensor, block_size: int = DEFAULT_BLOCK_SIZE) -> Tensor:
     """The median of all n^2 squared pairwise distances, diagonal included, as numpy's median
-    takes it (the mean of the two middle values when n^2 is even).
+    takes it (the mean of the two middle values when n^2 is even)."""
+    return _median_of_all(_upper_distances(xc, block_size), xc.shape[0])
 
-    Uses the symmetry: the n^2 values are n zeros and each of the n(n-1)/2 distances of the
-    upper triangle twice, so only the upper triangle is held: 4 n^2 bytes in float64, and
-    three times that while torch selects an order statistic (its copy and index array).
-    """
+
+def _upper_distances(xc: Tensor, block_size: int) -> Tensor:
+    """The n(n-1)/2 squared distances of the upper triangle. The n^2 values are n zeros and each
+    of these twice, so only these are held: 4 n^2 bytes in float64."""
     n = xc.shape[0]
     upper = torch.empty(n * (n - 1) // 2, dtype=xc.dtype, device=xc.device)
     filled = 0
@@ -127,10 +132,15 @@ def median_squared_distance(xc: Tensor, block_size: int = DEFAULT_BLOCK_SIZE) ->
             row = block[i, start + i + 1:]
             upper[filled:filled + len(row)] = row
             filled += len(row)
+    return upper
 
+
+def _median_of_all(upper: Tensor, n: int) -> Tensor:
+    """The median of the n^2 distances (n zeros, and each of upper twice); three times upper's
+    memory while torch selects an order statistic (its copy and index array)."""
     def sorted_item(position: int) -> Tensor:  # the item at a 0-based position of all n^2, sorted
         if position < n:
-            return torch.zeros((), dtype=xc.dtype, device=xc.device)
+            return torch.zeros((), dtype=upper.dtype, device=upper.device)
         return torch.kthvalue(upper, (position - n) // 2 + 1).values
 
     middle = n * n // 2
@@ -150,10 +160,18 @@ def rbf_kernel(xc: Tensor, sigma_frac: float, block_size: int = DEFAULT_BLOCK_SI
     Kornblith et al.'s bandwidth: sigma^2 = sigma_frac^2 * median of the n^2 squared
     distances (diagonal included; numpy's median, see median_squared_distance).
     """
-    median = median_squared_distance(xc, block_size)
+    upper = _upper_distances(xc, block_size)
+    median = _median_of_all(upper, xc.shape[0])
     if median <= 0:
         raise UndefinedMeasureError("RBF bandwidth is undefined: the median squared distance between examples is 0")
     scale = -1 / (2 * sigma_frac**2 * median)
+    # ||K - I||_F^2 / ||I||_F^2: how far the kernel is from the identity, at which CKA is 1 whatever the data
+    off_diagonal = float(2 * torch.exp(upper * (2 * scale)).sum() / xc.shape[0])
+    if off_diagonal < IDENTITY_KERNEL:
+        raise UndefinedMeasureError(
+            f"the RBF kernel is numerically the identity at sigma_frac={sigma_frac}: its off-diagonal entries weigh "
+            f"{off_diagonal:.1e} of its diagonal (squared), so CKA would be 1 whatever the data; choose a larger "
+            "cka.sigma_frac")
     return lambda rows: squared_distances(xc, rows).mul_(scale).exp_()
 
 

@@ -8,6 +8,7 @@ refusing keys the schema does not know. Below that edge nothing sees a `DictConf
 
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from importlib import resources
@@ -42,10 +43,10 @@ class RegimeConfig:
     representations_dir: str = MISSING
     # model (every seed) or instance -> why it is left out: never planned, refused in a single
     # run (allow_excluded=true runs it), left out of the report
-    exclude: Dict[str, str] = field(default_factory=dict)
+    exclude: Any = field(default_factory=dict)  # Any: a list or a null reason gets our message, with its line
     # instance -> its folder below data.root, where it is not where original_dir/seed_dir say
     # (a stand-in seed); results keep the instance's name
-    folders: Dict[str, str] = field(default_factory=dict)
+    folders: Any = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Names become folder names, and templates paths below data.root: none may leave them."""
@@ -74,6 +75,10 @@ class RegimeConfig:
         models = [model_name(self.name, index) for index in self.models]
         known = (f"its models are {models[0]} ... {models[-1]}, its seeds {', '.join(self.seeds)}: "
                  f"e.g. {models[-1]} or {instance_name(models[-1], self.seeds[-1])}")
+        examples = {"exclude": "pt1-7: crossing task failed to train", "folders": "pt1-5_seed2: revision/exp4/pt1-5_seed3"}
+        for key, example in examples.items():
+            if not isinstance(getattr(self, key), Mapping):
+                raise RegimeError((key,), f"{where}: {key}: expected a mapping, one `{example}` line each")
         for name, reason in self.exclude.items():
             if name not in models and name not in instances:
                 raise RegimeError(("exclude", name), f"{where}: exclude: {name} is no model or instance of it "
@@ -83,7 +88,7 @@ class RegimeConfig:
         for name, folder in self.folders.items():
             if name not in instances:
                 raise RegimeError(("folders", name), f"{where}: folders: {name} is no instance of it ({known})")
-            if not _relative(folder) or not str(folder).strip("/"):
+            if not isinstance(folder, str) or not _relative(folder) or not folder.strip("/"):
                 raise RegimeError(("folders", name), f"{where}: folders: {name}: {folder!r}: expected a relative "
                                   "path below data.root, without '..'")
 
@@ -140,6 +145,10 @@ class Precision(Enum):
     float32 = "float32"  # faster on some GPUs; README states its error
 
 
+# fewer bootstrap resamples give an interval too rough to read (a caution, not a refusal)
+ROUGH_BOOTSTRAP = 100
+
+
 @dataclass
 class CKAConfig:
     kernel: Kernel = Kernel.linear
@@ -158,10 +167,18 @@ class CKAConfig:
     def __post_init__(self) -> None:
         if not self.sigma_frac > 0:
             raise InputError(f"cka.sigma_frac={self.sigma_frac}: expected a positive number")
-        if self.bootstrap < 0:
-            raise InputError(f"cka.bootstrap={self.bootstrap}: expected 0 (no interval) or a number of resamples")
+        if self.bootstrap < 0 or self.bootstrap == 1:
+            raise InputError(f"cka.bootstrap={self.bootstrap}: expected 0 (no interval) or a number of resamples, 2 or "
+                             f"more (at least {ROUGH_BOOTSTRAP} for an interval worth reading)")
         if not 0 < self.confidence < 1:
             raise InputError(f"cka.confidence={self.confidence}: expected a level between 0 and 1, such as 0.95")
+
+    def cautions(self) -> list[str]:
+        """What to tell the user of settings that run but give a poor result."""
+        if 0 < self.bootstrap < ROUGH_BOOTSTRAP:
+            return [f"cka.bootstrap={self.bootstrap}: a percentile interval from fewer than {ROUGH_BOOTSTRAP} resamples "
+                    "is rough (its bounds move with cka.seed); 1000 is usual"]
+        return []
 
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others."""
@@ -210,11 +227,11 @@ class MeasureConfig:
 
 
 def _filter_text(text: Optional[str], setting: str) -> Optional[str]:
-    """A city filter's text, checked; "" keeps every city, as null does: one spelling, null."""
+    """A city filter's text, checked, in one spelling (`region: ^Asia ` is `region:^Asia`), so that
+    filters that keep the same cities share run folders; "" keeps every city, as null does."""
     if not (text or "").strip():
         return None
-    parse_filter(text, setting)
-    return text
+    return parse_filter(text, setting).canonical
 
 
 DEVICE = re.compile(r"auto|cpu|cuda(?::(\d+))?")  # the device setting; the group is a GPU's index
@@ -349,6 +366,37 @@ def check_regime_file(cfg: DictConfig) -> None:
         raise InputError(f"{path}, line {line}: {err}") from None
 
 
+def load_regime_file(path: Path) -> RegimeConfig:
+    """A regime file as the app reads it, with every check of check_regime_file and more (a key
+    listed twice in any mapping, an unknown key), each error naming the file and line: for the
+    files of a user's --config-dir, checked before Hydra reads them, and for the report."""
+    text = path.read_text()
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _RepeatedKey as err:
+        raise InputError(f"{path}, line {err.line}: {err.key} is listed twice (YAML would keep only the last)") from None
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    known = [f.name for f in fields(RegimeConfig)]
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a regime: a mapping with the keys {', '.join(known)}")
+    for key in data:
+        if key not in known:
+            raise InputError(f"{path}, line {_line(yaml.compose(text), (key,))}: {key}: unknown key; a regime has: "
+                             f"{', '.join(known)}")
+    missing = [f.name for f in fields(RegimeConfig) if f.default is MISSING and f.name not in data]
+    if missing:
+        raise InputError(f"{path}: expected the keys {', '.join(missing)} as well")
+    try:
+        models = {int(index): [str(task) for task in tasks] for index, tasks in (data["models"] or {}).items()}
+        seeds = [str(seed) for seed in data["seeds"] or []]
+        return RegimeConfig(**{**data, "models": models, "seeds": seeds})
+    except (TypeError, ValueError, AttributeError):
+        raise InputError(f"{path}: models: expected index -> list of tasks, seeds: a list of names") from None
+    except RegimeError as err:
+        raise InputError(f"{path}, line {_line(yaml.compose(text), err.key) or '?'}: {err}") from None
+
+
 def regime_files(config_sources: Any) -> dict[str, Path]:
     """Every regime file of the config sources (a Hydra config's hydra.runtime.config_sources),
     by option name, each the first one Hydra finds: a user's --config-dir before the package."""
@@ -368,13 +416,11 @@ def regime_files(config_sources: Any) -> dict[str, Path]:
 
 
 def regime_exclusions(config_sources: Any) -> dict[str, str]:
-    """What the regime files of the config sources exclude: model or instance -> reason (and file)."""
+    """What the regime files of the config sources exclude: model or instance -> reason (and file).
+    Each file is checked as a run checks it (load_regime_file)."""
     reasons = {}
     for choice, path in regime_files(config_sources).items():
-        try:
-            exclude = (yaml.safe_load(path.read_text()) or {}).get("exclude") or {}
-        except (OSError, yaml.YAMLError, AttributeError):  # a broken file: the runs say what is wrong
-            continue
+        exclude = load_regime_file(path).exclude
         reasons |= {str(name): f"{reason} (regime/{choice}.yaml)" for name, reason in exclude.items()}
     return reasons
 

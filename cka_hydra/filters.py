@@ -74,6 +74,11 @@ class CityFilter:
     setting: str = field(default="city_filter", compare=False)  # the setting it came from, for messages
 
     @property
+    def canonical(self) -> str:
+        """The filter in one spelling: terms as `field:regex`, joined by ` && ` and ` || `."""
+        return " || ".join(" && ".join(term.text for term in conjunction) for conjunction in self.alternatives)
+
+    @property
     def fields(self) -> set[str]:
         return {term.field for conjunction in self.alternatives for term in conjunction}
 

@@ -133,6 +133,11 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
             if run.save_timeline_plot:
                 draw_timeline(run_dir, only_if_missing=True)
             return {"status": "skipped", "seconds": time.perf_counter() - start}
+        earlier = run_folder.read_result(run_dir)
+        changed = [] if earlier is None else run_folder.stale_inputs(earlier, plan.root)
+        if changed:
+            log.info("recomputing: %d of the input files of the result there changed since (%s)", len(changed),
+                     ", ".join(changed[:3]))
         result = _compute(run, plan, run_dir, results_dir, job_num, start)
         if run.save_timeline_plot:
             draw_timeline(run_dir)
@@ -141,7 +146,8 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
 
 def draw_timeline(run_dir: Path, only_if_missing: bool = False) -> None:
     """Draw run_dir's timeline beside it (run_folder.timeline_plot_file): not part of the result,
-    so a finished result gets its figure without being recomputed."""
+    so a finished result gets its figure without being recomputed; only_if_missing: unless the
+    one there was drawn from this result."""
     import pandas as pd
 
     from cka_hydra.figures import run_timeline_figure  # matplotlib: only for runs that draw
@@ -151,7 +157,7 @@ def draw_timeline(run_dir: Path, only_if_missing: bool = False) -> None:
         return
     measure = summary.get("measure", "cka")
     path = run_dir / run_folder.timeline_plot_file(measure)
-    if only_if_missing and path.exists():
+    if only_if_missing and run_folder.timeline_plot_current(run_dir, measure):
         return
     column = run_folder.VALUE_COLUMNS[measure]
     layers = (f"layer {summary['layer']}" if summary["layer"] == summary["layer_b"]
@@ -170,6 +176,10 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
 
     log.info("%s, layer %d vs %s, layer %d: %s, steps %s, on %s", a.instance, run.layer, b.instance, run.layer_b,
              run.measure.name.value, steps, device)
+    last_a, last_b = max(plan.checkpoints_a), max(plan.checkpoints_b)
+    if run.checkpoints == "final" and last_a != last_b:  # one side has later steps: say which step "final" is
+        log.warning("checkpoints=final: %s's last step is %d, %s's is %d; comparing step %d, the last both hold",
+                    a.instance, last_a, b.instance, last_b, steps[-1])
     pairs = [aligned(step, plan.checkpoints_a[step], plan.checkpoints_b[step], a, b, plan.city_filter, device,
                      plan.pca) for step in steps]
     try:
@@ -204,8 +214,8 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
         "tasks_b": b.tasks,
         "folder_a": a.folder,  # the folders read, below data_root (a stand-in's where the regime names one)
         "folder_b": b.folder,
-        "last_step_a": max(plan.checkpoints_a),  # each side's last step: `final` is the last both hold
-        "last_step_b": max(plan.checkpoints_b),
+        "last_step_a": last_a,  # each side's last step: `final` is the last both hold
+        "last_step_b": last_b,
         "n_checkpoints": len(steps),
         "n_cities": n_cities[-1],
         **{f"{name}_value": value for name, value in statistics.items()},
@@ -240,7 +250,8 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
     run_folder.write_result(run_dir, summary, header, rows)
     run_folder.clear_error(run_dir)
     if results_dir is not None:
-        run_folder.record_data_root(results_dir, run.data.root)
+        if run_folder.recorded_data_root(results_dir) != run_folder.data_root_text(run.data.root):
+            run_folder.record_data_root(results_dir, run.data.root)  # the first result here, or an overwrite
     log.info("%s, layer %d vs %s, layer %d: final %s %.6f (%d cities, %d checkpoint(s), %.2f s) in %s",
              a.instance, run.layer, b.instance, run.layer_b, column, statistics["final"], n_cities[-1], len(steps),
              seconds, run_dir)

@@ -94,13 +94,15 @@ def plan_comparisons(
     self_pairs: bool = False,
     layers_b: Sequence[int] | None = None,
     exclude: Mapping[str, str] | None = None,
+    allow_overlap: bool = False,
 ) -> tuple[list[Comparison], dict[str, int]]:
     """Every valid comparison of one regime, and how many candidates each rule removed.
 
-    Candidates are the model pairs (all a < b, plus a == b with `self_pairs`, unless
-    `pairs` names them) times the seed pairs times the layer pairs: each layer with itself,
-    or with each of `layers_b` (the second model's layers: a layer map). Rules, in order:
-    - "shared training task": two different models that share a task are never compared;
+    Candidates are the model pairs (all a < b, or those `pairs` names; with `self_pairs`, each
+    of their models with itself too) times the seed pairs times the layer pairs: each layer with
+    itself, or with each of `layers_b` (the second model's layers: a layer map). Rules, in order:
+    - "shared training task": two different models that share a task are never compared
+      (unless allow_overlap);
     - "excluded NAME (REASON)": an instance that `exclude` (a regime's entries: model or
       instance name -> reason) leaves out is never compared;
     - "same comparison twice": every measure is symmetric, so an unordered pair of
@@ -110,6 +112,8 @@ def plan_comparisons(
     if pairs is None:
         indices = sorted(models)
         pairs = [(a, b) for a in indices for b in indices if a < b or (self_pairs and a == b)]
+    elif self_pairs:  # each named model with itself as well, after the pairs that name it
+        pairs = list(dict.fromkeys([*pairs, *((m, m) for pair in pairs for m in pair)]))
     layer_pairs = ([(layer, layer) for layer in layers] if layers_b is None
                    else list(itertools.product(layers, layers_b)))
     exclude = exclude or {}
@@ -120,7 +124,7 @@ def plan_comparisons(
     for (a, b), (seed_a, seed_b), (layer, layer_b) in itertools.product(pairs, seed_pair_list, layer_pairs):
         sides = frozenset({(a, seed_a, layer), (b, seed_b, layer_b)})
         left_out = excluded(exclude, regime, a, seed_a) or excluded(exclude, regime, b, seed_b)
-        if a != b and shared_tasks(models[a], models[b]):
+        if a != b and not allow_overlap and shared_tasks(models[a], models[b]):
             removed["shared training task"] += 1
         elif left_out:
             removed[f"excluded {left_out} ({exclude[left_out]})"] += 1

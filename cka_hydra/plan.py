@@ -15,7 +15,7 @@ from cka_hydra.errors import FilterError, InputError
 from cka_hydra.filters import CityFilter, parse_filter
 from cka_hydra.filters import id_kinds
 from cka_hydra.pairs import excluded, instance_name, model_name, shared_tasks
-from cka_hydra.store import METADATA_FILE, Layout, check_id_kinds, list_checkpoints, load_cities
+from cka_hydra.store import METADATA_FILE, Layout, check_id_kinds, file_stamps, list_checkpoints, load_cities
 
 log = logging.getLogger(__name__)
 # the fewest cities a comparison compares, and a PCA is fitted on
@@ -82,21 +82,23 @@ def sides(run: RunConfig, root: Path) -> tuple[Side, Side]:
     return side(pair.a, seed_pair.a, tasks_a, run.layer), side(pair.b, seed_pair.b, tasks_b, run.layer_b)
 
 
+class StepsError(InputError):
+    """A list of steps that the two instances do not both hold: the setting's fault when it
+    fits no job of a sweep, one instance's when only its jobs fail."""
+
+
 def select_steps(spec: str | list[int], steps_a: Sequence[int], steps_b: Sequence[int], a: str, b: str) -> list[int]:
     """The checkpoint steps to compare: `final`, `all`, or a list of steps both sides hold."""
     common = sorted(set(steps_a) & set(steps_b))
     if not common:
         raise InputError(f"{a} and {b} share no checkpoint step: {a} has {list(steps_a)}, {b} has {list(steps_b)}")
     if spec == "final":
-        if steps_a[-1] != steps_b[-1]:  # one side has later steps: say which step "final" is
-            log.warning("checkpoints=final: %s's last step is %d, %s's is %d; comparing step %d, the last both hold",
-                        a, steps_a[-1], b, steps_b[-1], common[-1])
         return [common[-1]]
     if spec == "all":
         return common
     missing = [s for s in spec if s not in common]
     if missing:
-        raise InputError(f"checkpoints: steps {missing} are not held by both {a} and {b}; common steps: {common}")
+        raise StepsError(f"checkpoints: steps {missing} are not held by both {a} and {b}; common steps: {common}")
     return list(spec)
 
 
@@ -152,8 +154,12 @@ def plan_job(run: RunConfig) -> JobPlan:
             raise
         raise InputError(f"layer_b={run.layer_b}: {err}") from None
     steps = select_steps(run.checkpoints, list(checkpoints_a), list(checkpoints_b), a.instance, b.instance)
-    inputs = {"representations_a": str(a.representations_dir), "representations_b": str(b.representations_dir),
-              "steps": steps}
+    # what the result is of, below the data root: a store that moves keeps its results, and a
+    # result whose files changed since is stale
+    inputs = {"representations_a": a.representations_dir.relative_to(root).as_posix(),
+              "representations_b": b.representations_dir.relative_to(root).as_posix(), "steps": steps,
+              "files": file_stamps(root, [checkpoints[step] for step in steps
+                                          for checkpoints in (checkpoints_a, checkpoints_b)])}
     pca = None
     if run.measure.uses_pca:
         # named as the user set it: a city_filter that keeps too few for a PCA is city_filter's fault
@@ -174,7 +180,10 @@ def check_city_filter(plan: JobPlan) -> None:
     for side, checkpoints in ((plan.a, plan.checkpoints_a), (plan.b, plan.checkpoints_b)):
         cities = load_cities(checkpoints[step])
         city_lists.append(cities)
-        plan.city_filter.select(cities)
+        kept = len(plan.city_filter.select(cities))
+        if kept < MIN_CITIES:
+            raise FilterError(f"{plan.city_filter.setting} keeps {kept} of {side.instance}'s {len(cities)} cities at "
+                              f"step {step}: a comparison needs at least {MIN_CITIES}")
         if plan.pca is not None:
             check_pca_cities(plan.pca, len(plan.pca.fit.select(cities)), len(cities), side.instance, step)
     for city_filter in {plan.city_filter.setting: plan.city_filter, **({plan.pca.fit.setting: plan.pca.fit}
@@ -201,9 +210,9 @@ def preflight(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPla
     plan = plan_job(run)
     check_device(run.device)
     if not run.overwrite:
-        # a results dir recorded as this data root's may hold stale results of another, left by an overwrite
-        owned = results_dir is not None and run_folder.check_data_root(results_dir, run.data.root, overwrite=False)
-        reason = run_folder.conflict(run_dir, plan.settings, data_root_checked=owned)
+        if results_dir is not None:
+            run_folder.check_data_root(results_dir, run.data.root, overwrite=False)
+        reason = run_folder.conflict(run_dir, plan.settings)
         if reason:
             raise InputError(reason)
     return plan

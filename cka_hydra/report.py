@@ -62,14 +62,8 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     figure and test, and so (unless allow_excluded) are those the regimes exclude
     (regime_exclude: name -> reason) and those computed with allow_excluded. Settings with fewer
     than min_runs runs get no figures."""
-    results, left_out, meanings = collect(sweep_dir, exclude=out_dir)
+    results, left_out, meanings, left_out_runs = collect(sweep_dir, exclude=out_dir)
     exclude = [name.strip() for name in exclude or []]
-    known = {*results["instance_a"], *results["instance_b"], *results["model_a"], *results["model_b"]}
-    unknown = [name for name in exclude if name not in known]
-    if unknown:
-        models = sorted({*results["model_a"], *results["model_b"]})
-        raise InputError(f"exclude={','.join(unknown)}: no model or instance of these results has that name "
-                         f"(their models: {', '.join(models)}; an instance: {models[-1]}_seed1)")
     reasons = {} if allow_excluded else dict(regime_exclude or {})
     reasons |= {name: "exclude= of this report" for name in exclude}
     results, excluded = leave_out(results, reasons, allow_excluded)
@@ -123,7 +117,7 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     write_table(out_dir / "stats.csv", stats_csv)
     markdown = ["# Statistics", "", METHOD, ""]
     for name, table in tables.items():
-        markdown += [f"## {name}", "", _shown(table).to_markdown(index=False, floatfmt=".4g", missingval="-")
+        markdown += [f"## {name}", "", _shown(table).to_markdown(index=False)
                      if len(table)
                      else "(no such comparisons in this sweep)", ""]
     write_atomic(out_dir / "stats.md", "\n".join(markdown))
@@ -133,7 +127,8 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, excluded, setting_rows, min_runs, images,
                                                tables, out_dir))
     written.append("index.html")
-    found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "excluded": excluded,
+    found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "left_out_runs": left_out_runs,
+             "excluded": excluded,
              "min_runs": min_runs, "settings": setting_rows, "files": written}
     write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
     log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
@@ -142,7 +137,7 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
 
 def _shown(table: pd.DataFrame) -> pd.DataFrame:
     """A table for reading: no interval or test (NaN, a group of one unit) shows as "-"."""
-    return table.astype(object).where(table.notna(), None)
+    return table.astype(object).map(lambda v: "-" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else v)
 
 
 def _remove_previous(out_dir: Path) -> None:
@@ -248,7 +243,7 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         f"</div><h2>Statistics</h2><pre>{html.escape(METHOD)}</pre>",
     ]
     for name, table in tables.items():
-        body = (_shown(table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-") if len(table)
+        body = (_shown(table).to_html(index=False) if len(table)
                 else "<p>none</p>")
         parts.append(f"<h3>{html.escape(name)}</h3>{body}")
     parts += ["<h2>Instance and model matrices</h2><div class='grid'>", *(figure(name) for name in matrices),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from cka_hydra import run_folder
-from cka_hydra.config import default_settings
+from cka_hydra.config import DEMO_STORE, default_settings
 from cka_hydra.errors import InputError
 from cka_hydra.pairs import shared_tasks
 
@@ -30,55 +30,122 @@ def check_sweep_dir(sweep_dir: Path, data_root: str | None, exclude: Path | None
     """sweep_dir's run folders; refuses a sweep_dir that is no folder, holds no run folder, or
     (when a data root is named) holds another data root's results."""
     hint = "run a sweep first (python -m cka_hydra -m sweep), or name its folder: sweep_dir=... or data.root=..."
+    inside = next((folder for folder in (Path.cwd(), *Path.cwd().parents)
+                   if (folder / run_folder.DATA_ROOT_FILE).is_file()), None)
+    if inside is not None:  # the user is in a results dir: its report is sweep_dir=<it>
+        hint = (f"this folder is inside the results dir {inside}: run the report from the folder that holds "
+                f"outputs/, or give sweep_dir={inside}")
     if not sweep_dir.is_dir():
         raise InputError(f"sweep_dir={sweep_dir}: no such folder; {hint}")
     run_dirs = run_folder.run_folders(sweep_dir, exclude)
     if not run_dirs:
         raise InputError(f"no results under {sweep_dir}; {hint}")
     if data_root is not None:
-        run_folder.check_data_root(sweep_dir, data_root, overwrite=False)
+        run_folder.check_data_root(sweep_dir, data_root, overwrite=False, for_report=True)
     return run_dirs
 
 
-def collect(sweep_dir: Path, exclude: Path | None = None) -> tuple[pd.DataFrame, Counter, dict[str, str]]:
+def check_exclude(exclude: list[str], run_dirs: list[Path]) -> None:
+    """Refuse a name in the report's exclude that no model or instance of the run folders has (a
+    run folder is <regime>/<A>_vs_<B>/<layer...>: its instances' names)."""
+    instances = {name for run_dir in run_dirs for name in run_dir.parent.name.split("_vs_")}
+    models = {name.split("_seed")[0] for name in instances}
+    unknown = [name.strip() for name in exclude if name.strip() not in instances | models]
+    if unknown:
+        models = sorted(models, key=lambda m: (m.rsplit("-", 1)[0], int(m.rsplit("-", 1)[1])))
+        raise InputError(f"exclude={','.join(unknown)}: no model or instance of these results has that name "
+                         f"(their models: {', '.join(models)}; an instance: {models[-1]}_seed1)")
+
+
+def collect(sweep_dir: Path, exclude: Path | None = None
+            ) -> tuple[pd.DataFrame, Counter, dict[str, str], list[dict[str, str]]]:
     """One row per comparison and step (the `final` row is a run's last step), with the measure's
     `value` and its `similarity` (the value for CKA; 1 - disparity for Procrustes, so that higher
-    means more alike for every measure); the number of
-    run folders left out, by reason (failed: error.txt; incomplete; of another data root than
-    the folder's data_root.txt); and each setting label with the settings it stands for.
+    means more alike for every measure); the number of run folders and jobs left out, by reason;
+    each setting label with the settings it stands for; and each left-out run with its reason.
 
-    A setting label is the run folder's (`rbf0.4-all`, `default`); results of different data
-    roots get different labels too: nothing here pools results that could differ."""
+    Left out: `failed` (error.txt, or failed before launch as jobs.csv says), `lost` (jobs.csv),
+    `incomplete`, `stale` (an input file changed, or is gone, since the result was computed: it
+    no longer holds for the store), `unreadable`. A setting label is the run folder's
+    (`rbf0.4-all`, `default`); results of different data roots get different labels too:
+    nothing here pools results that could differ."""
     run_dirs = check_sweep_dir(sweep_dir, None, exclude)
-    # results of another data root than the results dir's own are stale, left by an overwrite
-    owner = run_folder.recorded_data_root(sweep_dir)
-    frames, left_out, summaries = [], Counter(), []
+    jobs = _jobs(sweep_dir, exclude)
+    frames, left_out, summaries, roots, details = [], Counter(), [], [], []
+    unchecked: Counter = Counter()
+
+    def leave(run_dir: Path, reason: str, detail: str = "") -> None:
+        left_out[reason] += 1
+        details.append({"run_dir": str(run_dir.relative_to(sweep_dir)), "reason": reason, "detail": detail})
+
     for count, run_dir in enumerate(run_dirs, 1):
         if len(run_dirs) > PROGRESS_EVERY and count % PROGRESS_EVERY == 0:
             log.info("read %d/%d run folders", count, len(run_dirs))
         summary = run_folder.read_result(run_dir)
         if summary is None:
-            left_out["failed" if (run_dir / run_folder.ERROR_FILE).exists() else "incomplete"] += 1
+            error = run_dir / run_folder.ERROR_FILE
+            if error.exists():
+                leave(run_dir, "failed", (error.read_text().splitlines() or [""])[0])
+            else:
+                status, detail = jobs.get(run_dir, ("", ""))
+                leave(run_dir, "lost" if status == "lost" else "incomplete", detail)
             continue
-        if owner is not None and run_folder.data_root_text(summary.get("settings", {}).get("data.root")) != owner:
-            left_out["of another data root (stale)"] += 1
+        own = run_folder.data_root_text(summary.get("settings", {}).get("data.root"))
+        roots_here = _data_roots_of(run_dir, sweep_dir) or [own]
+        if own not in roots_here:  # left by an overwrite with another store
+            leave(run_dir, "of another data root (stale)", f"computed from {own}, not {roots_here[0]}")
             continue
+        root_text = roots_here[0]
+        root = DEMO_STORE.resolve() if root_text == run_folder.DEMO else Path(root_text)
+        if not root.is_dir():
+            unchecked[root_text] += 1
+        else:
+            changed = run_folder.stale_inputs(summary, root)
+            if changed:
+                leave(run_dir, "stale", f"{len(changed)} input file(s) changed or gone since: {', '.join(changed[:3])}")
+                continue
         try:
             frames.append(_rows(run_dir, summary))
         except (OSError, ValueError, KeyError) as err:
             log.warning("%s: unreadable result (%s)", run_dir, err)
-            left_out["unreadable"] += 1
+            leave(run_dir, "unreadable", str(err))
             continue
         summaries.append(summary)
+        roots.append(root_text)
+    for run_dir, (status, detail) in jobs.items():
+        if status in ("failed", "lost") and run_dir not in set(run_dirs):
+            leave(run_dir, status, f"before launch: {detail}" if status == "failed" else detail)
+    for root_text, n in unchecked.items():
+        log.warning("%d results not checked against their input files: their data root %s is not here", n, root_text)
     if not frames:
         raise InputError(
             f"no results under {sweep_dir} ({sum(left_out.values())} run folders without one): run a sweep "
             "first (python -m cka_hydra -m sweep), or name its folder: sweep_dir=... or data.root=..."
         )
-    labels, meanings = _setting_labels(summaries)
+    labels, meanings = _setting_labels(summaries, roots)
     results = pd.concat([frame.assign(setting=label, settings=meanings[label]) for frame, label in zip(frames, labels)],
                         ignore_index=True)
-    return results[COLUMNS], left_out, meanings
+    return results[COLUMNS], left_out, meanings, details
+
+
+def _data_roots_of(run_dir: Path, sweep_dir: Path) -> list[str]:
+    """The data roots data_root.txt names in the results dir that holds run_dir (at or below
+    sweep_dir): the store's place, then the places it moved from."""
+    for folder in run_dir.parents:
+        roots = run_folder.data_roots(folder)
+        if roots or folder == sweep_dir:
+            return roots
+    return []
+
+
+def _jobs(sweep_dir: Path, exclude: Path | None) -> dict[Path, tuple[str, str]]:
+    """Every job that the jobs.csv files at or below sweep_dir list: run folder -> (status, error)."""
+    jobs = {}
+    for manifest in sweep_dir.rglob(run_folder.JOBS_FILE):
+        if exclude is None or exclude not in manifest.parents:
+            for row in run_folder.read_jobs(manifest.parent):
+                jobs[manifest.parent / row["run_dir"]] = (row["status"], row["error"])
+    return jobs
 
 
 def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
@@ -105,18 +172,18 @@ def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
     return rows
 
 
-def _setting_labels(summaries: list[dict]) -> tuple[list[str], dict[str, str]]:
-    """Each summary's setting label, and what each label stands for."""
+def _setting_labels(summaries: list[dict], roots: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Each summary's setting label, and what each label stands for; roots: each summary's data
+    root, as its results dir records it."""
     defaults = default_settings()
-    roots = list(dict.fromkeys(s["settings"]["data.root"] for s in summaries))
+    distinct = list(dict.fromkeys(roots))
     labels, meanings = [], {}
-    for summary in summaries:
+    for summary, root in zip(summaries, roots):
         label = summary["label"] or DEFAULT_SETTING
         meaning = run_folder.describe(summary["settings"], defaults) or "every setting at its default"
-        if len(roots) > 1:  # a folder above several results dirs
-            root = summary["settings"]["data.root"]
-            label += f"-data{roots.index(root) + 1}"
-            meaning += f" on data.root={run_folder.data_root_text(root)}"
+        if len(distinct) > 1:  # a folder above several results dirs
+            label += f"-data{distinct.index(root) + 1}"
+            meaning += f" on data.root={root}"
         labels.append(label)
         meanings[label] = meaning
     return labels, meanings

@@ -27,6 +27,7 @@ from filelock import FileLock, Timeout
 from cka_hydra.atomic import read_csv, write_atomic, write_csv
 from cka_hydra.errors import CannotWrite, InputError
 from cka_hydra.pairs import Comparison, instance_name, model_name
+from cka_hydra.store import changed_files
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ def timeline_plot_file(measure: str) -> str:
     """The run's own timeline figure (save_timeline_plot=true): `cka_timeline.png`, as the research
     group's pair script names it, or after the measure: `procrustes_timeline.png`."""
     return f"{measure}_timeline.png"
+
+
+def timeline_plot_current(run_dir: Path, measure: str) -> bool:
+    """Whether run_dir's timeline figure was drawn from the result there now (not before it)."""
+    try:
+        return (run_dir / timeline_plot_file(measure)).stat().st_mtime_ns >= (run_dir / SUMMARY_FILE).stat().st_mtime_ns
+    except OSError:
+        return False
 
 
 def results_dir_name(data_root: str | None) -> str:
@@ -160,6 +169,7 @@ def write_result(run_dir: Path, summary: dict[str, Any], header: Sequence[str], 
     timeline = write_csv(run_dir / TIMELINE_FILE, header, rows)
     summary = {**summary, "timeline_sha256": hashlib.sha256(timeline).hexdigest()}
     write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    (run_dir / timeline_plot_file(summary.get("measure", "cka"))).unlink(missing_ok=True)  # drawn from the result it replaced
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
@@ -177,11 +187,13 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str, Any],
                 since: float | None = None) -> bool:
     """Whether run_dir holds the result of these settings on these inputs (representation
-    folders and steps: a store that gained a final checkpoint makes `final` stale), written at
-    or after `since` (a time.time()) when given: the result an overwrite has yet to replace is
-    not its own."""
+    folders, steps and the identity of each file read: a store that gained a final checkpoint
+    makes `final` stale, and so does a file replaced in place), written at or after `since` (a
+    time.time()) when given: the result an overwrite has yet to replace is not its own. The data
+    root is the results dir's (check_data_root), not the result's: a store that moved keeps it."""
     summary = read_result(run_dir)
-    if summary is None or summary.get("settings") != settings or summary.get("inputs") != inputs:
+    if summary is None or _identity(summary.get("settings")) != _identity(settings) \
+            or summary.get("inputs") != inputs or not _of_this_store(run_dir, summary, settings):
         return False
     try:
         return since is None or (run_dir / SUMMARY_FILE).stat().st_mtime >= since
@@ -189,17 +201,39 @@ def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str,
         return False
 
 
-def conflict(run_dir: Path, settings: Mapping[str, Any], data_root_checked: bool) -> str | None:
+def _of_this_store(run_dir: Path, summary: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """Whether a result was computed from the store these settings name: the same data root, or
+    one its results dir (<results dir>/<regime>/<A>_vs_<B>/<layer...>) records the store moved from."""
+    theirs, ours = (data_root_text((s or {}).get("data.root")) for s in (summary.get("settings"), settings))
+    roots = data_roots(run_dir.parents[2]) if len(run_dir.parents) > 2 else []
+    return theirs == ours or (theirs in roots and roots[0] == ours)
+
+
+def _identity(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (settings or {}).items() if k not in _UNNAMED}
+
+
+def conflict(run_dir: Path, settings: Mapping[str, Any]) -> str | None:
     """Why run_dir's result may not be replaced by one of these settings, or None when it holds
-    none, one of the same settings, or (with data_root_checked: the results dir was found to
-    belong to this data root) a stale one of another data root, left by an earlier overwrite."""
+    none, or one of the same settings (on whichever data root: the results dir's is checked on
+    its own, and a result of another is stale)."""
     summary = read_result(run_dir)
-    theirs = (summary or {}).get("settings") or {}
-    differ = sorted(k for k in {*settings, *theirs} if settings.get(k) != theirs.get(k))
-    if summary is None or not differ or (data_root_checked and differ == ["data.root"]):
+    theirs = _identity((summary or {}).get("settings"))
+    ours = _identity(settings)
+    differ = sorted(k for k in {*ours, *theirs} if ours.get(k) != theirs.get(k))
+    if summary is None or not differ:
         return None
     return (f"{run_dir} holds a result of other settings ({', '.join(f'{k}={_text(theirs.get(k))}' for k in differ)}); "
             "set overwrite=true to replace it, or hydra.sweep.dir=... to write elsewhere")
+
+
+def stale_inputs(summary: Mapping[str, Any], root: Path) -> list[str]:
+    """The input files of a result that are missing below root now, or not the same (all of them,
+    as ["(not recorded)"], for a result written before results recorded their files)."""
+    stamps = (summary.get("inputs") or {}).get("files")
+    if not isinstance(stamps, dict):
+        return ["(not recorded)"]
+    return changed_files(root, stamps)
 
 
 def _text(value: Any) -> str:
@@ -240,31 +274,67 @@ def clear_error(run_dir: Path) -> None:
 
 # --- the results dir ---
 
-def check_data_root(results_dir: Path, data_root: str | None, overwrite: bool) -> bool:
-    """Refuse to write results of one data root into a results dir that holds another's.
-    Returns whether data_root.txt names this data root."""
+def check_data_root(results_dir: Path, data_root: str | None, overwrite: bool, for_report: bool = False) -> bool:
+    """Refuse to write results of one data root into a results dir that holds another's, unless
+    the store merely moved there: the recorded root is a link to this one, or results' input files
+    are found unchanged below it (data_root.txt then names the new place). Returns whether
+    data_root.txt names this data root."""
     recorded = recorded_data_root(results_dir)
-    if recorded is not None and recorded != data_root_text(data_root) and not overwrite:
-        raise InputError(
-            f"{results_dir} holds results computed from {_data_root_words(recorded)}, not "
-            f"{_data_root_words(data_root_text(data_root))}: write these elsewhere (hydra.sweep.dir=...), or set "
-            "overwrite=true to replace them"
-        )
-    return recorded == data_root_text(data_root)
+    text = data_root_text(data_root)
+    if recorded is None or recorded == text:
+        return recorded == text
+    if not overwrite and data_root is not None and recorded != DEMO and _moved(results_dir, recorded, Path(data_root)):
+        log.warning("%s: its results were computed from %s, which is now %s (the same files): data_root.txt updated",
+                    results_dir, recorded, text)
+        record_data_root(results_dir, data_root, data_roots(results_dir))
+        return True
+    if overwrite:
+        return False
+    hint = (f"report on these with data.root={recorded} or sweep_dir={results_dir}, or name the results of "
+            f"{_data_root_words(text)} with sweep_dir=..." if for_report else
+            "write these elsewhere (hydra.sweep.dir=...), or set overwrite=true to replace them")
+    raise InputError(f"{results_dir} holds results computed from {_data_root_words(recorded)}, not "
+                     f"{_data_root_words(text)}: {hint}")
+
+
+def _moved(results_dir: Path, recorded: str, root: Path) -> bool:
+    """Whether the store recorded for results_dir is the one at root: the same folder through a
+    link, or (the recorded one gone) one where some result's input files are, unchanged: a store
+    that was moved. A recorded store that is still there is another store than root."""
+    if Path(recorded).resolve() == root.resolve():
+        return True
+    if Path(recorded).exists():
+        return False
+    for summary_file in results_dir.rglob(SUMMARY_FILE):
+        summary = read_result(summary_file.parent)
+        if summary is not None and (summary.get("inputs") or {}).get("files") and not stale_inputs(summary, root):
+            return True
+    return False
 
 
 def recorded_data_root(results_dir: Path) -> str | None:
     """The data root results_dir's results belong to, as data_root.txt says, or None without one."""
+    roots = data_roots(results_dir)
+    return roots[0] if roots else None
+
+
+def data_roots(results_dir: Path) -> list[str]:
+    """The data root results_dir's results belong to, then the places that store was moved from
+    (data_root.txt: the root, then a `moved from: <path>` line for each)."""
     try:
-        text = (results_dir / DATA_ROOT_FILE).read_text().strip()
+        lines = (results_dir / DATA_ROOT_FILE).read_text().splitlines()
     except OSError:
-        return None
-    return text
+        return []
+    return [line.strip().removeprefix(_MOVED) for line in lines if line.strip()]
 
 
-def record_data_root(results_dir: Path, data_root: str | None) -> None:
+_MOVED = "moved from: "
+
+
+def record_data_root(results_dir: Path, data_root: str | None, moved_from: Sequence[str] = ()) -> None:
+    """Record the data root of results_dir's results; moved_from: the places that store was at."""
     path = results_dir / DATA_ROOT_FILE
-    text = data_root_text(data_root) + "\n"
+    text = "".join(line + "\n" for line in [data_root_text(data_root), *(_MOVED + root for root in moved_from)])
     if not path.exists() or path.read_text() != text:
         write_atomic(path, text)
 

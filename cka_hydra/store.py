@@ -10,8 +10,10 @@ lists checkpoints with this module and never needs it.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,23 +60,63 @@ class Layout:
 
 
 def list_checkpoints(representations_dir: Path) -> dict[int, Path]:
-    """Complete checkpoints by step. A folder missing either file is still being written."""
+    """Complete checkpoints by step. A folder missing either file, or holding an empty one, is
+    still being written."""
     if not representations_dir.is_dir():
         raise InputError(f"no representation folder at {representations_dir}{_nearest_existing(representations_dir)}")
     found = {}
     try:
         for child in representations_dir.iterdir():
             match = _CHECKPOINT_DIR.fullmatch(child.name)
-            if match and (child / REPRESENTATIONS_FILE).exists() and (child / METADATA_FILE).exists():
+            if match and _written(child / REPRESENTATIONS_FILE) and _written(child / METADATA_FILE):
                 found[int(match.group(1))] = child
     except OSError as err:  # not readable by this user
         raise InputError(f"{representations_dir}: cannot list it ({err.strerror or err})") from None
     if not found:
         raise InputError(
             f"no checkpoints in {representations_dir}: expected checkpoint-<step>/ folders "
-            f"holding both {REPRESENTATIONS_FILE} and {METADATA_FILE}"
+            f"holding both {REPRESENTATIONS_FILE} and {METADATA_FILE}, neither empty"
         )
     return dict(sorted(found.items()))
+
+
+def _written(path: Path) -> bool:
+    """A file that exists and is not an empty regular file: an empty one is still being written."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return info.st_size > 0 or not stat.S_ISREG(info.st_mode)
+
+
+def file_stamps(root: Path, folders: Sequence[Path]) -> dict[str, list[int]]:
+    """The identity of each checkpoint file of the folders: path below root -> [size, modification
+    time in ns]. A file replaced in place, truncated or rewritten changes it; moving the whole
+    store (`mv`) does not."""
+    stamps = {}
+    for folder in folders:
+        for name in (REPRESENTATIONS_FILE, METADATA_FILE):
+            path = folder / name
+            try:
+                info = path.stat()
+            except OSError as err:
+                raise InputError(f"{path}: cannot read it ({err.strerror or err})") from None
+            stamps[path.relative_to(root).as_posix()] = [info.st_size, info.st_mtime_ns]
+    return stamps
+
+
+def changed_files(root: Path, stamps: Mapping[str, Sequence[int]]) -> list[str]:
+    """The files of stamps (file_stamps) that are missing below root now, or not the same."""
+    changed = []
+    for name, (size, mtime_ns) in stamps.items():
+        try:
+            info = (root / name).stat()
+        except OSError:
+            changed.append(name)
+            continue
+        if (info.st_size, info.st_mtime_ns) != (size, mtime_ns):
+            changed.append(name)
+    return changed
 
 
 def _nearest_existing(path: Path) -> str:
@@ -82,7 +124,9 @@ def _nearest_existing(path: Path) -> str:
     for parent in path.parents:
         if parent.is_dir():
             children = sorted(child.name for child in parent.iterdir())
-            shown = ", ".join(children[:12]) + (", ..." if len(children) > 12 else "")
+            missing = path.relative_to(parent).parts[0]
+            close = difflib.get_close_matches(missing, children, n=12, cutoff=0)  # the likeliest first
+            shown = ", ".join(close) + (f", ... ({len(children)} in all)" if len(children) > 12 else "")
             return f" ({parent} exists and holds: {shown or 'nothing'})"
     return ""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import representations_dir, run_app, run_in_process, save_checkpoint
+from conftest import read_json, representations_dir, run_app, run_in_process, save_checkpoint
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -114,14 +114,14 @@ def test_a_broken_city_list_in_a_sweep_fails_its_jobs_alone(store_copy, tmp_path
 
 
 @pytest.mark.parametrize("breakage, message", [
-    ("empty tensor file", r"representations.pt: not a readable torch.save file \(not a zip archive"),
+    ("truncated tensor file", r"representations.pt: not a readable torch.save file \(not a zip archive"),
     ("invalid JSON", r"metadata.json: expected JSON with a 'city_info' list"),
     ("rank 1", r"expected a floating-point tensor of shape \(n_cities, ...\), got torch.float32 of shape \(60,\)"),
 ])
 def test_a_broken_file_fails_its_job_with_one_line_naming_it(store_copy, tmp_path, breakage, message):
     checkpoint = representations_dir(store_copy, *B_FOLDER) / FINAL
-    if breakage == "empty tensor file":
-        (checkpoint / "representations.pt").write_bytes(b"")
+    if breakage == "truncated tensor file":
+        (checkpoint / "representations.pt").write_bytes(bytes(16))
     elif breakage == "invalid JSON":
         (checkpoint / "metadata.json").write_text('{"city_info": [')
     else:
@@ -132,6 +132,12 @@ def test_a_broken_file_fails_its_job_with_one_line_naming_it(store_copy, tmp_pat
     assert len(errors) == 1 and str(checkpoint) in errors[0], result.stdout
     assert pytest.importorskip("re").search(message, errors[0]), errors[0]
     assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_an_empty_file_is_a_checkpoint_still_being_written(store_copy, tmp_path):
+    (representations_dir(store_copy, *B_FOLDER) / FINAL / "representations.pt").write_bytes(b"")
+    run_dir = run_in_process(tmp_path, *RUN, f"data.root={store_copy}")
+    assert read_json(run_dir / "summary.json")["steps"] == [82036]  # the last complete step both sides hold
 
 
 REGIME = ('name: evil\nmodels:\n  1: [distance]\n  2: [angle]\nseeds: [orig, "1"]\n'

@@ -283,8 +283,7 @@ def test_mistakes_shared_by_every_job_stop_a_run_or_sweep_with_one_line(small_st
          r"Error: measure.pca_filter keeps 2 of pt\d-\d\S*'s 60 cities at step \d+: a PCA of measure.components=3 "
          r"is fitted on at least 10"),
         (["measure=procrustes", "city_filter='region:^Atlantis'"],
-         r"Error: measure.pca_filter \(following city_filter\) keeps 2 of pt\d-\d\S*'s 60 cities at step \d+: "
-         r"a PCA of measure.components=3 is fitted on at least 10"),
+         r"Error: city_filter keeps 2 of pt\d-\d\S*'s 60 cities at step \d+: a comparison needs at least 10"),
         (["layer_b=9"], r"Error: layer_b=9: no representation folder at .*" if mode == "run" else
          r"Error: layer_b=9: no such option; layer has: 0, 1, 2, 3, 4, 5, 6"),
     ]

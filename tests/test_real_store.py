@@ -157,16 +157,26 @@ def test_an_excluded_instance_is_refused_alone_and_left_out_of_the_report(real_p
                                                            "'/revision/exp4/pt1-5_seed4': expected a relative path"),
     (("pt1-5_seed3: revision", "pt1-5_seed3: ../revision"), "line 15: regime 'pt1': folders: pt1-5_seed3: "
                                                              "'../revision/exp4/pt1-5_seed4': expected a relative path"),
-], ids=["unknown model", "no reason", "unknown instance", "absolute folder", "folder outside data.root"])
+    (("pt1-7: crossing task failed to train", "pt1-7:"), "line 12: regime 'pt1': exclude: pt1-7: expected the reason "
+                                                          "it is left out"),
+    (("  pt1-7: crossing task failed to train\n", "  - pt1-7\n"), "line 11: regime 'pt1': exclude: expected a "
+                                                                   "mapping, one `pt1-7: crossing task failed to train` "
+                                                                   "line each"),
+    (("  pt1-5_seed3: revision", "  pt1-5_seed2: again\n  pt1-5_seed3: revision"), "line 15: pt1-5_seed2 is listed "
+                                                                                 "twice (YAML would keep only the last)"),
+    (("exclude:", "exlude:"), "line 11: exlude: unknown key; a regime has: name, models, seeds, original_dir, "
+                              "seed_dir, representations_dir, exclude, folders"),
+], ids=["unknown model", "no reason", "unknown instance", "absolute folder", "folder outside data.root", "null reason",
+        "a list", "a folder twice", "a misspelt key"])
 def test_a_bad_exclude_or_folders_entry_names_its_file_and_line(real_pt1, tmp_path, change, message):
     conf = write_config_dir(tmp_path)
     regime = conf / "regime/pt1.yaml"
     regime.write_text(regime.read_text().replace(*change))
-    for command in (["regime=pt1", "pair=1_2", "layer=5"], ["-m", "sweep", "regime=pt1", "layer=5"]):
+    for command in (["regime=pt1", "pair=1_2", "layer=5"], ["-m", "sweep", "regime=pt1", "layer=5"], ["report"]):
         result = run_app("--config-dir", str(conf), *command, f"data.root={real_pt1}", cwd=tmp_path)
         assert result.returncode == 1
-        assert result.stdout.strip().splitlines()[-1] == f"Error: {regime}, {message}" or \
-            result.stdout.strip().splitlines()[-1].startswith(f"Error: {regime}, {message}"), result.stdout
+        assert result.stdout.strip().splitlines() == [result.stdout.strip().splitlines()[-1]]  # one line
+        assert result.stdout.strip().startswith(f"Error: {regime}, {message}"), result.stdout
     assert not (tmp_path / "outputs").exists()
 
 

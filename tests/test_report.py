@@ -89,7 +89,7 @@ def test_default_out_dir_and_failed_runs_are_left_out(sweep_dir, tmp_path):
     assert "read 124 runs" in result.stdout and "left out: 1 failed, 1 incomplete" in result.stdout
     assert len(pd.read_csv(copy / "report" / "cka_results.csv")) == 124 * 3
     # the report's own folder is not read as a run next time (as write_report reads the sweep)
-    again, left_out, _ = collect(copy, exclude=copy / "report")
+    again, left_out, _, _ = collect(copy, exclude=copy / "report")
     assert again["run_dir"].nunique() == 124 and left_out == {"failed": 1, "incomplete": 1}
 
 

@@ -46,16 +46,14 @@ def test_an_error_is_never_written_beside_a_result(tmp_path):
 
 
 def test_a_result_of_other_settings_is_a_conflict(tmp_path):
-    assert run_folder.conflict(tmp_path, SETTINGS, data_root_checked=False) is None
+    assert run_folder.conflict(tmp_path, SETTINGS) is None
     write(tmp_path)
-    assert run_folder.conflict(tmp_path, SETTINGS, data_root_checked=False) is None
-    reason = run_folder.conflict(tmp_path, {**SETTINGS, "data.root": "/other"}, data_root_checked=False)
-    assert "holds a result of other settings (data.root=/data)" in reason
+    assert run_folder.conflict(tmp_path, SETTINGS) is None
+    reason = run_folder.conflict(tmp_path, {**SETTINGS, "checkpoints": "all"})
+    assert "holds a result of other settings (checkpoints=final)" in reason
     assert "overwrite=true" in reason and "hydra.sweep.dir" in reason
-    # in a results dir recorded as /other's, a result of /data is stale: it may be replaced
-    assert run_folder.conflict(tmp_path, {**SETTINGS, "data.root": "/other"}, data_root_checked=True) is None
-    older = {**SETTINGS, "data.root": "/other", "checkpoints": None}  # e.g. a result of an older version
-    assert "(checkpoints=final, data.root=/data)" in run_folder.conflict(tmp_path, older, data_root_checked=True)
+    # the data root is the results dir's to check (check_data_root): a result of another is stale, not a conflict
+    assert run_folder.conflict(tmp_path, {**SETTINGS, "data.root": "/other"}) is None
 
 
 def test_one_data_root_per_results_dir(tmp_path):

@@ -236,12 +236,12 @@ def break_store(root, instance_dir, task, layer, step, tensors=None, cities=None
 @pytest.mark.parametrize(
     "args, breakage, expected",
     [
-        (["layer=4"], None, r"no representation folder at .*distance_firstcity_last_and_trans_l4/representations \(.* holds: distance_firstcity_last_and_trans_l3, distance_firstcity_last_and_trans_l5\)"),
+        (["layer=4"], None, r"no representation folder at .*distance_firstcity_last_and_trans_l4/representations \(.* holds: distance_firstcity_last_and_trans_l[35], distance_firstcity_last_and_trans_l[35]\)"),
         (["data.root=/no/such/folder"], None, r"data.root=/no/such/folder: no such folder"),
         (["checkpoints=[0,5]"], None, r"checkpoints: steps \[5\] are not held by both pt2-1 and pt2-2_seed1; common steps: \[0, 82036, 164073\]"),
         (["cka.sigma_frac=0"], None, r"cka.sigma_frac=0.0: expected a positive number"),
         (["city_filter='regoin:^A'"], None, r"city_filter: unknown field 'regoin'; city_info has: city_id, country, name, region, row_id, x, y"),
-        (["city_filter='name:^City 1'"], None, r"step 164073: only \d cities in common after city_filter \(pt2-1 keeps \d+ of 60, pt2-2_seed1 keeps \d+ of 60\); need at least 10"),
+        (["city_filter='name:^City 1'"], None, r"Error: city_filter keeps \d of pt2-1's 60 cities at step 164073: a comparison needs at least 10"),
         ([], "not_a_dict", r"checkpoint-164073/representations.pt: expected a dict with a 'representations_flat' or 'representations' tensor, got list"),
         ([], "nan", r"checkpoint-164073/representations.pt: 3 NaN/Inf values among the compared cities at step 164073"),
         ([], "constant", r"step 164073, pt2-1 vs pt2-2_seed1: CKA is undefined: the second representation is constant"),
@@ -358,3 +358,35 @@ def test_the_runs_own_timeline_figure(small_store, tmp_path):
     result = run_app(*run, "save_timeline_plot=true", "measure=procrustes", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     assert (tmp_path / "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5-procrustes-all/procrustes_timeline.png").is_file()
+
+
+def test_a_timeline_figure_is_redrawn_when_its_result_changes(store_copy, tmp_path):
+    run = [*RUN, f"data.root={store_copy}", "checkpoints=all", "save_timeline_plot=true"]
+    assert run_app(*run, cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5-all"
+    first = (run_dir / "cka_timeline.png").read_bytes()
+    shutil.rmtree(representations_dir(store_copy, "revision/exp2/pt2-2_seed1", "angle", 5) / "checkpoint-164073")
+    assert run_app(*[arg for arg in run if arg != "save_timeline_plot=true"], cwd=tmp_path).returncode == 0
+    assert not (run_dir / "cka_timeline.png").exists()  # drawn from the result it replaced
+    assert run_app(*run, cwd=tmp_path).returncode == 0
+    assert (run_dir / "cka_timeline.png").read_bytes() != first
+
+
+def test_one_filter_in_other_spellings_is_one_setting(small_store, tmp_path):
+    folders = set()
+    for spelling in ('"region:^Europe || region: ^Asia"', '" region:^Europe||region:^Asia "'):
+        result = run_app(*RUN, f"data.root={small_store}", f"city_filter={spelling}", cwd=tmp_path)
+        assert result.returncode == 0, result.stdout
+        folders |= {p.parent.name for p in tmp_path.rglob("summary.json")}
+    assert len(folders) == 1
+    assert read_json(next(tmp_path.rglob("summary.json")))["settings"]["city_filter"] == \
+        "region:^Europe || region:^Asia"
+
+
+def test_stray_spaces_in_a_command_line(small_store, tmp_path):
+    assert run_app("regime=pt2 ", "pair=1_2 ", "layer=5 ", f"data.root={small_store}", cwd=tmp_path).returncode == 0
+    result = run_app("layer=", "5", cwd=tmp_path)
+    assert result.returncode == 1 and "a space after '=' splits a setting in two: write layer=5" in result.stdout
+    result = run_app("-m", "my_study", cwd=tmp_path)
+    assert result.returncode == 1 and "(a config of your own, my_study.yaml? name its folder: --config-dir DIR)" in \
+        result.stdout

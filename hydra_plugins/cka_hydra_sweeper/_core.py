@@ -33,7 +33,7 @@ from cka_hydra.config import (
     PairConfig, RunConfig, SeedPairConfig, check_regime_file, default_settings, run_config, settings,
 )
 from cka_hydra.errors import CannotWrite, FilterError, InputError
-from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs
+from cka_hydra.pairs import Comparison, SeedPolicy, plan_comparisons, seed_pairs, shared_tasks
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
         counts = Counter(job.status for job in jobs)
         log.info("%d jobs (dry run: nothing computed): %d to run, %d already done, %d failing before launch",
                  len(jobs), counts["pending"], counts["skipped"], counts["failed"])
+        if counts["failed"]:  # as the sweep itself would end
+            raise SweepError(f"{counts['failed']} of {len(jobs)} jobs would fail before launch (marked failed above)")
         return []
 
     results_dirs = sorted({job.results_dir for job in jobs})
@@ -99,8 +101,10 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
         raise SweepError(str(err)) from None
     _write_jobs(jobs)
     counts = Counter(job.status for job in jobs)
-    log.info("%d jobs already have results for the same settings (skipped); %d failed before launch; %d to run",
-             counts["skipped"], counts["failed"], counts["pending"])
+    drawing = sum(job.status == "pending" and not job.run.overwrite and _finished(job) for job in jobs)
+    log.info("%d jobs already have results for the same settings (skipped); %d failed before launch; %d to run%s",
+             counts["skipped"], counts["failed"], counts["pending"],
+             f" ({drawing} of them only to draw their timeline figure)" if drawing else "")
 
     todo = [job for job in jobs if job.status == "pending"]
     batch_size = _batch_size(sweeper, len(todo))
@@ -204,7 +208,7 @@ def _split_overrides(
     replaces them key by key."""
     parser = OverridesParser.create(config_loader=config_loader)
     # quoted as on the command line: the grammar reads a params value 1_5 as the integer 15
-    lines = hydra_argv([f"{key}={value}" for key, value in params.items()]) + list(arguments)
+    lines = hydra_argv([f"{key}={_params_value(value)}" for key, value in params.items()]) + list(arguments)
     choices: Dict[str, List[str]] = {}
     swept: Dict[str, List[str]] = {}
     fixed: Dict[str, str] = {}
@@ -233,6 +237,11 @@ def _split_overrides(
                     if group in ("pair", "seed_pair") and all(v.isdigit() for v in unknown) else "")
             raise SweepError(f"{key}={','.join(unknown)}: no such option{hint}; {group} has: {', '.join(known)}")
     return choices, list(swept.values()), list(fixed.values())
+
+
+def _params_value(value: Any) -> str:
+    """A params value as a sweep of its items: `3,4,5,6` as written, or a YAML list [3, 4, 5, 6]."""
+    return ",".join(map(str, value)) if OmegaConf.is_list(value) or isinstance(value, list) else str(value)
 
 
 def _values(override: Override) -> List[str]:
@@ -270,6 +279,9 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
             base = run_config(job_cfg)
         except InputError as err:
             raise SweepError(f"{err}{' (with ' + ' '.join(combination) + ')' if combination else ''}") from None
+        if regime == regimes[0]:
+            for caution in base.cka.cautions():
+                log.warning("%s%s", caution, f" (with {' '.join(combination)})" if combination else "")
         results_dir = Path(str(job_cfg.hydra.sweep.dir)).resolve()
         models = {int(k): list(v) for k, v in base.regime.models.items()}
         seeds = list(base.regime.seeds)
@@ -285,11 +297,13 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
                                  f"(it has {', '.join(map(str, known))})")
         exclude = {} if base.allow_excluded else base.regime.exclude
         comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs, layers_b,
-                                                exclude)
+                                                exclude, base.allow_overlap)
         if combination == first_combination:  # the rules give the same counts for every combination
-            log.info("%s: %d candidates; removed %s; %d jobs", regime, len(comparisons) + sum(removed.values()),
+            overlapping = sum(c.a != c.b and bool(shared_tasks(models[c.a], models[c.b])) for c in comparisons)
+            log.info("%s: %d candidates; removed %s; %d jobs%s", regime, len(comparisons) + sum(removed.values()),
                      ", ".join(f"{n} for {rule}" for rule, n in removed.items() if n or not rule.startswith("excluded")),
-                     len(comparisons))
+                     len(comparisons), f" ({overlapping} of them share a training task: allow_overlap=true)"
+                     if base.allow_overlap else "")
         job_settings = settings(base)
         # by layer: the jobs that read the same files run close together (a worker keeps their city lists)
         for planned in sorted(comparisons, key=lambda c: (c.layer, c.layer_b)):
@@ -305,8 +319,7 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
                             run_folder.subdir(c, job_settings, defaults), run_folder.describe(job_settings, defaults)))
     if not jobs:
         raise SweepError("no valid comparison in this sweep: every candidate was removed by the rules above "
-                         "(two models that share a training task are compared only with allow_overlap=true, "
-                         "one at a time)")
+                         "(two models that share a training task are compared only with allow_overlap=true)")
     log.info("sweep: %d jobs%s", len(jobs), f" ({len(jobs) // max(1, _n_combinations(swept))} comparisons x "
              f"{_n_combinations(swept)} settings)" if swept else "")
     _refuse_duplicates(jobs)
@@ -348,7 +361,7 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
     share stops the sweep with one message; a job's own missing input fails that job alone.
     Without write_demo_store (a dry run), jobs on a demo store not yet written stay unchecked."""
     from cka_hydra.demo import ensure_demo_store
-    from cka_hydra.plan import check_city_filter, check_device, data_root, preflight
+    from cka_hydra.plan import StepsError, check_city_filter, check_device, data_root, preflight
 
     roots: Dict[Path, set] = defaultdict(set)
     for job in jobs:
@@ -359,6 +372,7 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
                              f"{', '.join(map(run_folder.data_root_text, data_roots))}: run one sweep per data root")
 
     checked, filter_checked = set(), set()
+    steps_refused: Dict[Tuple, List[str]] = defaultdict(list)  # per group, the step lists no job could take
     for job in jobs:
         run = job.run
         group = (job.results_dir, job.settings, run.regime.name)
@@ -378,6 +392,8 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
             job.plan = preflight(run, job.run_dir, job.results_dir)
         except InputError as err:
             job.status, job.error = "failed", str(err)
+            if isinstance(err, StepsError):
+                steps_refused[group].append(str(err))
             continue
         if group not in filter_checked:  # on the first job of the group whose inputs can be read
             try:
@@ -390,6 +406,15 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
             filter_checked.add(group)
         if not run.overwrite and _finished(job) and not _plot_missing(job):
             job.status = "skipped"
+    sizes = Counter((job.results_dir, job.settings, job.run.regime.name) for job in jobs)
+    for group, errors in steps_refused.items():
+        if len(errors) == sizes[group]:  # the step list fits none of them: the setting, not an instance
+            raise SweepError(f"{errors[0]} (and so for every one of the {len(errors)} jobs{_with(group[1])}: nothing "
+                             "was launched)")
+
+
+def _with(settings: str) -> str:
+    return f" with {settings}" if settings else ""
 
 
 def _record(job: Job, result: JobReturn, started: float) -> None:
@@ -414,9 +439,8 @@ def _settle(batch: List[Job], reason: str, started: float) -> None:
 
 
 def _plot_missing(job: Job) -> bool:
-    """A finished job still runs, to draw its figure, with save_timeline_plot and none beside it."""
-    plot = job.run_dir / run_folder.timeline_plot_file(job.run.measure.name.value)
-    return job.run.save_timeline_plot and not plot.exists()
+    """A finished job still runs, to draw its figure, with save_timeline_plot and none drawn from its result."""
+    return job.run.save_timeline_plot and not run_folder.timeline_plot_current(job.run_dir, job.run.measure.name.value)
 
 
 def _finished(job: Job, since: Optional[float] = None) -> bool:
