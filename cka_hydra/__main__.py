@@ -123,6 +123,8 @@ def run() -> None:
     message = stray_word(args, config_names) or missing_extra(args)
     if message:
         sys.exit(message)
+    if any(flag in args for flag in ("--cfg", "-c", "--info", "-i")):  # show, not run: Hydra refuses them with -m
+        args = [arg for arg in args if arg not in ("-m", "--multirun")]
     task = main
     if "report" in args:  # a task of its own, with conf/report.yaml
         args.remove("report")

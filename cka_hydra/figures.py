@@ -1,17 +1,19 @@
 """The report's figures and a run's own timeline figure, drawn with matplotlib's `Figure` API
 (no pyplot, no display, no global state)."""
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
 import matplotlib.ticker as ticker
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cka_hydra.atomic import atomic_path
 from cka_hydra.pairs import instance_name
-from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, unit_means
+from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, on_common_pairings, unit_means
 
 DPI = 120
 # what each measure's `similarity` is, for axis labels
@@ -24,6 +26,13 @@ def similarity_label(final: pd.DataFrame) -> str:
     measure = final["measure"].iloc[0]
     components = final["components"].iloc[0]
     return SIMILARITY_LABELS[measure].format(k="k" if pd.isna(components) else int(components))
+
+
+def _new_figure(**kwargs: object) -> Figure:
+    """A figure drawn by Agg: its canvas measures text, so tight_layout keeps the labels in."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -66,14 +75,16 @@ def model_matrix(final: pd.DataFrame, column: str = "similarity") -> pd.DataFram
 
 
 def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vmax: float, path: Path,
-                  marked: pd.DataFrame | None = None) -> None:
+                  marked: pd.DataFrame | None = None, intervals: pd.DataFrame | None = None) -> None:
     """A heat map of a matrix; the cells `marked` holds true for get a '*' (comparisons at
-    another final step than the rest)."""
+    another final step than the rest), and each cell's `intervals` value, where given, is shown
+    beneath it as +- (a bootstrap interval's half-width)."""
     n = len(matrix)
     stars = np.zeros(matrix.shape, dtype=bool) if marked is None else marked.to_numpy(dtype=float) > 0
+    halves = np.full(matrix.shape, np.nan) if intervals is None else intervals.to_numpy(dtype=float)
     size = max(5.0, 0.42 * n + 2.5)
     labels = 0.06 * max(len(str(name)) for name in matrix.index)  # inches for the tick labels
-    fig = Figure(figsize=(size + 1.2 + labels, size + labels))
+    fig = _new_figure(figsize=(size + 1.2 + labels, size + labels))
     ax = fig.subplots()
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")  # comparisons not run stay blank
     # nearest: one flat cell per comparison, and no resampling of the image at save time
@@ -90,13 +101,18 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
         for (i, j), value in np.ndenumerate(matrix.to_numpy()):
             if not np.isnan(value):
                 shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
-                ax.text(j, i, f"{value:.2f}" + ("*" if stars[i, j] else ""), ha="center", va="center", fontsize=6,
+                text = f"{value:.2f}" + ("*" if stars[i, j] else "")
+                if not np.isnan(halves[i, j]):
+                    text += f"\n±{halves[i, j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6 if np.isnan(halves[i, j]) else 5,
                         color="black" if shade > 0.6 else "white")
     else:
         rows, columns = np.nonzero(stars)
         ax.scatter(columns, rows, marker="*", s=12, color="red")
     ax.set_title(title, fontsize=10, wrap=True)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label=f"{label} (final step)")
+    # one line: tight_layout misplaces the axes beside a colour bar whose label has two
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03,
+                 label=f"{label} (final step{'; ±: bootstrap interval' if intervals is not None else ''})")
     fig.tight_layout()
     _save(fig, path)
 
@@ -105,8 +121,10 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity against the number of training tasks, one line per layer: mean over
     seed pairings, error bars their standard deviation (the seed spread)."""
     different = final[(final["kind"] == DIFFERENT_TASK) & (final["n_tasks_a"] == final["n_tasks_b"])]
-    units = unit_means(different.rename(columns={"n_tasks_a": "n_tasks"}), ["layer", "n_tasks"])
-    fig = Figure(figsize=(6, 4.2))
+    every = unit_means(different.rename(columns={"n_tasks_a": "n_tasks"}), ["layer", "n_tasks"])
+    units, common = on_common_pairings(every, ["layer", "n_tasks"])  # like for like: the same seeds at every point
+    left_out = sorted(set(every["seed_pairing"]) - set(common))
+    fig = _new_figure(figsize=(6, 4.6))
     ax = fig.subplots()
     regimes = different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
     layers = sorted(units["layer"].unique())
@@ -116,7 +134,10 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
         ax.errorbar(spread.index + dodge, spread["mean"], yerr=spread["std"].fillna(0), marker="o", capsize=4,
                     label=f"layer {layer}")
     ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
-    ax.set_xlabel("training tasks per model (mean over seed pairings; bars: their std)")
+    ax.set_xlabel(textwrap.fill(f"training tasks per model; mean over the {len(common)} seed pairings every point has "
+                                f"({', '.join(common)}); bars: their std", 80)
+                  + (textwrap.fill(f"; left out, held by only some points: {', '.join(left_out)}", 80)
+                     if left_out else ""), fontsize=8)
     ax.set_ylabel(f"{similarity_label(final)}\nmodels with disjoint tasks", fontsize=9)
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
@@ -145,7 +166,7 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     steps held by only some comparisons it leaves out."""
     curves = timeline_curves(results)
     regimes = sorted(curves["regime"].unique())
-    fig = Figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.4))
+    fig = _new_figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.4))
     axes = fig.subplots(1, len(regimes), sharey=True, squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         of_regime = curves[curves["regime"] == regime]
@@ -169,7 +190,7 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
 def run_timeline_figure(timeline: pd.DataFrame, column: str, label: str, title: str, path: Path) -> None:
     """One run's timeline (the research group's `cka_timeline.png`): its value at each step, the
     mean over steps dashed, the bootstrap interval as a band where it was computed."""
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = _new_figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     ax.plot(timeline["step"], timeline[column], marker="o", label=label)
     if "cka_low" in timeline:
@@ -187,47 +208,51 @@ def run_timeline_figure(timeline: pd.DataFrame, column: str, label: str, title: 
     _save(fig, path)
 
 
-def kinds_figure(groups: pd.DataFrame, tests: pd.DataFrame, label: str, title: str, path: Path) -> None:
+def kinds_figure(tests: pd.DataFrame, label: str, title: str, path: Path) -> None:
     """Same-task cross-seed against different-task similarity (the "intra-task vs inter-task"
-    comparison), a panel per regime and a pair of points per layer: mean over seed pairings,
-    bars their 95% t interval (stats.group_summary); each pair is annotated with its paired test
-    (stats.compare_kinds). Both tables hold one setting's same-layer comparisons."""
+    comparison), a panel per regime and a pair of points per layer: each kind's mean over the
+    seed pairings both kinds have, bars its 95% t interval, annotated with the paired test over
+    those pairings (one setting's same-layer rows of stats.compare_kinds): points and test are
+    over the same units."""
     regimes = sorted(tests["regime"].unique())
-    fig = Figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.4))
+    fig = _new_figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.6))
     axes = fig.subplots(1, len(regimes), sharey=True, squeeze=False)
-    cells = groups.set_index(["regime", "layer", "kind"])
     for ax, regime in zip(axes[0], regimes):
-        layers = sorted(tests.loc[tests["regime"] == regime, "layer"])
-        for offset, kind, colour in ((-0.12, SAME_TASK, "tab:blue"), (0.12, DIFFERENT_TASK, "tab:orange")):
-            points = cells.loc[[(regime, layer, kind) for layer in layers]]
-            means = points["mean"].to_numpy()
-            errors = np.nan_to_num(np.array([means - points["ci_low"], points["ci_high"] - means]))
-            ax.errorbar(np.arange(len(layers)) + offset, means, yerr=errors, fmt="o", capsize=4, color=colour,
+        rows = tests[tests["regime"] == regime].sort_values("layer")
+        for offset, kind, column, colour in ((-0.12, SAME_TASK, "same_task", "tab:blue"),
+                                             (0.12, DIFFERENT_TASK, "different_task", "tab:orange")):
+            means = rows[column].to_numpy()
+            errors = np.nan_to_num(np.array([means - rows[f"{column}_ci_low"], rows[f"{column}_ci_high"] - means]))
+            ax.errorbar(np.arange(len(rows)) + offset, means, yerr=errors, fmt="o", capsize=4, color=colour,
                         label=kind)
-        ticks = []
-        for layer in layers:
-            test = tests[(tests["regime"] == regime) & (tests["layer"] == layer)].iloc[0]
-            ticks.append(f"layer {layer}\nd_z={test['effect_size_dz']:.2g}\np={test['p']:.2g}")
-        ax.set_xticks(range(len(layers)), ticks, fontsize=8)
-        ax.set_xlim(-0.5, len(layers) - 0.5)
+        ticks = [f"layer {row.layer}\nd_z={row.effect_size_dz:.2g}\np={row.p:.2g}\nn={row.n_units}"
+                 for row in rows.itertuples()]
+        ax.set_xticks(range(len(rows)), ticks, fontsize=8)
+        ax.set_xlim(-0.5, len(rows) - 0.5)
         ax.set_title(regime, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"{label}\n(mean over seed pairings; bars: 95% CI)", fontsize=9)
+    axes[0][0].set_ylabel(f"{label}\n(mean over the seed pairings both kinds have; bars: 95% CI)", fontsize=9)
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 
 
-def layer_map_figure(groups: pd.DataFrame, label: str, title: str, path: Path) -> None:
+def layer_map_figure(final: pd.DataFrame, label: str, title: str, path: Path) -> None:
     """Different-task similarity of the first model's layer (rows) against the second model's
     (columns), a panel per regime: each cell the mean over seed pairings of the mean over model
-    pairs, with its number of comparisons (one setting's stats.group_summary)."""
-    different = groups[groups["kind"] == DIFFERENT_TASK].set_index(["regime", "layer", "layer_b"])
-    cells, counts = different["mean"], different["n_comparisons"]
-    regimes = sorted(different.index.unique("regime"))
+    pairs, over the pairings every cell of its panel has, with its number of comparisons (one
+    setting's stats.final_values)."""
+    different = final[final["kind"] == DIFFERENT_TASK]
+    keys = ["regime", "layer", "layer_b"]
+    units = pd.concat([on_common_pairings(unit_means(group, keys), ["layer", "layer_b"])[0]
+                       for _, group in different.groupby("regime")])
+    cells = units.groupby(keys)["similarity"].mean()
+    counts = different[different.set_index([*keys, "seed_pairing"]).index.isin(
+        units.set_index([*keys, "seed_pairing"]).index)].groupby(keys).size()
+    regimes = sorted(cells.index.unique("regime"))
     vmin, vmax = cells.min(), cells.max()
-    fig = Figure(figsize=(4.2 * len(regimes) + 1, 4), layout="constrained")
+    fig = _new_figure(figsize=(4.2 * len(regimes) + 1, 4), layout="constrained")
     axes = fig.subplots(1, len(regimes), squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         grid = cells[regime].unstack("layer_b")

@@ -1,6 +1,5 @@
 """From a finished sweep folder to the study's tables, figures and one HTML page."""
 
-import base64
 import html
 import json
 import logging
@@ -35,13 +34,19 @@ confidence intervals and tests count seed pairings, not comparisons.
   itself at another layer). Mean over seed pairings, 95% confidence interval from
   Student's t with n - 1 degrees of freedom; std is over the individual comparisons, for
   reference.
+- Like for like: a group's mean over all of its seed pairings is reported with its n and
+  the pairings (seed_pairings), but every test and every figure that compares groups
+  (trends, intra vs inter, layer maps, regime against regime) compares them over the seed
+  pairings they all have; the pairings held by only some are named (left_out, or on the
+  figure) and take no part. A sweep that adds pairings to one group therefore moves its
+  own mean, never a comparison.
 - Same-task cross-seed against different-task (the "intra-task vs inter-task"
-  comparison; it needs hydra.sweeper.self_pairs=true): both means come from the same seed
-  pairings, so the test is a paired t-test over seed pairings; effect size d_z is the
-  mean difference over the standard deviation of the differences.
+  comparison; it needs hydra.sweeper.self_pairs=true): both means come from the seed
+  pairings both kinds have, so the test is a paired t-test over seed pairings; effect size
+  d_z is the mean difference over the standard deviation of the differences.
 - Regime against regime (different-task comparisons): different regimes are different
-  training runs, so the test is Welch's unpaired t-test over seed pairings; effect size
-  Hedges' g.
+  training runs, so the test is Welch's unpaired t-test over the seed pairings both have;
+  effect size Hedges' g.
 
 With the study's three seed pairings a test has 2 degrees of freedom and little power,
 and the pairings orig_1 and orig_2 share the original runs, so p-values are
@@ -105,9 +110,10 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
         "regime vs regime": compare_regimes(final),
     }
     images = []
+    scales = colour_scales(final[final["setting"].isin(drawn)])
     for setting in drawn:
-        images += _figures(results[results["setting"] == setting], final[final["setting"] == setting],
-                           *(_of_setting(tables[name], setting) for name in ("groups", "same-task vs different-task")),
+        images += _figures(results[results["setting"] == setting], final[final["setting"] == setting], scales,
+                           _of_setting(tables["same-task vs different-task"], setting),
                            setting, out_dir)
     # (no table has rows when every comparison is of an instance with itself)
     stats_csv = pd.concat([t.assign(table=name) for name, t in tables.items() if len(t)] or [pd.DataFrame(
@@ -156,23 +162,35 @@ def _of_setting(table: pd.DataFrame, setting: str) -> pd.DataFrame:
     return table[table["setting"] == setting] if len(table) else table
 
 
-def _figures(results: pd.DataFrame, final: pd.DataFrame, groups: pd.DataFrame, kinds: pd.DataFrame, setting: str,
-             out_dir: Path) -> list[str]:
+def colour_scales(final: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
+    """One colour scale per measure and regime, across the settings drawn, so that two settings'
+    matrices compare and another regime does not stretch a regime's scale: (lowest, highest)
+    same-layer final similarity, widened to multiples of 0.05."""
+    same_layer = final[final["layer"] == final["layer_b"]]
+    return {key: (float(np.floor(group["similarity"].min() * 20) / 20),
+                  float(np.ceil(group["similarity"].max() * 20) / 20))
+            for key, group in same_layer.groupby(["measure", "regime"])}
+
+
+def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str, str], tuple[float, float]],
+             kinds: pd.DataFrame, setting: str, out_dir: Path) -> list[str]:
     """One setting's figures, each file named after the setting unless it is the default (so
     after the measure: matrix_pt3_layer5_procrustes.png), from its results and its rows of the
-    statistics tables (groups, same-task vs different-task). Everything but the layer map shows
-    the comparisons of a layer with the same layer."""
+    same-task vs different-task table. Everything but the layer map shows the comparisons of a
+    layer with the same layer."""
     names: list[str] = []
     if final.empty:  # only comparisons of an instance with itself: nothing to draw
         return names
     suffix = "" if setting == DEFAULT_SETTING else f"_{setting}"
     label = figures.similarity_label(final)
     same_layer = final[final["layer"] == final["layer_b"]]
-    # one colour scale for every matrix of a setting, so that panels compare
-    vmin, vmax = np.floor(final["similarity"].min() * 20) / 20, np.ceil(final["similarity"].max() * 20) / 20
     for (regime, layer), group in same_layer.groupby(["regime", "layer"]):
+        measure = group["measure"].iloc[0]
+        vmin, vmax = scales[(measure, regime)]
+        scale = f"colour scale {vmin:.2f}-{vmax:.2f}: every setting of {measure} on {regime}"
         steps = group["step"].value_counts()
-        group = group.assign(other_step=group["step"] != steps.index[0])  # the most common final step
+        group = group.assign(other_step=group["step"] != steps.index[0],  # the most common final step
+                             half_width=(group["cka_high"] - group["cka_low"]) / 2)  # bootstrap, where computed
         at = f"step {steps.index[0]}"
         if len(steps) > 1:
             at += (f"; * {int(group['other_step'].sum())} at other final steps "
@@ -182,8 +200,10 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, groups: pd.DataFrame, k
         for kind, matrix_of in (("matrix", figures.instance_matrix), ("models", figures.model_matrix)):
             name = f"{kind}_{regime}_layer{layer}{suffix}.png"
             what = "instances" if kind == "matrix" else "models (mean over seed pairings)"
-            figures.matrix_figure(matrix_of(group), f"{regime}, layer {layer}: {what}, {at}\n{label} [{setting}]",
-                                  label, vmin, vmax, out_dir / name, marked=matrix_of(group, "other_step"))
+            intervals = matrix_of(group, "half_width") if group["half_width"].notna().any() else None
+            figures.matrix_figure(matrix_of(group), f"{regime}, layer {layer}: {what}, {at}\n{label} [{setting}]; "
+                                  f"{scale}", label, vmin, vmax, out_dir / name,
+                                  marked=matrix_of(group, "other_step"), intervals=intervals)
             names.append(name)
     different = same_layer[same_layer["kind"] == DIFFERENT_TASK]
     if len(different):
@@ -193,13 +213,13 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, groups: pd.DataFrame, k
     kinds = kinds[kinds["layer"] == kinds["layer_b"]] if len(kinds) else kinds
     if len(kinds):
         name = f"intra_inter{suffix}.png"
-        figures.kinds_figure(groups[groups["layer"] == groups["layer_b"]], kinds, label,
+        figures.kinds_figure(kinds, label,
                              f"Intra-task (one model, two seeds) against inter-task (disjoint tasks)\n[{setting}]",
                              out_dir / name)
         names.append(name)
     if (final["layer"] != final["layer_b"]).any() and (final["kind"] == DIFFERENT_TASK).any():
         name = f"layer_map{suffix}.png"
-        figures.layer_map_figure(groups, label, f"Layer map\n[{setting}]", out_dir / name)
+        figures.layer_map_figure(final, label, f"Layer map\n[{setting}]", out_dir / name)
         names.append(name)
     steps = results.merge(different[["run_dir"]], on="run_dir")
     if (steps.groupby("run_dir")["step"].nunique() > 1).any():
@@ -212,11 +232,12 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, groups: pd.DataFrame, k
 
 def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict], settings: dict[str, dict],
           min_runs: int, images: list[str], tables: dict[str, pd.DataFrame], out_dir: Path) -> str:
-    """One self-contained page: trends and timelines, then statistics, then the matrices in a grid."""
+    """One page beside its figures: trends and timelines, then statistics, then the model matrices
+    in a grid and the instance matrices one per row."""
 
-    def figure(name: str) -> str:
-        data = base64.b64encode((out_dir / name).read_bytes()).decode()
-        return f"<figure><img alt='{name}' src='data:image/png;base64,{data}'><figcaption>{name}</figcaption></figure>"
+    def figure(name: str) -> str:  # linked, not embedded: a study of many settings stays a page of kilobytes
+        return (f"<figure><a href='{name}'><img alt='{name}' src='{name}' loading='lazy'></a>"
+                f"<figcaption>{name} (click for full size)</figcaption></figure>")
 
     matrices = [name for name in images if name.startswith(("matrix_", "models_"))]
     parts = [
@@ -246,6 +267,8 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         body = (_shown(table).to_html(index=False) if len(table)
                 else "<p>none</p>")
         parts.append(f"<h3>{html.escape(name)}</h3>{body}")
-    parts += ["<h2>Instance and model matrices</h2><div class='grid'>", *(figure(name) for name in matrices),
-              "</div></body></html>"]
+    parts += ["<h2>Model matrices</h2><div class='grid'>",
+              *(figure(name) for name in matrices if name.startswith("models_")),
+              "</div><h2>Instance matrices</h2><p>One per row: 21 x 21 cells and more.</p>",
+              *(figure(name) for name in matrices if name.startswith("matrix_")), "</body></html>"]
     return "\n".join(parts)

@@ -42,6 +42,19 @@ def unit_means(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].mean()
 
 
+def on_common_pairings(units: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Like for like: the units (unit_means) of the seed pairings that every group by `by` has,
+    and those pairings, sorted. A group measured over more pairings than another would otherwise
+    differ by which seeds it averages, not by what it is."""
+    sets = [set(group["seed_pairing"]) for _, group in units.groupby(by)]
+    common = sorted(set.intersection(*sets)) if sets else []
+    return units[units["seed_pairing"].isin(common)], common
+
+
+def pairings_text(pairings: list[str]) -> str:
+    return " ".join(pairings)
+
+
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and t-based confidence interval over units (NaN bounds with fewer than 2)."""
     mean = float(np.mean(values))
@@ -52,14 +65,17 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
 
 
 def group_summary(final: pd.DataFrame) -> pd.DataFrame:
-    """Per setting, regime, layer pair and kind: comparisons, units, mean, std, 95% CI over units."""
+    """Per setting, regime, layer pair and kind: comparisons, units and which seed pairings they
+    are, mean, std, 95% CI over units. Each group over all of its own pairings: tests and figures
+    that compare groups restrict them to the pairings they share."""
     keys = [*KEYS, "kind"]
-    units = dict(iter(unit_means(final, keys).groupby(keys)["similarity"]))
+    units = dict(iter(unit_means(final, keys).groupby(keys)))
     rows = []
     for key, group in final.groupby(keys):
-        unit_values = units[key].to_numpy()
+        unit_values = units[key]["similarity"].to_numpy()
         mean, low, high = mean_ci(unit_values)
-        rows.append(dict(zip(keys, key), n_comparisons=len(group), n_units=len(unit_values), mean=mean,
+        rows.append(dict(zip(keys, key), n_comparisons=len(group), n_units=len(unit_values),
+                         seed_pairings=pairings_text(sorted(units[key]["seed_pairing"])), mean=mean,
                          std=float(group["similarity"].std(ddof=1)) if len(group) > 1 else float("nan"),
                          ci_low=low, ci_high=high))
     return pd.DataFrame(rows)
@@ -84,11 +100,17 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if SAME_TASK not in wide or DIFFERENT_TASK not in wide:
         return pd.DataFrame(rows)
-    for key, group in wide.groupby(level=KEYS):
+    for key, group in wide.groupby(level=KEYS):  # the pairings both kinds have: a paired test
         diff = (group[SAME_TASK] - group[DIFFERENT_TASK]).to_numpy()
         test = stats.ttest_rel(group[SAME_TASK], group[DIFFERENT_TASK]) if len(diff) > 1 else None
-        rows.append(dict(zip(KEYS, key), n_units=len(diff), same_task=float(group[SAME_TASK].mean()),
-                         different_task=float(group[DIFFERENT_TASK].mean()), difference=float(diff.mean()),
+        (_, same_low, same_high), (_, diff_low, diff_high) = (mean_ci(group[kind].to_numpy())
+                                                               for kind in (SAME_TASK, DIFFERENT_TASK))
+        rows.append(dict(zip(KEYS, key), n_units=len(diff),
+                         seed_pairings=pairings_text(sorted(group.index.get_level_values("seed_pairing"))),
+                         same_task=float(group[SAME_TASK].mean()), same_task_ci_low=same_low,
+                         same_task_ci_high=same_high, different_task=float(group[DIFFERENT_TASK].mean()),
+                         different_task_ci_low=diff_low, different_task_ci_high=diff_high,
+                         difference=float(diff.mean()),
                          effect_size_dz=float(diff.mean() / np.std(diff, ddof=1)) if len(diff) > 1 else float("nan"),
                          t=float(test.statistic) if test else float("nan"),
                          p=float(test.pvalue) if test else float("nan")))
@@ -96,23 +118,28 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
-    """Different-task similarity between each two regimes, per setting and layer pair: Welch's
+    """Different-task similarity between each two regimes, per setting and layer pair, over the
+    seed pairings both regimes have (like for like; `left_out` names the others): Welch's
     t-test on the seed-pairing means (different regimes are different training runs: unpaired),
     effect size Hedges' g."""
     keys = [key for key in KEYS if key != "regime"]
     units = unit_means(final[final["kind"] == DIFFERENT_TASK], [*keys, "regime"])
     rows = []
     for key, group in units.groupby(keys):
-        by_regime = {r: g["similarity"].to_numpy() for r, g in group.groupby("regime")}
-        names = sorted(by_regime)
+        names = sorted(group["regime"].unique())
         for i, first in enumerate(names):
             for second in names[i + 1:]:
-                a, b = by_regime[first], by_regime[second]
+                pair = group[group["regime"].isin([first, second])]
+                shared, common = on_common_pairings(pair, ["regime"])
+                others = sorted(set(pair["seed_pairing"]) - set(common))
+                a, b = (shared.loc[shared["regime"] == r, "similarity"].to_numpy() for r in (first, second))
                 testable = len(a) > 1 and len(b) > 1
                 test = stats.ttest_ind(a, b, equal_var=False) if testable else None
                 rows.append(dict(zip(keys, key), regime_a=first, regime_b=second, n_units_a=len(a),
-                                 n_units_b=len(b), mean_a=float(a.mean()), mean_b=float(b.mean()),
-                                 difference=float(a.mean() - b.mean()),
+                                 n_units_b=len(b), seed_pairings=pairings_text(common),
+                                 left_out=pairings_text(others), mean_a=float(a.mean()) if len(a) else float("nan"),
+                                 mean_b=float(b.mean()) if len(b) else float("nan"),
+                                 difference=float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
                                  hedges_g=hedges_g(a, b) if testable else float("nan"),
                                  t=float(test.statistic) if test else float("nan"),
                                  p=float(test.pvalue) if test else float("nan")))

@@ -6,13 +6,15 @@ import json
 import os
 import shutil
 
+import pandas as pd
 import pytest
 import torch
 from conftest import DISJOINT, read_json, representations_dir, run_app
 
 from cka_hydra.cka import UndefinedMeasureError, rbf_cka
-from cka_hydra.pairs import plan_comparisons
 from cka_hydra.demo import load_regime
+from cka_hydra.pairs import plan_comparisons
+from cka_hydra.report import colour_scales
 
 SWEEP = ["-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", "hydra/launcher=basic"]
 A_FOLDER = ("pt3-1", "distance", 5)  # pt3-1 at layer 5, in two of SWEEP's jobs (1_2 and 1_7)
@@ -167,3 +169,17 @@ def test_the_report_names_every_left_out_run_and_counts_failures_as_the_sweep_do
     refused = run_app("report", f"data.root={small_store}", cwd=tmp_path)
     assert refused.returncode == 1 and f"report on these with data.root={store_copy} or sweep_dir=" in refused.stdout
     assert "hydra.sweep.dir" not in refused.stdout and "overwrite" not in refused.stdout
+
+
+def test_cfg_with_a_sweep_shows_its_config(tmp_path):
+    result = run_app("-m", "sweep", "--cfg", "hydra", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stdout, result.stdout
+    assert "regime: pt2,pt3" in result.stdout  # the study's params
+
+
+def test_one_colour_scale_per_measure_and_regime_across_settings():
+    final = pd.DataFrame({"setting": ["default", "rbf0.4", "default", "procrustes"],
+                          "measure": ["cka", "cka", "cka", "procrustes"], "regime": ["pt2", "pt2", "pt1", "pt2"],
+                          "layer": 5, "layer_b": 5, "similarity": [0.62, 0.93, 0.31, 0.5]})
+    assert colour_scales(final) == {("cka", "pt1"): (0.3, 0.35), ("cka", "pt2"): (0.6, 0.95),
+                                     ("procrustes", "pt2"): (0.5, 0.5)}

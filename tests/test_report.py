@@ -14,7 +14,9 @@ from conftest import representations_dir, run_app, run_cli
 from cka_hydra.figures import timeline_curves
 from cka_hydra.report import write_report
 from cka_hydra.results import COLUMNS, collect
-from cka_hydra.stats import compare_kinds, compare_regimes, final_values, group_summary
+from cka_hydra.stats import (
+    compare_kinds, compare_regimes, final_values, group_summary, on_common_pairings, unit_means,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +65,9 @@ def test_report_writes_every_file(sweep_dir, tmp_path):
         assert image.shape[0] >= 300 and image.shape[1] >= 400
         assert image[..., :3].std() > 0.05  # not blank
     page = (out / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == len(images)
-    assert not re.search(r"src=['\"](?!data:)", page)  # self-contained
+    linked = re.findall(r"<img alt='[^']+' src='([^']+)'", page)
+    assert sorted(linked) == sorted(images) and all((out / name).is_file() for name in linked)  # beside it
+    assert len(page.encode()) < 100_000
 
     stats = pd.read_csv(out / "stats.csv")
     groups = stats[stats["table"] == "groups"]
@@ -171,6 +174,34 @@ def test_statistics_equal_hand_computed_numbers():
     assert regimes["difference"] == pytest.approx(-0.166667, abs=1e-6)
     assert regimes["t"] == pytest.approx(-2.29416, abs=1e-5)
     assert regimes["hedges_g"] == pytest.approx(-1.49854, abs=1e-5)
+
+
+def with_more_pairings(final):
+    """hand_made's table, with pt2's different-task comparisons also measured over six more seed
+    pairings (as a seed_policy=all sweep without self pairs adds)."""
+    extra = final[(final["regime"] == "pt2") & (final["seed_pairing"] == "orig_1") & (final["kind"] == "different-task")]
+    more = [extra.assign(seed_a=a, seed_b=b, seed_pairing=f"{a}_{b}", similarity=extra["similarity"] + 0.1)
+            for a, b in (("1", "orig"), ("2", "orig"), ("2", "1"), ("orig", "orig"), ("1", "1"), ("2", "2"))]
+    return pd.concat([final, *more], ignore_index=True)
+
+
+def test_pairings_added_to_one_group_change_its_mean_but_no_comparison():
+    """The issue's finding: after a seed_policy=matrix sweep of pt2, pt2 was tested over 9 pairings
+    against pt3's 3, the trends and intra/inter points moved, and nothing said so."""
+    before, after = hand_made(), with_more_pairings(hand_made())
+    for table in (compare_regimes, compare_kinds):
+        assert table(after).drop(columns=["left_out"], errors="ignore").equals(
+            table(before).drop(columns=["left_out"], errors="ignore"))
+    regimes = compare_regimes(after).iloc[0]
+    assert regimes["seed_pairings"] == "1_2 orig_1 orig_2" and regimes["n_units_a"] == regimes["n_units_b"] == 3
+    assert regimes["left_out"] == "1_1 1_orig 2_1 2_2 2_orig orig_orig"
+    groups = group_summary(after).set_index(["regime", "kind"])
+    assert groups.loc[("pt2", "different-task"), "n_units"] == 9  # its own mean, labelled with its n
+    assert groups.loc[("pt2", "different-task"), "mean"] != group_summary(before).set_index(
+        ["regime", "kind"]).loc[("pt2", "different-task"), "mean"]
+    units = unit_means(after[after["kind"] == "different-task"], ["regime"])
+    shared, common = on_common_pairings(units, ["regime"])
+    assert common == ["1_2", "orig_1", "orig_2"] and len(shared) == 6
 
 
 ONE_OFF_RUNS = {  # one of each kind of comparison, each in a setting of its own
