@@ -134,10 +134,15 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
                 draw_timeline(run_dir, only_if_missing=True)
             return {"status": "skipped", "seconds": time.perf_counter() - start}
         earlier = run_folder.read_result(run_dir)
-        changed = [] if earlier is None else run_folder.stale_inputs(earlier, plan.root)
-        if changed:
-            log.info("recomputing: %d of the input files of the result there changed since (%s)", len(changed),
-                     ", ".join(changed[:3]))
+        if earlier is not None and not run.overwrite:  # why the result there does not hold
+            theirs = earlier.get("inputs") or {}
+            moved = [key for key in ("representations_a", "representations_b", "steps")
+                     if theirs.get(key) != plan.inputs[key]]
+            changed = run_folder.stale_inputs(earlier, plan.root)
+            log.info("recomputing %s: %s", run_dir.name, "; ".join(
+                [f"{key} was {theirs.get(key)}, is {plan.inputs[key]}" for key in moved]
+                + ([f"{len(changed)} of its input files changed since ({', '.join(changed[:3])})"] if changed else []))
+                or "its settings or inputs differ")
         result = _compute(run, plan, run_dir, results_dir, job_num, start)
         if run.save_timeline_plot:
             draw_timeline(run_dir)

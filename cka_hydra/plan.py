@@ -146,9 +146,9 @@ def plan_job(run: RunConfig) -> JobPlan:
     compare. Reads folder listings only, no data file."""
     root = data_root(run.data)
     a, b = sides(run, root)
-    checkpoints_a = list_checkpoints(a.representations_dir)
+    checkpoints_a = _checkpoints(a, run)
     try:
-        checkpoints_b = list_checkpoints(b.representations_dir)
+        checkpoints_b = _checkpoints(b, run)
     except InputError as err:
         if run.layer_b == run.layer:
             raise
@@ -168,6 +168,17 @@ def plan_job(run: RunConfig) -> JobPlan:
         pca = PCASpec(parse_filter(run.measure.pca_filter, setting), run.measure.components)
     return JobPlan(a, b, root, parse_filter(run.city_filter), pca, checkpoints_a, checkpoints_b, steps,
                    settings(run), inputs)
+
+
+def _checkpoints(side: Side, run: RunConfig) -> dict[int, Path]:
+    """A side's checkpoints; a missing folder that the regime's `folders` named says so."""
+    try:
+        return list_checkpoints(side.representations_dir)
+    except InputError as err:
+        if side.instance in run.regime.folders:
+            raise InputError(f"{err}; regime {run.regime.name}'s folders names it: {side.instance}: "
+                             f"{run.regime.folders[side.instance]}") from None
+        raise
 
 
 def check_city_filter(plan: JobPlan) -> None:

@@ -74,6 +74,10 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     results, excluded = leave_out(results, reasons, allow_excluded)
     for name, what in excluded.items():
         log.info("left out %s (%s): %d runs", name, what["reason"], what["runs"])
+    # kept with allow_excluded although a regime leaves them out: said as plainly as what is left out
+    kept = results[results["excluded"] != ""].groupby("excluded")["run_dir"].nunique().to_dict()
+    for why, n in kept.items():
+        log.info("kept although excluded (allow_excluded=true): %s: %d runs", why, n)
     if results.empty:
         raise InputError(f"no results under {sweep_dir} are left once {', '.join(excluded)} are excluded")
     meanings = {label: meaning for label, meaning in meanings.items() if label in set(results["setting"])}
@@ -130,11 +134,11 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     written += ["stats.csv", "stats.md", *images]
     setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name], "figures": name in drawn}
                     for name in settings}
-    write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, excluded, setting_rows, min_runs, images,
-                                               tables, out_dir))
+    write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, excluded, kept, setting_rows, min_runs,
+                                               images, tables))
     written.append("index.html")
     found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "left_out_runs": left_out_runs,
-             "excluded": excluded,
+             "excluded": excluded, "kept_although_excluded": kept,
              "min_runs": min_runs, "settings": setting_rows, "files": written}
     write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
     log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
@@ -230,8 +234,8 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
     return names
 
 
-def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict], settings: dict[str, dict],
-          min_runs: int, images: list[str], tables: dict[str, pd.DataFrame], out_dir: Path) -> str:
+def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict], kept: dict[str, int],
+          settings: dict[str, dict], min_runs: int, images: list[str], tables: dict[str, pd.DataFrame]) -> str:
     """One page beside its figures: trends and timelines, then statistics, then the model matrices
     in a grid and the instance matrices one per row."""
 
@@ -254,7 +258,9 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
                                .to_html(index=False) if excluded else "<p>No model or instance.</p>")
         + "<p>Every comparison of a model or instance named here is left out of every table, figure and test: "
         "the report's <code>exclude=[...]</code>, the regimes' <code>exclude</code> entries, and runs computed with "
-        "<code>allow_excluded=true</code> (<code>report allow_excluded=true</code> keeps the last two).</p>",
+        "<code>allow_excluded=true</code> (<code>report allow_excluded=true</code> keeps the last two).</p>"
+        + "".join(f"<p>Kept although excluded (allow_excluded=true): {html.escape(why)}: {n} runs.</p>"
+                  for why, n in kept.items()),
         "<h2>Settings</h2><p>Results of different settings are never pooled. A setting with fewer than "
         f"{min_runs} runs (<code>min_runs</code>; the narrowest sweep, pt3 at one layer and seed pairing, has 7) is "
         "a one-off check: it is listed here and in the statistics, without figures of its own.</p>",

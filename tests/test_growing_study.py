@@ -117,6 +117,8 @@ def test_a_file_replaced_in_place_makes_its_results_stale(store_copy, tmp_path):
     assert swept.returncode == 1 and "2 of 7 jobs did not finish" in swept.stdout  # not skipped as done
     assert "5 jobs already have results for the same settings (skipped)" in swept.stdout
     assert found["runs"] == 5 and found["left_out"] == {"stale": 2}
+    assert "recomputing layer5: 1 of its input files changed since (pt3-1/analysis_higher/" in (
+        run_dir / "cka.log").read_text()
     stale = {row["run_dir"]: row["detail"] for row in found["left_out_runs"]}
     assert set(stale) == {"pt3/pt3-1_vs_pt3-2_seed1/layer5", "pt3/pt3-1_vs_pt3-7_seed1/layer5"}
     assert "pt3-1/analysis_higher/distance_firstcity_last_and_trans_l5/representations/checkpoint-164073/" \

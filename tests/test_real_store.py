@@ -131,7 +131,9 @@ def test_an_excluded_instance_is_refused_alone_and_left_out_of_the_report(real_p
                                                                         "runs": 1}}
     assert "pt1-7_seed1" in (report / "index.html").read_text()
     result = run_app("report", store, "allow_excluded=true", cwd=tmp_path)
-    assert read_json(report / "report.json")["runs"] == 3
+    found = read_json(report / "report.json")
+    assert found["runs"] == 3 and found["kept_although_excluded"] == {"pt1-7_seed1: crossing task failed to train": 1}
+    assert "Kept although excluded (allow_excluded=true): pt1-7_seed1" in (report / "index.html").read_text()
     result = run_app("report", store, "--config-dir", str(conf), "exclude=[pt1-2, pt1-5_seed3]", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     found = read_json(report / "report.json")
