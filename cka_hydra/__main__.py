@@ -9,12 +9,14 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
 
+from cka_hydra import run_folder
 from cka_hydra.app import main, report
-from cka_hydra.config import load_regime_file
+from cka_hydra.config import ReportConfig, load_regime_file
 from cka_hydra.errors import InputError
 
 # Hydra's override grammar reads `layer=5` and `pair=1_2` as the integers 5 and 12, and
@@ -90,6 +92,18 @@ def take_config_dir(args: list[str]) -> Path | None:
     return None
 
 
+def not_a_report_setting(args: Sequence[str]) -> str | None:
+    """The message for a setting the report does not take (`report regime=pt3`, for which Hydra
+    would suggest `+regime=pt3`, which fails in turn), or None."""
+    known = [f.name for f in fields(ReportConfig)]
+    for arg in args:
+        key = arg.partition("=")[0].lstrip("+~")
+        if "=" in arg and not arg.startswith("-") and key.split(".")[0] not in (*known, "hydra"):
+            return (f"Error: {key}: not a setting of the report; it takes {', '.join(known)} (data.root: the store "
+                    "whose results to report); what a sweep computed is chosen with exclude=[...], or in the sweep")
+    return None
+
+
 # the report's list setting given without brackets
 _BARE_LIST = re.compile(r"exclude=(?!\[).+")
 
@@ -123,14 +137,23 @@ def run() -> None:
     message = stray_word(args, config_names) or missing_extra(args)
     if message:
         sys.exit(message)
-    if any(flag in args for flag in ("--cfg", "-c", "--info", "-i")):  # show, not run: Hydra refuses them with -m
+    showing = any(flag in args for flag in ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help"))
+    if showing:  # show, not run: Hydra refuses --cfg and --info with -m
         args = [arg for arg in args if arg not in ("-m", "--multirun")]
+    inside = run_folder.enclosing_results_dir(Path.cwd())
+    if inside is not None and not showing and "report" not in args and not any(
+            arg.startswith(("hydra.sweep.dir=", "hydra.run.dir=")) for arg in args):
+        sys.exit(f"Error: this folder is inside the results dir {inside}: run from the folder that holds outputs/ "
+                 "(results would go to a results dir nested in it), or name one: hydra.sweep.dir=...")
     task = main
     if "report" in args:  # a task of its own, with conf/report.yaml
         args.remove("report")
         task = report
         # exclude=pt2-7 or exclude=pt2-7,pt3-7: Hydra would read a string, or a sweep, not a list
         args = [f"exclude=[{arg.split('=', 1)[1]}]" if _BARE_LIST.fullmatch(arg) else arg for arg in args]
+        message = not_a_report_setting(args)
+        if message:
+            sys.exit(message)
     sys.argv[1:] = hydra_argv(args, config_names)
     try:
         task()

@@ -276,6 +276,10 @@ class RunConfig:
         if self.layer_b is None:
             self.layer_b = self.layer
         seeds = list(self.regime.seeds)
+        if self.pair.a > self.pair.b:  # pair=2_1 seed_pair=orig_1 is pair=1_2 seed_pair=1_orig: one folder for it
+            self.pair = PairConfig(self.pair.b, self.pair.a)
+            self.seed_pair = SeedPairConfig(self.seed_pair.b, self.seed_pair.a)
+            self.layer, self.layer_b = self.layer_b, self.layer
         if (self.pair.a == self.pair.b and {self.seed_pair.a, self.seed_pair.b} <= set(seeds)
                 and (seeds.index(self.seed_pair.a), self.layer) > (seeds.index(self.seed_pair.b), self.layer_b)):
             # a model against itself at (seed 1, layer 5) and (orig, layer 3) is the comparison

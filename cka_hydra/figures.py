@@ -136,7 +136,7 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
     ax.set_xlabel(textwrap.fill(f"training tasks per model; mean over the {len(common)} seed pairings every point has "
                                 f"({', '.join(common)}); bars: their std", 80)
-                  + (textwrap.fill(f"; left out, held by only some points: {', '.join(left_out)}", 80)
+                  + ("\n" + textwrap.fill(f"left out, held by only some points: {', '.join(left_out)}", 80)
                      if left_out else ""), fontsize=8)
     ax.set_ylabel(f"{similarity_label(final)}\nmodels with disjoint tasks", fontsize=9)
     ax.set_title(title, fontsize=10, wrap=True)
@@ -233,7 +233,10 @@ def kinds_figure(tests: pd.DataFrame, label: str, title: str, path: Path) -> Non
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{label}\n(mean over the seed pairings both kinds have; bars: 95% CI)", fontsize=9)
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10, wrap=True)
+    pairings = sorted(set(tests["seed_pairings"]))
+    fig.suptitle(f"{title}\n" + textwrap.fill("seed pairings: " + ("; ".join(pairings) if len(pairings) < 4
+                                                                  else "per layer, see stats.md"), 100),
+                 fontsize=10, wrap=True)
     fig.tight_layout()
     _save(fig, path)
 

@@ -110,6 +110,10 @@ class CityFilter:
                 if not any(term.holds(city) for cities in city_lists for city in cities)]
 
 
+# a single & or | between spaces: meant as && or ||, not as a character of the regex
+_LONE_OPERATOR = re.compile(r"\s[&|]\s")
+
+
 def parse_filter(text: str | None, setting: str = "city_filter") -> CityFilter:
     """Parse a filter expression, the value of `setting`; raises FilterError naming the bad term."""
     if text is None or not text.strip():
@@ -121,6 +125,10 @@ def parse_filter(text: str | None, setting: str = "city_filter") -> CityFilter:
             term = raw.strip()
             field, sep, regex = term.partition(":")
             field, regex = field.strip(), regex.strip()
+            lone = _LONE_OPERATOR.search(regex)
+            if lone:
+                raise FilterError(f"{setting}: {lone.group().strip()!r} in term {term!r} joins nothing: terms are "
+                                  f"joined by && and || (in {text!r})")
             if not sep or not field:
                 raise FilterError(
                     f"{setting}: term {term!r} is not of the form field:regex "

@@ -39,7 +39,9 @@ confidence intervals and tests count seed pairings, not comparisons.
   (trends, intra vs inter, layer maps, regime against regime) compares them over the seed
   pairings they all have; the pairings held by only some are named (left_out, or on the
   figure) and take no part. A sweep that adds pairings to one group therefore moves its
-  own mean, never a comparison.
+  own mean, never a comparison. A pairing with fewer than half as many comparisons as
+  its group's fullest one (one-off runs beside a sweep) is incomplete: it is no unit,
+  and is named (incomplete_pairings).
 - Same-task cross-seed against different-task (the "intra-task vs inter-task"
   comparison; it needs hydra.sweeper.self_pairs=true): both means come from the seed
   pairings both kinds have, so the test is a paired t-test over seed pairings; effect size
@@ -210,7 +212,7 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
                                   marked=matrix_of(group, "other_step"), intervals=intervals)
             names.append(name)
     different = same_layer[same_layer["kind"] == DIFFERENT_TASK]
-    if len(different):
+    if different["n_tasks_a"].nunique() > 1:  # against the number of training tasks: two or more of them
         name = f"trends{suffix}.png"
         figures.trends_figure(same_layer, f"Models trained on disjoint tasks\n[{setting}]", out_dir / name)
         names.append(name)
@@ -249,7 +251,7 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
         "figure{margin:0 0 1em 0}figcaption{font-size:0.8em;color:#555}"
         ".grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
-        "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "table{border-collapse:collapse;font-size:0.85em;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ccc;padding:2px 6px}"
         "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>",
         f"<h1>CKA report</h1><p>{n_runs} runs from <code>{html.escape(str(sweep_dir))}</code>; left out: "
         f"{html.escape(skipped)}. Data: <a href='cka_results.csv'>cka_results.csv</a>, "

@@ -29,9 +29,11 @@ PROGRESS_EVERY = 200
 def check_sweep_dir(sweep_dir: Path, data_root: str | None, exclude: Path | None = None) -> list[Path]:
     """sweep_dir's run folders; refuses a sweep_dir that is no folder, holds no run folder, or
     (when a data root is named) holds another data root's results."""
+    if data_root is not None and not Path(data_root).is_dir():
+        raise InputError(f"data.root={data_root}: no such folder (the store whose results to report; or name the "
+                         "results themselves: sweep_dir=...)")
     hint = "run a sweep first (python -m cka_hydra -m sweep), or name its folder: sweep_dir=... or data.root=..."
-    inside = next((folder for folder in (Path.cwd(), *Path.cwd().parents)
-                   if (folder / run_folder.DATA_ROOT_FILE).is_file()), None)
+    inside = run_folder.enclosing_results_dir(Path.cwd())
     if inside is not None:  # the user is in a results dir: its report is sweep_dir=<it>
         hint = (f"this folder is inside the results dir {inside}: run the report from the folder that holds "
                 f"outputs/, or give sweep_dir={inside}")
@@ -82,10 +84,14 @@ def collect(sweep_dir: Path, exclude: Path | None = None
         if len(run_dirs) > PROGRESS_EVERY and count % PROGRESS_EVERY == 0:
             log.info("read %d/%d run folders", count, len(run_dirs))
         summary = run_folder.read_result(run_dir)
-        if summary is None:
-            error = run_dir / run_folder.ERROR_FILE
+        error = run_dir / run_folder.ERROR_FILE
+        if summary is None or error.exists():  # (beside a result: its recompute failed, the result is stale)
             if error.exists():
-                leave(run_dir, "failed", (error.read_text().splitlines() or [""])[0])
+                detail = (error.read_text().splitlines() or [""])[0]
+                if summary is not None:
+                    changed = run_folder.stale_inputs(summary, Path(summary.get("data_root", "/")))
+                    detail += f" (the result there is stale: {', '.join(changed[:3])} changed since)"
+                leave(run_dir, "failed", detail)
             else:
                 status, detail = jobs.get(run_dir, ("", ""))
                 leave(run_dir, "lost" if status == "lost" else "incomplete", detail)

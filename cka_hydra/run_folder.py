@@ -260,10 +260,13 @@ def computing(run_dir: Path) -> Iterator[None]:
 
 
 def write_error(run_dir: Path, text: str) -> None:
-    """Record why a run failed, unless run_dir holds a result: an error beside a valid result
-    would make it look failed. (The job's log and jobs.csv say why in either case, also when the
-    disk that failed the run refuses this file too.)"""
-    if read_result(run_dir) is None:
+    """Record why a run failed, unless run_dir holds a valid result: an error beside one would
+    make it look failed. Beside a stale result (its files changed since: the failed run was its
+    recompute) it is written, and the result no longer counts. (The job's log and jobs.csv say
+    why in either case, also when the disk that failed the run refuses this file too.)"""
+    summary = read_result(run_dir)
+    recorded = summary is not None and (summary.get("inputs") or {}).get("files")
+    if summary is None or (recorded and stale_inputs(summary, Path(summary.get("data_root", "/")))):
         with suppress(CannotWrite):
             write_atomic(run_dir / ERROR_FILE, text)
 
@@ -293,6 +296,9 @@ def check_data_root(results_dir: Path, data_root: str | None, overwrite: bool, f
     hint = (f"report on these with data.root={recorded} or sweep_dir={results_dir}, or name the results of "
             f"{_data_root_words(text)} with sweep_dir=..." if for_report else
             "write these elsewhere (hydra.sweep.dir=...), or set overwrite=true to replace them")
+    if recorded != DEMO and not Path(recorded).exists():  # gone: had it moved here, its files would match
+        hint += (f" ({recorded} is gone, but no result's files are found unchanged below {text}: a store moved with "
+                 "mv, or copied with cp -a, keeps its files' modification times; cp -r does not)")
     raise InputError(f"{results_dir} holds results computed from {_data_root_words(recorded)}, not "
                      f"{_data_root_words(text)}: {hint}")
 
@@ -337,6 +343,11 @@ def record_data_root(results_dir: Path, data_root: str | None, moved_from: Seque
     text = "".join(line + "\n" for line in [data_root_text(data_root), *(_MOVED + root for root in moved_from)])
     if not path.exists() or path.read_text() != text:
         write_atomic(path, text)
+
+
+def enclosing_results_dir(folder: Path) -> Path | None:
+    """The results dir that folder is in (or is), by its data_root.txt, or None."""
+    return next((f for f in (folder, *folder.parents) if (f / DATA_ROOT_FILE).is_file()), None)
 
 
 def run_folders(results_dir: Path, exclude: Path | None = None) -> list[Path]:

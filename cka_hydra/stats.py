@@ -38,8 +38,22 @@ def final_values(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def unit_means(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean similarity per group and seed pairing: the independent units."""
-    return final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].mean()
+    """Mean similarity per group and seed pairing: the independent units. A pairing with fewer
+    than half as many comparisons as the group's fullest is incomplete (one-off runs beside a
+    sweep: one comparison would weigh as much as a sweep's seven) and is no unit (incomplete)."""
+    units = final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].agg(["mean", "size"])
+    fullest = units.groupby(by)["size"].transform("max") if by else units["size"].max()
+    return units[2 * units["size"] >= fullest].rename(columns={"mean": "similarity"}).drop(columns="size")
+
+
+def incomplete(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group, the seed pairings unit_means leaves out as incomplete, as text."""
+    every = final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].size()
+    kept = unit_means(final, by).set_index([*by, "seed_pairing"]).index
+    left = every[~every.set_index([*by, "seed_pairing"]).index.isin(kept)]
+    if left.empty:
+        return pd.Series(dtype=str, name="incomplete_pairings")
+    return left.groupby(by)["seed_pairing"].agg(lambda p: pairings_text(sorted(p))).rename("incomplete_pairings")
 
 
 def on_common_pairings(units: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -70,12 +84,14 @@ def group_summary(final: pd.DataFrame) -> pd.DataFrame:
     that compare groups restrict them to the pairings they share."""
     keys = [*KEYS, "kind"]
     units = dict(iter(unit_means(final, keys).groupby(keys)))
+    left_out = incomplete(final, keys).to_dict()
     rows = []
     for key, group in final.groupby(keys):
         unit_values = units[key]["similarity"].to_numpy()
         mean, low, high = mean_ci(unit_values)
         rows.append(dict(zip(keys, key), n_comparisons=len(group), n_units=len(unit_values),
-                         seed_pairings=pairings_text(sorted(units[key]["seed_pairing"])), mean=mean,
+                         seed_pairings=pairings_text(sorted(units[key]["seed_pairing"])),
+                         incomplete_pairings=left_out.get(key, ""), mean=mean,
                          std=float(group["similarity"].std(ddof=1)) if len(group) > 1 else float("nan"),
                          ci_low=low, ci_high=high))
     return pd.DataFrame(rows)

@@ -15,6 +15,7 @@ from cka_hydra.cka import UndefinedMeasureError, rbf_cka
 from cka_hydra.demo import load_regime
 from cka_hydra.pairs import plan_comparisons
 from cka_hydra.report import colour_scales
+from cka_hydra.stats import final_values, group_summary
 
 SWEEP = ["-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", "hydra/launcher=basic"]
 A_FOLDER = ("pt3-1", "distance", 5)  # pt3-1 at layer 5, in two of SWEEP's jobs (1_2 and 1_7)
@@ -59,8 +60,8 @@ def test_a_step_list_that_fits_no_job_is_one_error(small_store, tmp_path):
     assert result.returncode == 1
     errors = [line for line in result.stdout.splitlines() if line.startswith("Error")]
     assert errors == ["Error: checkpoints: steps [5] are not held by both pt3-1 and pt3-2_seed1; common steps: [0, "
-                      "82036, 164073] (and so for every one of the 7 jobs with checkpoints=[0,5,82036,164073]: nothing "
-                      "was launched)"]
+                      "82036, 164073] (and so for every one of the 7 pt3 jobs with checkpoints=[0,5,82036,164073]: "
+                      "nothing was launched)"]
 
 
 def test_a_dry_run_with_jobs_that_would_fail_exits_as_the_sweep_would(small_store, store_copy, tmp_path):
@@ -116,9 +117,10 @@ def test_a_file_replaced_in_place_makes_its_results_stale(store_copy, tmp_path):
     swept, reported, found = sweep_and_report(store_copy, tmp_path)
     assert swept.returncode == 1 and "2 of 7 jobs did not finish" in swept.stdout  # not skipped as done
     assert "5 jobs already have results for the same settings (skipped)" in swept.stdout
-    assert found["runs"] == 5 and found["left_out"] == {"stale": 2}
+    assert found["runs"] == 5 and found["left_out"] == {"failed": 2}  # as the sweep counts them
     assert "recomputing layer5: 1 of its input files changed since (pt3-1/analysis_higher/" in (
         run_dir / "cka.log").read_text()
+    assert (run_dir / "error.txt").exists()  # the recompute failed beside a stale result: said there too
     stale = {row["run_dir"]: row["detail"] for row in found["left_out_runs"]}
     assert set(stale) == {"pt3/pt3-1_vs_pt3-2_seed1/layer5", "pt3/pt3-1_vs_pt3-7_seed1/layer5"}
     assert "pt3-1/analysis_higher/distance_firstcity_last_and_trans_l5/representations/checkpoint-164073/" \
@@ -185,3 +187,36 @@ def test_one_colour_scale_per_measure_and_regime_across_settings():
                           "layer": 5, "layer_b": 5, "similarity": [0.62, 0.93, 0.31, 0.5]})
     assert colour_scales(final) == {("cka", "pt1"): (0.3, 0.35), ("cka", "pt2"): (0.6, 0.95),
                                      ("procrustes", "pt2"): (0.5, 0.5)}
+
+
+def test_order_and_report_mistakes(small_store, tmp_path):
+    two_one = run_app("regime=pt3", "pair=2_1", "seed_pair=orig_1", "layer=5", f"data.root={small_store}",
+                      cwd=tmp_path)
+    assert two_one.returncode == 0, two_one.stdout
+    assert [p.parent.relative_to(tmp_path / "outputs/cka").as_posix() for p in tmp_path.rglob("summary.json")] == [
+        "pt3/pt3-1_seed1_vs_pt3-2/layer5"]  # pair=1_2 seed_pair=1_orig: the one folder of that comparison
+    result = run_app("report", "regime=pt3", cwd=tmp_path)
+    assert result.returncode == 1 and "Error: regime: not a setting of the report; it takes data, sweep_dir" in \
+        result.stdout
+    result = run_app("report", "data.root=/nonexistent", cwd=tmp_path)
+    assert result.returncode == 1 and "Error: data.root=/nonexistent: no such folder" in result.stdout
+    inside = tmp_path / "outputs/cka/pt3"
+    result = run_app("-m", "sweep", "regime=pt3", "layer=5", f"data.root={small_store}", cwd=inside)
+    assert result.returncode == 1 and f"Error: this folder is inside the results dir {tmp_path / 'outputs/cka'}" in \
+        result.stdout
+    assert not (inside / "outputs").exists()
+    result = run_app("regime=pt3", "city_filter='region:^Europe & city_id:^1'", f"data.root={small_store}",
+                     cwd=tmp_path)
+    assert result.returncode == 1 and "'&' in term 'region:^Europe & city_id:^1' joins nothing" in result.stdout
+
+
+def test_a_pairing_of_a_few_one_off_runs_is_no_unit():
+    """One comparison at a pairing beside a sweep's seven would weigh as much as they do."""
+    rows = [dict(setting="default", measure="cka", regime="pt3", layer=5, layer_b=5, model_a="pt3-1", seed_a=a,
+                 model_b=f"pt3-{b}", seed_b=s, n_shared_tasks=0, final=True, similarity=v)
+            for (a, s), n, v in ((("orig", "1"), 7, 0.8), (("orig", "2"), 7, 0.9), (("1", "orig"), 1, 0.2))
+            for b in range(2, 2 + n)]
+    groups = group_summary(final_values(pd.DataFrame(rows))).iloc[0]
+    assert (groups["n_units"], groups["seed_pairings"], groups["incomplete_pairings"]) == (2, "orig_1 orig_2",
+                                                                                          "1_orig")
+    assert groups["mean"] == pytest.approx(0.85)

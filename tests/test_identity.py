@@ -182,8 +182,8 @@ def test_a_refused_report_writes_nothing(small_store, finished, tmp_path):
         result = run_app("report", *args, cwd=tmp_path)
         assert result.returncode == 1 and "Error: " in result.stdout and message in result.stdout, result.stdout
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "report").exists()
-    other = run_app("report", f"sweep_dir={finished / 'outputs/cka'}", "data.root=/some/other/store", cwd=tmp_path)
-    assert other.returncode == 1 and "not data.root=/some/other/store" in other.stdout
+    other = run_app("report", f"sweep_dir={finished / 'outputs/cka'}", f"data.root={tmp_path}", cwd=tmp_path)
+    assert other.returncode == 1 and f"not data.root={tmp_path}" in other.stdout
     assert not (finished / "outputs/cka/report").exists()
 
 

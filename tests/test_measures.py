@@ -263,7 +263,7 @@ def test_a_measure_and_layer_map_sweep_and_its_report(small_store, tmp_path):
     out = results_dir / "report"
     for measure in ("pca_cka", "procrustes"):
         for name in (f"matrix_pt3_layer5_{measure}.png", f"models_pt3_layer5_{measure}.png",
-                     f"layer_map_{measure}.png", f"trends_{measure}.png"):
+                     f"layer_map_{measure}.png"):  # (no trends: one regime, one number of tasks)
             assert (out / name).is_file(), name
     results = pd.read_csv(out / "cka_results.csv")
     procrustes_rows = results[results["measure"] == "procrustes"]

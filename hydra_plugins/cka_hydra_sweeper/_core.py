@@ -409,8 +409,8 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
     sizes = Counter((job.results_dir, job.settings, job.run.regime.name) for job in jobs)
     for group, errors in steps_refused.items():
         if len(errors) == sizes[group]:  # the step list fits none of them: the setting, not an instance
-            raise SweepError(f"{errors[0]} (and so for every one of the {len(errors)} jobs{_with(group[1])}: nothing "
-                             "was launched)")
+            raise SweepError(f"{errors[0]} (and so for every one of the {len(errors)} {group[2]} jobs{_with(group[1])}: "
+                             "nothing was launched)")
 
 
 def _with(settings: str) -> str:
