@@ -347,27 +347,16 @@ def run_config(cfg: DictConfig) -> RunConfig:
 
 
 def check_regime_file(cfg: DictConfig) -> None:
-    """Check the composed config's regime against the file it came from, naming the file and line
-    of what is wrong: a key listed twice (OmegaConf's YAML loader checks only string keys and
-    keeps the last of two `1:` entries), and every value RegimeConfig refuses. The file is found
-    as Hydra finds it, in the first config source holding it. Called where a run or sweep is
-    checked before it starts, not per job: it reads the file."""
+    """Check the composed config's regime: the file it came from as load_regime_file does, naming
+    the file and line of what is wrong (a key listed twice: OmegaConf's YAML loader checks only
+    string keys and keeps the last of two `1:` entries), then the regime with the command line's
+    overrides. The file is found as Hydra finds it, in the first config source holding it. Called
+    where a run or sweep is checked before it starts, not per job: it reads the file."""
     hydra = cfg.hydra
     path = regime_files(hydra.runtime.config_sources).get(hydra.runtime.choices.regime)
-    text = path.read_text() if path is not None else None
-    if text is not None:
-        try:
-            yaml.load(text, Loader=_UniqueKeyLoader)
-        except _RepeatedKey as err:
-            raise InputError(f"{path}, line {err.line}: {err.key} is listed twice (YAML would keep only the "
-                             "last)") from None
-    try:
-        OmegaConf.to_object(cfg.regime)
-    except RegimeError as err:
-        line = None if text is None else _line(yaml.compose(text), err.key)
-        if line is None:  # set on the command line, or not in the file
-            raise
-        raise InputError(f"{path}, line {line}: {err}") from None
+    if path is not None:
+        load_regime_file(path)
+    OmegaConf.to_object(cfg.regime)  # what the command line changed: RegimeError names the setting
 
 
 def load_regime_file(path: Path) -> RegimeConfig:

@@ -8,6 +8,7 @@ import matplotlib
 import matplotlib.ticker as ticker
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -33,6 +34,12 @@ def _new_figure(**kwargs: object) -> Figure:
     fig = Figure(**kwargs)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _steps_axis(ax: Axes) -> None:
+    """An x axis of training steps, in thousands: 0, 50k, 100k."""
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -176,8 +183,7 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
         left_out = int(of_regime.groupby("layer")["left_out"].first().sum())
         note = f"\n{left_out} step(s) held by only some comparisons not drawn" if left_out else ""
         ax.set_title(f"{regime}{note}", fontsize=9)
-        ax.set_xlabel("training step")
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
+        _steps_axis(ax)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{similarity_label(results)}\nmodels with disjoint tasks\n"
                           "(mean; band: 1 std over comparisons)", fontsize=9)
@@ -198,9 +204,8 @@ def run_timeline_figure(timeline: pd.DataFrame, column: str, label: str, title: 
                         label="bootstrap interval")
     mean = float(timeline[column].mean())
     ax.axhline(mean, linestyle="--", color="0.4", label=f"mean over steps: {mean:.4f}")
-    ax.set_xlabel("training step")
+    _steps_axis(ax)
     ax.set_ylabel(label)
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10, wrap=True)
@@ -251,8 +256,7 @@ def layer_map_figure(final: pd.DataFrame, label: str, title: str, path: Path) ->
     units = pd.concat([on_common_pairings(unit_means(group, keys), ["layer", "layer_b"])[0]
                        for _, group in different.groupby("regime")])
     cells = units.groupby(keys)["similarity"].mean()
-    counts = different[different.set_index([*keys, "seed_pairing"]).index.isin(
-        units.set_index([*keys, "seed_pairing"]).index)].groupby(keys).size()
+    counts = different.merge(units[[*keys, "seed_pairing"]], on=[*keys, "seed_pairing"]).groupby(keys).size()
     regimes = sorted(cells.index.unique("regime"))
     vmin, vmax = cells.min(), cells.max()
     fig = _new_figure(figsize=(4.2 * len(regimes) + 1, 4), layout="constrained")

@@ -22,9 +22,9 @@ def instance_name(model: str, seed: str) -> str:
     return model if seed == ORIGINAL_SEED else f"{model}_seed{seed}"
 
 
-def regime_instances(regime: str, models: Iterable[int], seeds: Sequence[str]) -> dict[str, tuple[int, str]]:
-    """Every instance of a regime by name: `pt1-5_seed2` -> (5, "2")."""
-    return {instance_name(model_name(regime, index), seed): (index, seed) for index in models for seed in seeds}
+def regime_instances(regime: str, models: Iterable[int], seeds: Sequence[str]) -> set[str]:
+    """The names of every instance of a regime: `pt1-5`, `pt1-5_seed2`, ..."""
+    return {instance_name(model_name(regime, index), seed) for index in models for seed in seeds}
 
 
 def excluded(exclude: Mapping[str, str], regime: str, index: int, seed: str) -> str | None:

@@ -197,11 +197,12 @@ def check_city_filter(plan: JobPlan) -> None:
                               f"step {step}: a comparison needs at least {MIN_CITIES}")
         if plan.pca is not None:
             check_pca_cities(plan.pca, len(plan.pca.fit.select(cities)), len(cities), side.instance, step)
-    for city_filter in {plan.city_filter.setting: plan.city_filter, **({plan.pca.fit.setting: plan.pca.fit}
-                                                                       if plan.pca else {})}.values():
+    # the PCA filter when it is another than city_filter (one that follows it is the same filter)
+    city_filters = [plan.city_filter, *([plan.pca.fit] if plan.pca and plan.pca.fit != plan.city_filter else [])]
+    for city_filter in city_filters:
         for term in city_filter.dead_terms(*city_lists):
-            log.warning("%s: the term %r keeps no city of %s or %s at step %d (a typo?)", city_filter.setting.split()[0],
-                        term, plan.a.instance, plan.b.instance, step)
+            log.warning("%s: the term %r keeps no city of %s or %s at step %d (a typo?)", city_filter.setting, term,
+                        plan.a.instance, plan.b.instance, step)
     check_id_kinds(id_kinds(city_lists[0]), id_kinds(city_lists[1]), str(plan.checkpoints_a[step] / METADATA_FILE),
                    str(plan.checkpoints_b[step] / METADATA_FILE))
 

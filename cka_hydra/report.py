@@ -251,7 +251,8 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
         "figure{margin:0 0 1em 0}figcaption{font-size:0.8em;color:#555}"
         ".grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
-        "table{border-collapse:collapse;font-size:0.85em;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "table{border-collapse:collapse;font-size:0.85em;display:block;overflow-x:auto;max-width:100%}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}"
         "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>",
         f"<h1>CKA report</h1><p>{n_runs} runs from <code>{html.escape(str(sweep_dir))}</code>; left out: "
         f"{html.escape(skipped)}. Data: <a href='cka_results.csv'>cka_results.csv</a>, "

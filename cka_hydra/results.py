@@ -4,6 +4,7 @@ Reads through `cka_hydra.run_folder`, which decides what counts as a result; kno
 not Hydra.
 """
 
+import functools
 import logging
 from collections import Counter
 from pathlib import Path
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 
 COLUMNS = [
     "setting", "settings", "measure", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b",
-    "instance_a", "instance_b", "tasks_a", "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased", "sigma_frac", "components", "step",
-    "final", "value", "similarity", "cka_low", "cka_high", "n_cities", "excluded", "run_dir",
+    "instance_a", "instance_b", "tasks_a", "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased",
+    "sigma_frac", "components", "step", "final", "value", "similarity", "cka_low", "cka_high", "n_cities", "excluded",
+    "run_dir",
 ]
 DEFAULT_SETTING = "default"  # the label of results computed with every default setting
 PROGRESS_EVERY = 200
@@ -75,6 +77,7 @@ def collect(sweep_dir: Path, exclude: Path | None = None
     jobs = _jobs(sweep_dir, exclude)
     frames, left_out, summaries, roots, details = [], Counter(), [], [], []
     unchecked: Counter = Counter()
+    data_roots = functools.cache(run_folder.data_roots)  # a results dir's data_root.txt, read once
 
     def leave(run_dir: Path, reason: str, detail: str = "") -> None:
         left_out[reason] += 1
@@ -89,7 +92,7 @@ def collect(sweep_dir: Path, exclude: Path | None = None
             if error.exists():
                 detail = (error.read_text().splitlines() or [""])[0]
                 if summary is not None:
-                    changed = run_folder.stale_inputs(summary, Path(summary.get("data_root", "/")))
+                    changed = run_folder.stale_inputs(summary)
                     detail += f" (the result there is stale: {', '.join(changed[:3])} changed since)"
                 leave(run_dir, "failed", detail)
             else:
@@ -97,7 +100,8 @@ def collect(sweep_dir: Path, exclude: Path | None = None
                 leave(run_dir, "lost" if status == "lost" else "incomplete", detail)
             continue
         own = run_folder.data_root_text(summary.get("settings", {}).get("data.root"))
-        roots_here = _data_roots_of(run_dir, sweep_dir) or [own]
+        results_dir = run_folder.enclosing_results_dir(run_dir)
+        roots_here = (data_roots(results_dir) if results_dir else []) or [own]
         if own not in roots_here:  # left by an overwrite with another store
             leave(run_dir, "of another data root (stale)", f"computed from {own}, not {roots_here[0]}")
             continue
@@ -118,8 +122,9 @@ def collect(sweep_dir: Path, exclude: Path | None = None
             continue
         summaries.append(summary)
         roots.append(root_text)
+    with_folders = set(run_dirs)
     for run_dir, (status, detail) in jobs.items():
-        if status in ("failed", "lost") and run_dir not in set(run_dirs):
+        if status in ("failed", "lost") and run_dir not in with_folders:
             leave(run_dir, status, f"before launch: {detail}" if status == "failed" else detail)
     for root_text, n in unchecked.items():
         log.warning("%d results not checked against their input files: their data root %s is not here", n, root_text)
@@ -132,16 +137,6 @@ def collect(sweep_dir: Path, exclude: Path | None = None
     results = pd.concat([frame.assign(setting=label, settings=meanings[label]) for frame, label in zip(frames, labels)],
                         ignore_index=True)
     return results[COLUMNS], left_out, meanings, details
-
-
-def _data_roots_of(run_dir: Path, sweep_dir: Path) -> list[str]:
-    """The data roots data_root.txt names in the results dir that holds run_dir (at or below
-    sweep_dir): the store's place, then the places it moved from."""
-    for folder in run_dir.parents:
-        roots = run_folder.data_roots(folder)
-        if roots or folder == sweep_dir:
-            return roots
-    return []
 
 
 def _jobs(sweep_dir: Path, exclude: Path | None) -> dict[Path, tuple[str, str]]:
@@ -168,8 +163,7 @@ def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
         kernel=summary.get("kernel"), debiased=summary.get("debiased"), sigma_frac=summary.get("sigma_frac"),
         components=summary.get("components"), final=timeline["step"] == timeline["step"].max(), value=value,
         similarity=1 - value if measure == "procrustes" else value,
-        # compared with allow_excluded although the regime leaves it out: "instance: reason"
-        excluded="; ".join(f"{name}: {why}" for name, why in (summary.get("excluded") or {}).items()),
+        excluded=_excluded_text(summary.get("excluded") or {}),
         run_dir=str(run_dir),
     )
     for column in ("cka_low", "cka_high"):
@@ -195,6 +189,21 @@ def _setting_labels(summaries: list[dict], roots: list[str]) -> tuple[list[str],
     return labels, meanings
 
 
+def _excluded_text(excluded: dict[str, str]) -> str:
+    """The `excluded` column: the instances a run compared with allow_excluded although its
+    regime leaves them out, `instance: reason`, joined by `; ` (read back by _exclusions)."""
+    return "; ".join(f"{name}: {why}" for name, why in excluded.items())
+
+
+def _exclusions(text: str, instances: tuple[str, str]) -> dict[str, str]:
+    """An `excluded` column's instance -> reason (its instances are the row's: a reason may hold
+    `; ` and `: ` of its own)."""
+    starts = sorted((0 if text.startswith(f"{name}: ") else text.find(f"; {name}: ") + 2, name)
+                    for name in dict.fromkeys(instances) if text.startswith(f"{name}: ") or f"; {name}: " in text)
+    ends = [start - 2 for start, _ in starts[1:]] + [len(text)]
+    return {name: text[start + len(name) + 2:end] for (start, name), end in zip(starts, ends)}
+
+
 def leave_out(results: pd.DataFrame, exclude: dict[str, str], allow_excluded: bool = False,
               ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """The rows of the comparisons none of whose instances `exclude` names (name -> reason; a
@@ -209,7 +218,8 @@ def leave_out(results: pd.DataFrame, exclude: dict[str, str], allow_excluded: bo
 
     reasons, hit = dict(exclude), hits(exclude)
     if not allow_excluded:
-        marked = dict(part.split(": ", 1) for text in results["excluded"].unique() for part in text.split("; ") if part)
+        rows = results.loc[results["excluded"] != "", ["excluded", "instance_a", "instance_b"]].drop_duplicates()
+        marked = {name: why for text, a, b in rows.itertuples(index=False) for name, why in _exclusions(text, (a, b)).items()}
         hit = hit.fillna(hits(marked))
         reasons = {**marked, **reasons}
     runs = results[hit.notna()].groupby(hit.dropna())["run_dir"].nunique()

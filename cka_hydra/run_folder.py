@@ -203,9 +203,10 @@ def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str,
 
 def _of_this_store(run_dir: Path, summary: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
     """Whether a result was computed from the store these settings name: the same data root, or
-    one its results dir (<results dir>/<regime>/<A>_vs_<B>/<layer...>) records the store moved from."""
+    one its results dir records the store moved from."""
     theirs, ours = (data_root_text((s or {}).get("data.root")) for s in (summary.get("settings"), settings))
-    roots = data_roots(run_dir.parents[2]) if len(run_dir.parents) > 2 else []
+    results_dir = enclosing_results_dir(run_dir)
+    roots = data_roots(results_dir) if results_dir else []
     return theirs == ours or (theirs in roots and roots[0] == ours)
 
 
@@ -227,13 +228,14 @@ def conflict(run_dir: Path, settings: Mapping[str, Any]) -> str | None:
             "set overwrite=true to replace it, or hydra.sweep.dir=... to write elsewhere")
 
 
-def stale_inputs(summary: Mapping[str, Any], root: Path) -> list[str]:
-    """The input files of a result that are missing below root now, or not the same (all of them,
-    as ["(not recorded)"], for a result written before results recorded their files)."""
+def stale_inputs(summary: Mapping[str, Any], root: Path | None = None) -> list[str]:
+    """The input files of a result that are missing below root (by default the data root it was
+    computed from) now, or not the same (all of them, as ["(not recorded)"], for a result written
+    before results recorded their files)."""
     stamps = (summary.get("inputs") or {}).get("files")
     if not isinstance(stamps, dict):
         return ["(not recorded)"]
-    return changed_files(root, stamps)
+    return changed_files(Path(summary.get("data_root", "/")) if root is None else root, stamps)
 
 
 def _text(value: Any) -> str:
@@ -266,7 +268,7 @@ def write_error(run_dir: Path, text: str) -> None:
     why in either case, also when the disk that failed the run refuses this file too.)"""
     summary = read_result(run_dir)
     recorded = summary is not None and (summary.get("inputs") or {}).get("files")
-    if summary is None or (recorded and stale_inputs(summary, Path(summary.get("data_root", "/")))):
+    if summary is None or (recorded and stale_inputs(summary)):
         with suppress(CannotWrite):
             write_atomic(run_dir / ERROR_FILE, text)
 

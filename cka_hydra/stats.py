@@ -37,20 +37,24 @@ def final_values(results: pd.DataFrame) -> pd.DataFrame:
     return final[final["kind"] != SAME_INSTANCE]
 
 
+def _pairings(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean similarity per group and seed pairing, and whether the pairing is complete: one with
+    fewer than half as many comparisons as the group's fullest is not (one-off runs beside a
+    sweep: one comparison would weigh as much as a sweep's seven)."""
+    pairings = final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].agg(["mean", "size"])
+    fullest = pairings.groupby(by)["size"].transform("max") if by else pairings["size"].max()
+    return pairings.assign(complete=2 * pairings["size"] >= fullest)
+
+
 def unit_means(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean similarity per group and seed pairing: the independent units. A pairing with fewer
-    than half as many comparisons as the group's fullest is incomplete (one-off runs beside a
-    sweep: one comparison would weigh as much as a sweep's seven) and is no unit (incomplete)."""
-    units = final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].agg(["mean", "size"])
-    fullest = units.groupby(by)["size"].transform("max") if by else units["size"].max()
-    return units[2 * units["size"] >= fullest].rename(columns={"mean": "similarity"}).drop(columns="size")
+    """Mean similarity per group and seed pairing: the independent units, the complete pairings."""
+    pairings = _pairings(final, by)
+    return pairings[pairings["complete"]].rename(columns={"mean": "similarity"})[[*by, "seed_pairing", "similarity"]]
 
 
-def incomplete(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+def incomplete(final: pd.DataFrame, by: list[str]) -> pd.Series:
     """Per group, the seed pairings unit_means leaves out as incomplete, as text."""
-    every = final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].size()
-    kept = unit_means(final, by).set_index([*by, "seed_pairing"]).index
-    left = every[~every.set_index([*by, "seed_pairing"]).index.isin(kept)]
+    left = _pairings(final, by).query("~complete")
     if left.empty:
         return pd.Series(dtype=str, name="incomplete_pairings")
     return left.groupby(by)["seed_pairing"].agg(lambda p: pairings_text(sorted(p))).rename("incomplete_pairings")

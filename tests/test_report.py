@@ -13,7 +13,7 @@ from conftest import representations_dir, run_app, run_cli
 
 from cka_hydra.figures import timeline_curves
 from cka_hydra.report import write_report
-from cka_hydra.results import COLUMNS, collect
+from cka_hydra.results import COLUMNS, collect, leave_out
 from cka_hydra.stats import (
     compare_kinds, compare_regimes, final_values, group_summary, on_common_pairings, unit_means,
 )
@@ -274,3 +274,13 @@ def test_matrices_say_when_final_steps_differ(store_copy, tmp_path):
         in result.stdout
     final = pd.read_csv(tmp_path / "outputs/cka/report/cka_results.csv").query("final")
     assert sorted(final["step"].value_counts().tolist()) == [1, 6]
+
+
+def test_an_exclusion_reason_may_hold_semicolons_and_colons():
+    """The `excluded` column joins `instance: reason` with `; `: a reason of that shape read back whole."""
+    rows = pd.DataFrame({"model_a": ["pt1-1", "pt1-1"], "instance_a": ["pt1-1", "pt1-1"],
+                         "model_b": ["pt1-7", "pt1-2"], "instance_b": ["pt1-7_seed1", "pt1-2"], "run_dir": ["x", "y"],
+                         "excluded": ["pt1-7_seed1: failed; retried: no luck", ""]})
+    kept, excluded = leave_out(rows, {})
+    assert kept["run_dir"].tolist() == ["y"]
+    assert excluded == {"pt1-7_seed1": {"reason": "failed; retried: no luck", "runs": 1}}

@@ -60,6 +60,7 @@ class Job:
     subdir: str
     settings: str  # the settings that differ from the defaults, as overrides
     plan: Any = None  # its JobPlan, once checked before launch
+    draw_only: bool = False  # finished, run only to draw its timeline figure (save_timeline_plot)
     status: str = "pending"
     seconds: Optional[float] = None
     error: str = ""
@@ -101,7 +102,7 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
         raise SweepError(str(err)) from None
     _write_jobs(jobs)
     counts = Counter(job.status for job in jobs)
-    drawing = sum(job.status == "pending" and not job.run.overwrite and _finished(job) for job in jobs)
+    drawing = sum(job.draw_only for job in jobs)
     log.info("%d jobs already have results for the same settings (skipped); %d failed before launch; %d to run%s",
              counts["skipped"], counts["failed"], counts["pending"],
              f" ({drawing} of them only to draw their timeline figure)" if drawing else "")
@@ -375,7 +376,7 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
     steps_refused: Dict[Tuple, List[str]] = defaultdict(list)  # per group, the step lists no job could take
     for job in jobs:
         run = job.run
-        group = (job.results_dir, job.settings, run.regime.name)
+        group = _group(job)
         try:
             if run.data.root is None and not run.data.path.is_dir() and not write_demo_store:
                 continue
@@ -404,13 +405,19 @@ def _check(jobs: List[Job], write_demo_store: bool) -> None:
                 job.status, job.error = "failed", str(err)
                 continue
             filter_checked.add(group)
-        if not run.overwrite and _finished(job) and not _plot_missing(job):
-            job.status = "skipped"
-    sizes = Counter((job.results_dir, job.settings, job.run.regime.name) for job in jobs)
+        if not run.overwrite and _finished(job):
+            job.draw_only = _plot_missing(job)
+            job.status = "pending" if job.draw_only else "skipped"
+    sizes = Counter(map(_group, jobs))
     for group, errors in steps_refused.items():
         if len(errors) == sizes[group]:  # the step list fits none of them: the setting, not an instance
             raise SweepError(f"{errors[0]} (and so for every one of the {len(errors)} {group[2]} jobs{_with(group[1])}: "
                              "nothing was launched)")
+
+
+def _group(job: Job) -> Tuple[Path, str, str]:
+    """The jobs that share a results dir, settings and regime: what they share is checked once."""
+    return job.results_dir, job.settings, job.run.regime.name
 
 
 def _with(settings: str) -> str:
