@@ -191,17 +191,22 @@ def bytes_read(results_dir: Path) -> tuple[int, int]:
         summary = run_folder.read_result(results_dir / job["run_dir"])
         for side in ("representations_a", "representations_b"):
             for step in summary["inputs"]["steps"]:
-                folder = Path(summary["inputs"][side]) / f"checkpoint-{step}"
+                folder = representations(summary, side) / f"checkpoint-{step}"
                 size = tensor_bytes(folder) + (folder / "metadata.json").stat().st_size
                 per_job += size
                 unique[folder] = size
     return per_job, sum(unique.values())
 
 
+def representations(summary: dict, side: str) -> Path:
+    """A result's representation folder of one side: its inputs name it below the data root."""
+    return Path(summary["data_root"]) / summary["inputs"][side]
+
+
 def tensor_features(summary: dict) -> int:
     import torch
 
-    folder = Path(summary["inputs"]["representations_a"]) / f"checkpoint-{summary['inputs']['steps'][0]}"
+    folder = representations(summary, "representations_a") / f"checkpoint-{summary['inputs']['steps'][0]}"
     data = torch.load(folder / "representations.pt", map_location="cpu", weights_only=True, mmap=True)
     return data["representations_flat"].shape[1]
 
