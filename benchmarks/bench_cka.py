@@ -5,8 +5,7 @@
 Prints markdown tables: median seconds, the speed-up over ckatorch and the largest
 difference between the two results (float64); the same for the measures on principal
 components against scikit-learn's PCA with ckatorch or scipy's procrustes; then the error of
-`cka.precision=float32` against float64, and a timeline in one batched pass against one step
-at a time.
+`cka.precision=float32` against float64.
 `--large` first measures RBF CKA at n = 20000 (time and peak memory, in a child process).
 """
 
@@ -21,7 +20,7 @@ import torch
 from scipy.spatial import procrustes
 from sklearn.decomposition import PCA
 
-from cka_hydra.cka import linear_cka, principal_components, procrustes_disparity, rbf_cka, timeline
+from cka_hydra.cka import linear_cka, principal_components, procrustes_disparity, rbf_cka
 
 SHAPES = [(4500, 256), (5000, 512)]  # the real layer-5 shape, and the notes' benchmark shape
 
@@ -116,15 +115,6 @@ def precision() -> None:
         print(f"| {offset:g} | " + " | ".join(f"{e:.1e}" for e in errors) + " |")
 
 
-def timelines(repeats: int) -> None:
-    steps, n, d = 41, 4500, 256
-    pairs = [tuple(m.float() for m in data(n, d, seed=s)) for s in range(steps)]
-    t_batch, _ = timed(lambda: sum(timeline(linear_cka, pairs, 2**30)), repeats)
-    t_steps, _ = timed(lambda: sum(timeline(linear_cka, pairs, 0)), repeats)
-    print(f"\nA {steps}-step timeline, n={n}, d={d}, float32 input, linear: one batched pass {t_batch:.3f} s, "
-          f"step by step {t_steps:.3f} s")
-
-
 def large() -> None:
     code = (
         "import resource, time, torch; from cka_hydra.cka import rbf_cka; "
@@ -151,7 +141,6 @@ def main() -> None:
     compare(args.repeats)
     measures(args.repeats)
     precision()
-    timelines(args.repeats)
 
 
 if __name__ == "__main__":

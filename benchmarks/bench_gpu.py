@@ -3,9 +3,8 @@
     python benchmarks/bench_gpu.py [--repeats 5]
 
 Prints markdown tables: each estimator at the real shape (n=4500, d=256) on the CPU in
-float64 and on the GPU in float64 and float32, with the GPU's difference from the CPU; a
-41-step timeline on the GPU in one batched pass against step by step; and the GPU memory a
-job's tensors take at their peak (torch's allocator; a worker's CUDA context comes on top).
+float64 and on the GPU in float64 and float32, with the GPU's difference from the CPU; and the
+GPU memory a job's tensors take at their peak (torch's allocator; a worker's CUDA context comes on top).
 """
 
 import argparse
@@ -14,7 +13,7 @@ import functools
 import torch
 from bench_cka import data, timed
 
-from cka_hydra.cka import linear_cka, rbf_cka, timeline
+from cka_hydra.cka import linear_cka, rbf_cka
 
 N, D, STEPS = 4500, 256, 41
 ESTIMATORS = {
@@ -39,20 +38,11 @@ def estimators(repeats: int) -> None:
         print(f"| {name} | {t_cpu:.4f} | {t_64:.4f} | {t_32:.4f} | {abs(v_64 - v_cpu):.1e} | {abs(v_32 - v_cpu):.1e} |")
 
 
-def timelines(repeats: int) -> None:
-    pairs = [tuple(m.float().cuda() for m in data(N, D, seed=s)) for s in range(STEPS)]
-    sum(timeline(linear_cka, pairs, 2**29))  # warm-up
-    t_batch, _ = timed(lambda: sum(timeline(linear_cka, pairs, 2**29)), repeats)
-    t_steps, _ = timed(lambda: sum(timeline(linear_cka, pairs, 0)), repeats)
-    print(f"\nA {STEPS}-step linear timeline on the GPU (n={N}, d={D}): one batched pass (512 MB batches) "
-          f"{t_batch:.4f} s, step by step {t_steps:.4f} s: {t_steps / t_batch:.1f}x")
-
-
 def peak_memory() -> None:
     print("\n| job on the GPU | peak allocated MiB |\n|---|---|")
     cases = {
-        f"linear, {STEPS}-step timeline": lambda: timeline(
-            linear_cka, [tuple(m.float().cuda() for m in data(N, D, seed=s)) for s in range(STEPS)], 2**29),
+        f"linear, {STEPS}-step timeline": lambda: [
+            linear_cka(*(m.float().cuda() for m in data(N, D, seed=s))) for s in range(STEPS)],
         "rbf, one step": lambda: rbf_cka(*(m.float().cuda() for m in data(N, D)), 0.4),
     }
     for name, job in cases.items():
@@ -69,7 +59,6 @@ def main() -> None:
     if not torch.cuda.is_available():
         parser.error("torch sees no CUDA device")
     estimators(args.repeats)
-    timelines(args.repeats)
     peak_memory()
 
 

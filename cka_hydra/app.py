@@ -70,7 +70,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        run = run_config(cfg)
+        run = run_config(cfg, hydra_cfg.runtime.choices)
         return run_comparison(run, run_dir, results_dir(run_dir, hydra_cfg.sweep.dir),
                               OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
     except Exception as err:

@@ -15,8 +15,9 @@ the debiased one uses the unbiased HSIC of Song et al. (2012), as in Kornblith e
 and Nguyen et al. (2021). Debiased CKA needs n >= 4 and can be slightly negative.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,8 +42,9 @@ class UndefinedMeasureError(ValueError):
         self.index = index
 
 
-def _centred(x: Tensor, dtype: torch.dtype, side: str, measure: str = "CKA") -> Tensor:
-    """X - 1 mean(X) in dtype: each feature's mean over the examples subtracted."""
+def centred(x: Tensor, dtype: torch.dtype = torch.float64, side: str = "first", measure: str = "CKA") -> Tensor:
+    """X - 1 mean(X) in dtype: each feature's mean over the examples subtracted. Raises
+    UndefinedMeasureError (naming the side and the measure) for a constant representation."""
     xc = x.to(dtype, copy=True)  # centred in place: one copy of each side in memory, not two
     norm = torch.linalg.matrix_norm(xc)
     xc -= xc.mean(dim=-2, keepdim=True)
@@ -63,7 +65,9 @@ def _check_pair(x: Tensor, y: Tensor, debiased: bool) -> None:
         raise ValueError(f"debiased CKA needs at least 4 examples, got {x.shape[-2]}")
 
 
-def _ratio(cross: Tensor, self_x: Tensor, self_y: Tensor) -> Tensor:
+def cka_ratio(cross: Tensor, self_x: Tensor, self_y: Tensor) -> Tensor:
+    """CKA from its three terms: HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)). Raises
+    UndefinedMeasureError when a self-term is not positive."""
     bad = (self_x <= 0) | (self_y <= 0)
     if bad.any():
         index = None if bad.dim() == 0 else int(bad.flatten().nonzero()[0])
@@ -82,6 +86,20 @@ def _unbiased_hsic(xty: Tensor, rows_x: Tensor, rows_y: Tensor, sq_x: Tensor, sq
     return xty - n / (n - 2) * (rows_x * rows_y).sum(-1) + sq_x * sq_y / ((n - 1) * (n - 2))
 
 
+def linear_hsic(xc: Tensor, yc: Tensor, debiased: bool = False) -> Tensor:
+    """HSIC of linear kernels of centred X, Y, up to a factor that cancels in CKA:
+
+        ||Y_c^T X_c||_F^2 = <X_c X_c^T, Y_c Y_c^T>
+
+    in feature space, O(n d1 d2) time, never n x n; `debiased`: (n-1)(n-2) HSIC_u (_unbiased_hsic).
+    linear_hsic(xc, xc) is X's self-term, ||X_c^T X_c||_F^2."""
+    value = torch.linalg.matrix_norm(yc.mT @ xc) ** 2
+    if not debiased:
+        return value
+    rows_x, rows_y = (xc * xc).sum(-1), (yc * yc).sum(-1)
+    return _unbiased_hsic(value, rows_x, rows_y, rows_x.sum(-1), rows_y.sum(-1), xc.shape[-2])
+
+
 def linear_cka(x: Tensor, y: Tensor, debiased: bool = False, dtype: torch.dtype = torch.float64) -> Tensor:
     """Linear CKA of two representations (..., n, d1) and (..., n, d2) of the same n examples.
 
@@ -93,18 +111,8 @@ def linear_cka(x: Tensor, y: Tensor, debiased: bool = False, dtype: torch.dtype 
     Raises UndefinedMeasureError when either side is constant.
     """
     _check_pair(x, y, debiased)
-    xc, yc = _centred(x, dtype, "first"), _centred(y, dtype, "second")
-    cross = torch.linalg.matrix_norm(yc.mT @ xc) ** 2
-    self_x = torch.linalg.matrix_norm(xc.mT @ xc) ** 2
-    self_y = torch.linalg.matrix_norm(yc.mT @ yc) ** 2
-    if debiased:
-        n = x.shape[-2]
-        rows_x, rows_y = (xc * xc).sum(-1), (yc * yc).sum(-1)
-        sq_x, sq_y = rows_x.sum(-1), rows_y.sum(-1)
-        cross = _unbiased_hsic(cross, rows_x, rows_y, sq_x, sq_y, n)
-        self_x = _unbiased_hsic(self_x, rows_x, rows_x, sq_x, sq_x, n)
-        self_y = _unbiased_hsic(self_y, rows_y, rows_y, sq_y, sq_y, n)
-    return _ratio(cross, self_x, self_y)
+    xc, yc = centred(x, dtype, "first"), centred(y, dtype, "second")
+    return cka_ratio(linear_hsic(xc, yc, debiased), linear_hsic(xc, xc, debiased), linear_hsic(yc, yc, debiased))
 
 
 def squared_distances(xc: Tensor, rows: slice) -> Tensor:
@@ -127,26 +135,40 @@ def _upper_distances(xc: Tensor, block_size: int) -> Tensor:
     upper = torch.empty(n * (n - 1) // 2, dtype=xc.dtype, device=xc.device)
     filled = 0
     for start in range(0, n, block_size):
-        block = squared_distances(xc, slice(start, min(start + block_size, n)))
-        for i in range(block.shape[0]):
-            row = block[i, start + i + 1:]
-            upper[filled:filled + len(row)] = row
-            filled += len(row)
+        filled = _fill_upper(upper, filled, squared_distances(xc, slice(start, min(start + block_size, n))), start)
     return upper
+
+
+def _fill_upper(upper: Tensor, filled: int, block: Tensor, start: int) -> int:
+    """Copy the upper-triangle part of the row block K[start:start + len(block), :] after upper's
+    first `filled` items; returns how many it holds then."""
+    for i in range(block.shape[0]):
+        row = block[i, start + i + 1:]
+        upper[filled:filled + len(row)] = row
+        filled += len(row)
+    return filled
 
 
 def _median_of_all(upper: Tensor, n: int) -> Tensor:
     """The median of the n^2 distances (n zeros, and each of upper twice); three times upper's
-    memory while torch selects an order statistic (its copy and index array)."""
+    memory while an order statistic is selected (a copy, and on a GPU torch's index array)."""
     def sorted_item(position: int) -> Tensor:  # the item at a 0-based position of all n^2, sorted
         if position < n:
             return torch.zeros((), dtype=upper.dtype, device=upper.device)
-        return torch.kthvalue(upper, (position - n) // 2 + 1).values
+        return _order_statistic(upper, (position - n) // 2)
 
     middle = n * n // 2
     if n % 2:
         return sorted_item(middle)
     return (sorted_item(middle - 1) + sorted_item(middle)) / 2
+
+
+def _order_statistic(values: Tensor, k: int) -> Tensor:
+    """The k-th smallest of values (0-based): numpy's introselect on the CPU (faster there than
+    torch.kthvalue), torch's on a GPU."""
+    if values.device.type == "cpu":
+        return torch.tensor(np.partition(values.numpy(), k)[k], dtype=values.dtype)
+    return torch.kthvalue(values, k + 1).values
 
 
 def linear_kernel(xc: Tensor) -> KernelBlocks:
@@ -160,64 +182,102 @@ def rbf_kernel(xc: Tensor, sigma_frac: float, block_size: int = DEFAULT_BLOCK_SI
     Kornblith et al.'s bandwidth: sigma^2 = sigma_frac^2 * median of the n^2 squared
     distances (diagonal included; numpy's median, see median_squared_distance).
     """
-    upper = _upper_distances(xc, block_size)
-    median = _median_of_all(upper, xc.shape[0])
+    scale = _rbf_scale(_upper_distances(xc, block_size), xc.shape[0], sigma_frac)
+    return lambda rows: squared_distances(xc, rows).mul_(scale).exp_()
+
+
+def rbf_gram(xc: Tensor, sigma_frac: float) -> Tensor:
+    """The whole RBF kernel matrix (n, n) of rbf_kernel, its distances computed once: 8 n^2 bytes
+    in float64, and 4 n^2 more while its bandwidth is found."""
+    n = xc.shape[0]
+    gram = squared_distances(xc, slice(0, n))
+    upper = torch.empty(n * (n - 1) // 2, dtype=xc.dtype, device=xc.device)
+    _fill_upper(upper, 0, gram, 0)
+    return gram.mul_(_rbf_scale(upper, n, sigma_frac)).exp_()
+
+
+def _rbf_scale(upper: Tensor, n: int, sigma_frac: float) -> float:
+    """-1 / (2 sigma^2) for the distances of an upper triangle (see rbf_kernel); refuses a bandwidth
+    of 0 and one at which the kernel is numerically the identity."""
+    median = _median_of_all(upper, n)
     if median <= 0:
         raise UndefinedMeasureError("RBF bandwidth is undefined: the median squared distance between examples is 0")
     scale = -1 / (2 * sigma_frac**2 * median)
     # ||K - I||_F^2 / ||I||_F^2: how far the kernel is from the identity, at which CKA is 1 whatever the data
-    off_diagonal = float(2 * torch.exp(upper * (2 * scale)).sum() / xc.shape[0])
+    off_diagonal = float(2 * torch.exp(upper * (2 * scale)).sum() / n)
     if off_diagonal < IDENTITY_KERNEL:
         raise UndefinedMeasureError(
             f"the RBF kernel is numerically the identity at sigma_frac={sigma_frac}: its off-diagonal entries weigh "
             f"{off_diagonal:.1e} of its diagonal (squared), so CKA would be 1 whatever the data; choose a larger "
             "cka.sigma_frac")
-    return lambda rows: squared_distances(xc, rows).mul_(scale).exp_()
+    return float(scale)
 
 
 def gram_cka(
     k: KernelBlocks, l: KernelBlocks, n: int, debiased: bool = False, block_size: int = DEFAULT_BLOCK_SIZE,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> Tensor:
-    """CKA from two kernels given row block by row block.
+    """CKA from two kernels given row block by row block: <K_c, L_c> / (||K_c||_F ||L_c||_F),
+    each centred as centred_blocks says. Memory O(block_size * n) for kernels larger than
+    cache_bytes (computed again in the second pass), else one kernel each."""
+    cross = self_k = self_l = 0
+    for kc, lc in zip(centred_blocks(k, n, debiased, block_size, cache_bytes),
+                      centred_blocks(l, n, debiased, block_size, cache_bytes)):
+        cross = cross + (kc * lc).sum()
+        self_k = self_k + (kc * kc).sum()
+        self_l = self_l + (lc * lc).sum()
+    return cka_ratio(cross, self_k, self_l)
+
+
+def centred_gram(k: Tensor, debiased: bool = False, block_size: int = DEFAULT_BLOCK_SIZE) -> Tensor:
+    """A whole kernel matrix (n, n) centred in place (centred_blocks, over views of it): a prepared
+    instance's self-term is then ||K_c||_F^2 and a comparison's cross term <K_c, L_c>."""
+    for _ in centred_blocks(lambda rows: k[rows], k.shape[0], debiased, block_size, cache_bytes=2**62):
+        pass  # each block is a view of k, centred in place as it is yielded
+    return k
+
+
+def gram_hsic(kc: Tensor, lc: Tensor) -> Tensor:
+    """<K_c, L_c>, the HSIC of two centred kernel matrices (n, n) up to a factor that cancels in
+    CKA: one pass, no temporary of their size."""
+    return torch.dot(kc.reshape(-1), lc.reshape(-1))
+
+
+def centred_blocks(k: KernelBlocks, n: int, debiased: bool, block_size: int, cache_bytes: int) -> Iterator[Tensor]:
+    """The centred kernel's row blocks, in order.
 
     Centring, as Kornblith et al.'s center_gram: biased, K_c = H K H = K - r 1^T - 1 r^T + mean(r)
     with r the row means; debiased (unbiased HSIC), K~ = K with a zero diagonal,
     m = colsum(K~) / (n-2) - sum(colsum(K~)) / (2 (n-1)(n-2)), K_c = K~ - m 1^T - 1 m^T with
-    a zero diagonal. Then CKA = <K_c, L_c> / (||K_c||_F ||L_c||_F).
+    a zero diagonal.
 
-    Two passes: one for the centring vectors, one for the products. A kernel that fits in
+    Two passes: one for the centring vectors, one for the blocks. A kernel that fits in
     cache_bytes is kept between them; a larger one is computed again, so that memory stays
     O(block_size * n).
     """
     blocks = [slice(start, min(start + block_size, n)) for start in range(0, n, block_size)]
-
-    def first_pass(kernel: KernelBlocks) -> tuple[Tensor, Tensor, list[Tensor]]:
-        sums, kept = [], []
-        for rows in blocks:
-            block = _block(kernel, rows, debiased)
-            sums.append(block.sum(-1))
-            if block.element_size() * n * n <= cache_bytes:
-                kept.append(block)
-        total = torch.cat(sums)
-        if debiased:
-            m = total / (n - 2)
-            return m - m.sum() / (2 * (n - 1)), torch.zeros((), dtype=total.dtype, device=total.device), kept
-        r = total / n
-        return r, r.mean(), kept
-
-    (a_k, c_k, kept_k), (a_l, c_l, kept_l) = first_pass(k), first_pass(l)
-    cross = self_k = self_l = 0
+    sums, kept = [], []
+    for rows in blocks:
+        block = _block(k, rows, debiased)
+        sums.append(block.sum(-1))
+        if block.element_size() * n * n <= cache_bytes:
+            kept.append(block)
+    total = torch.cat(sums)
+    if debiased:
+        m = total / (n - 2)
+        a, c = m - m.sum() / (2 * (n - 1)), torch.zeros((), dtype=total.dtype, device=total.device)
+    else:
+        a = total / n
+        c = a.mean()
     for i, rows in enumerate(blocks):
-        kc = (kept_k[i] if kept_k else _block(k, rows, debiased)) - a_k[rows, None] - a_k[None, :] + c_k
-        lc = (kept_l[i] if kept_l else _block(l, rows, debiased)) - a_l[rows, None] - a_l[None, :] + c_l
+        if kept:  # centred in place, and let go of: the caller holds what it keeps
+            kc, kept[i] = kept[i], None
+        else:
+            kc = _block(k, rows, debiased)
+        kc.sub_(a[rows, None]).sub_(a[None, :]).add_(c)
         if debiased:
             _diagonal(kc, rows).zero_()
-            _diagonal(lc, rows).zero_()
-        cross = cross + (kc * lc).sum()
-        self_k = self_k + (kc * kc).sum()
-        self_l = self_l + (lc * lc).sum()
-    return _ratio(cross, self_k, self_l)
+        yield kc
 
 
 def _block(kernel: KernelBlocks, rows: slice, zero_diagonal: bool) -> Tensor:
@@ -250,7 +310,7 @@ def rbf_cka(
         values = _per_item(lambda xi, yi: rbf_cka(xi, yi, sigma_frac, debiased, dtype, block_size),
                           x.reshape(-1, n, d1), y.reshape(-1, n, d2))
         return values.reshape(x.shape[:-2])
-    xc, yc = _centred(x, dtype, "first"), _centred(y, dtype, "second")
+    xc, yc = centred(x, dtype, "first"), centred(y, dtype, "second")
     k, l = rbf_kernel(xc, sigma_frac, block_size), rbf_kernel(yc, sigma_frac, block_size)
     return gram_cka(k, l, x.shape[0], debiased, block_size)
 
@@ -306,40 +366,11 @@ def procrustes_disparity(x: Tensor, y: Tensor, dtype: torch.dtype = torch.float6
     Raises UndefinedMeasureError when either side is constant.
     """
     _check_pair(x, y, debiased=False)
-    xc, yc = _centred(x, dtype, "first", "Procrustes"), _centred(y, dtype, "second", "Procrustes")
+    xc, yc = centred(x, dtype, "first", "Procrustes"), centred(y, dtype, "second", "Procrustes")
     xc /= torch.linalg.matrix_norm(xc)[..., None, None]
     yc /= torch.linalg.matrix_norm(yc)[..., None, None]
     nuclear = torch.linalg.matrix_norm(xc.mT @ yc, ord="nuc")
     return (1 - nuclear**2).clamp(min=0)
-
-
-# Steps stacked into one batch, in bytes of float64 features: on a GPU one batched pass saves a
-# launch per step; on a CPU it measured slower than step by step (the stacked copies cost more).
-TIMELINE_BATCH_BYTES = {"cuda": 2**29}
-
-
-def timeline(
-    estimator: Callable[[Tensor, Tensor], Tensor], pairs: Sequence[tuple[Tensor, Tensor]], max_batch_bytes: int,
-) -> list[float]:
-    """estimator(X_t, Y_t) at every step t, consecutive steps of equal shapes stacked into batches
-    of up to max_batch_bytes (at least one step each). The estimator must accept a leading batch
-    dimension. An UndefinedMeasureError's index is the position of the offending step."""
-    values: list[float] = []
-    start = 0
-    while start < len(pairs):
-        x, y = pairs[start]
-        step_bytes = 8 * x.shape[0] * (x.shape[1] + y.shape[1])
-        end = start + 1
-        while (end < len(pairs) and (end - start + 1) * step_bytes <= max_batch_bytes
-               and pairs[end][0].shape == x.shape and pairs[end][1].shape == y.shape):
-            end += 1
-        try:
-            values += estimator(torch.stack([p[0] for p in pairs[start:end]]),
-                                torch.stack([p[1] for p in pairs[start:end]])).tolist()
-        except UndefinedMeasureError as err:
-            raise UndefinedMeasureError(str(err), start + (err.index or 0)) from None
-        start = end
-    return values
 
 
 def bootstrap_interval(

@@ -6,6 +6,7 @@ mistyped value fails at composition; `run_config` then turns it into plain datac
 refusing keys the schema does not know. Below that edge nothing sees a `DictConfig`.
 """
 
+import functools
 import re
 import string
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from cka_hydra import run_folder
+from cka_hydra import registry, run_folder
 from cka_hydra.errors import InputError
 from cka_hydra.filters import STUDY_FILTER, parse_filter
 from cka_hydra.pairs import Comparison, instance_name, model_name, regime_instances
@@ -29,7 +30,7 @@ DEMO_STORE = Path("outputs", "demo_store")
 # Keys that say which comparison a job is: they make the run folder's path.
 COMPARISON_KEYS = ("regime", "pair", "seed_pair", "layer", "layer_b")
 # Keys that decide how or whether a job runs, never what it computes.
-HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap", "allow_excluded", "save_timeline_plot")
+HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap", "allow_excluded", "save_timeline_plot", "cache_mb")
 
 
 @dataclass
@@ -190,40 +191,48 @@ class CKAConfig:
         return unused
 
 
-class Measure(Enum):
-    cka = "cka"  # CKA of the whole representations, as the `cka` settings say
-    pca_cka = "pca_cka"  # linear CKA of each side's first principal components
-    procrustes = "procrustes"  # Procrustes disparity of each side's first principal components
-
-
-_PCA_MEASURES = {Measure.pca_cka: "linear CKA of the first principal components",
-                 Measure.procrustes: "the Procrustes disparity of the first principal components"}
-
 # pca_filter's default: whatever city_filter is (an interpolation, resolved when Hydra composes)
 FOLLOWS_CITY_FILTER = "${city_filter}"
 
 
 @dataclass
 class MeasureConfig:
-    # set by the group option: measure=cka|pca_cka|procrustes
-    name: Measure = Measure.cka
+    # set by the group option: measure=cka|pca_cka|procrustes, or a measure/NAME.yaml of your
+    # --config-dir (named after its file)
+    name: Optional[str] = "cka"
     # principal components kept per instance (pca_cka, procrustes)
     components: int = 3
     # the cities each instance's PCA is fitted on (it is applied to all); see README, "City filter"
     pca_filter: Optional[str] = FOLLOWS_CITY_FILTER
+    # a user measure's function (module.function: f(x, y) -> float) and whether it gives a
+    # similarity or a distance
+    _target_: Optional[str] = None
+    kind: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.components < 1:
             raise InputError(f"measure.components={self.components}: expected 1 or more principal components")
+        if self._target_ is None and self.kind is not None:
+            raise InputError(f"measure.kind={self.kind}: only a user measure (one with _target_) has a kind")
+        self.registered  # the name is a measure, and a user measure's function imports
+
+    @functools.cached_property
+    def registered(self) -> registry.Measure:
+        if self._target_ is None:
+            return registry.get(str(self.name))
+        return registry.user_measure(str(self.name), self._target_, self.kind)
 
     @property
     def uses_pca(self) -> bool:
-        return self.name is not Measure.cka
+        return self.registered.uses_pca
 
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others. With measure=cka all of them:
         its results keep the settings, and so the run folders, they had before measures existed."""
-        return set() if self.uses_pca else {"name", "components", "pca_filter"}
+        user = {"_target_", "kind"}
+        if self.registered.target is not None:
+            return {"components", "pca_filter"}
+        return user if self.uses_pca else user | {"name", "components", "pca_filter"}
 
 
 def _filter_text(text: Optional[str], setting: str) -> Optional[str]:
@@ -262,6 +271,9 @@ class RunConfig:
     allow_excluded: bool = False
     # also draw the timeline as <measure>_timeline.png beside it (not part of the result)
     save_timeline_plot: bool = False
+    # memory for the prepared instances a worker keeps between comparisons (least recently used
+    # go first); 0: none kept
+    cache_mb: int = 2048
 
     def __post_init__(self) -> None:
         self.checkpoints = _checkpoint_spec(self.checkpoints)
@@ -288,18 +300,21 @@ class RunConfig:
             self.layer, self.layer_b = self.layer_b, self.layer
         if not DEVICE.fullmatch(self.device):
             raise InputError(f"device={self.device}: expected auto, cpu, cuda or cuda:N")
-        if self.measure.uses_pca:
+        if self.cache_mb < 0:
+            raise InputError(f"cache_mb={self.cache_mb}: expected the prepared instances' memory limit in MB, 0 or "
+                             "more (0: nothing kept between comparisons)")
+        if self.measure.name != "cka":
             changed = [f"cka.{f.name}" for f in fields(CKAConfig)
                        if getattr(self.cka, f.name) != getattr(CKAConfig(), f.name)]
             if changed:
                 raise InputError(f"{', '.join(changed)}: the cka.* settings are measure=cka's; measure="
-                                 f"{self.measure.name.value} is {_PCA_MEASURES[self.measure.name]} in float64, "
+                                 f"{self.measure.name} is {self.measure.registered.description} in float64, "
                                  "without bootstrap: leave them out, or set measure=cka (in a sweep: sweep them with "
                                  "measure=cka alone)")
 
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others."""
-        return {"cka"} if self.measure.uses_pca else set()
+        return set() if self.measure.name == "cka" else {"cka"}
 
     @property
     def comparison(self) -> Comparison:
@@ -337,12 +352,21 @@ class ReportConfig:
             raise InputError(f"min_runs={self.min_runs}: expected 1 or more runs")
 
 
-def run_config(cfg: DictConfig) -> RunConfig:
+def run_config(cfg: DictConfig, choices: Any = None) -> RunConfig:
     """The composed config of a comparison as plain dataclasses, with every value checked.
 
     Raises InputError for a key the schema does not know: Hydra lets `+key=value` add one,
-    and a typo such as `+cka.kernal=rbf` must not run with the default kernel.
+    and a typo such as `+cka.kernal=rbf` must not run with the default kernel. A user's
+    measure/NAME.yaml that names no measure is named after its file: its option in choices
+    (hydra.runtime.choices, the config's own unless given: a job's config has no hydra node).
     """
+    measure = cfg.get("measure")
+    if OmegaConf.is_dict(measure) and measure.get("_target_") is not None and measure.get("name") in (None, "cka"):
+        choice = (choices if choices is not None else OmegaConf.select(cfg, "hydra.runtime.choices") or {}).get(
+            "measure")
+        if choice is None:
+            raise InputError(f"measure: _target_ {measure._target_}: expected measure.name as well")
+        cfg = OmegaConf.merge(cfg, {"measure": {"name": choice}})
     return _typed(cfg, RunConfig)
 
 

@@ -12,21 +12,19 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cka_hydra import registry
 from cka_hydra.atomic import atomic_path
 from cka_hydra.pairs import instance_name
 from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, on_common_pairings, unit_means
 
 DPI = 120
-# what each measure's `similarity` is, for axis labels
-SIMILARITY_LABELS = {"cka": "CKA", "pca_cka": "CKA of the first {k} PCs",
-                     "procrustes": "Procrustes similarity, 1 - disparity ({k} PCs)"}
 
 
 def similarity_label(final: pd.DataFrame) -> str:
     """The axis label of one setting's values (one measure, one number of components)."""
-    measure = final["measure"].iloc[0]
+    measure = registry.of_result(final["measure"].iloc[0], final["kind"].iloc[0])
     components = final["components"].iloc[0]
-    return SIMILARITY_LABELS[measure].format(k="k" if pd.isna(components) else int(components))
+    return measure.label.format(k="k" if pd.isna(components) else int(components))
 
 
 def _new_figure(**kwargs: object) -> Figure:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cka_hydra import figures
+from cka_hydra import figures, run_folder
 from cka_hydra.atomic import atomic_path, write_atomic, write_table
 from cka_hydra.config import ReportConfig
 from cka_hydra.errors import InputError
@@ -56,7 +56,7 @@ approximate: read effect sizes and intervals first. Groups with a single seed pa
 get no interval or test."""
 
 
-REPORT_FILE = "report.json"  # what the last report found and wrote; the next one removes those files first
+REPORT_FILE = run_folder.REPORT_FILE  # what the last report found and wrote; the next one removes those files first
 
 
 def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cka_hydra import run_folder
+from cka_hydra import registry, run_folder
 from cka_hydra.config import DEMO_STORE, default_settings
 from cka_hydra.errors import InputError
 from cka_hydra.pairs import shared_tasks
@@ -19,7 +19,7 @@ from cka_hydra.pairs import shared_tasks
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "setting", "settings", "measure", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b",
+    "setting", "settings", "measure", "kind", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b",
     "instance_a", "instance_b", "tasks_a", "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased",
     "sigma_frac", "components", "step", "final", "value", "similarity", "cka_low", "cka_high", "n_cities", "excluded",
     "run_dir",
@@ -152,17 +152,17 @@ def _jobs(sweep_dir: Path, exclude: Path | None) -> dict[Path, tuple[str, str]]:
 def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
     timeline = pd.read_csv(run_dir / run_folder.TIMELINE_FILE)
     tasks_a, tasks_b = summary["tasks_a"], summary["tasks_b"]
-    measure = summary.get("measure", "cka")  # results written before measures existed are CKA
-    value = timeline[run_folder.VALUE_COLUMNS[measure]]
+    measure = registry.of_summary(summary)
+    value = timeline[measure.column]
     rows = timeline.assign(
-        measure=measure, regime=summary["regime"], layer=summary["layer"],
+        measure=measure.name, kind=measure.kind, regime=summary["regime"], layer=summary["layer"],
         layer_b=summary.get("layer_b", summary["layer"]), model_a=summary["model_a"], seed_a=summary["seed_a"],
         model_b=summary["model_b"], seed_b=summary["seed_b"], instance_a=summary["exp1"], instance_b=summary["exp2"],
         tasks_a="+".join(tasks_a), tasks_b="+".join(tasks_b),
         n_shared_tasks=len(shared_tasks(tasks_a, tasks_b)), n_tasks_a=len(tasks_a), n_tasks_b=len(tasks_b),
         kernel=summary.get("kernel"), debiased=summary.get("debiased"), sigma_frac=summary.get("sigma_frac"),
         components=summary.get("components"), final=timeline["step"] == timeline["step"].max(), value=value,
-        similarity=1 - value if measure == "procrustes" else value,
+        similarity=measure.similarity(value),
         excluded=_excluded_text(summary.get("excluded") or {}),
         run_dir=str(run_dir),
     )

@@ -36,12 +36,9 @@ TIMELINE_FILE = "cka_timeline.csv"
 ERROR_FILE = "error.txt"
 DATA_ROOT_FILE = "data_root.txt"
 JOBS_FILE = "jobs.csv"
+REPORT_FILE = "report.json"  # in a report's folder: what it found and wrote (cka_hydra.report)
 JOBS_COLUMNS = ("regime", "pair", "seed_pair", "layer", "layer_b", "settings", "run_dir", "status", "seconds", "error")
 DEMO = "demo"  # data_root.txt of a results dir computed from the built-in demo store
-
-
-# The timeline's value column, by measure: named after the measure, and after what it holds.
-VALUE_COLUMNS = {"cka": "cka", "pca_cka": "pca_cka", "procrustes": "procrustes_disparity"}
 
 
 def timeline_plot_file(measure: str) -> str:
@@ -88,6 +85,8 @@ _LABELS: dict[str, Callable[[Any, Mapping[str, Any]], str]] = {
     "measure.name": lambda v, s: v,
     "measure.components": lambda v, s: f"k{v}",
     "measure.pca_filter": lambda v, s: f"pcafilter-{_short(v)}" if v else "pcanofilter",
+    "measure._target_": lambda v, s: "",  # a user measure: its name says it
+    "measure.kind": lambda v, s: "",
 }
 # Said by data_root.txt and summary.json instead: a results dir holds one data root.
 _UNNAMED = {"data.root"}
@@ -129,10 +128,11 @@ def describe(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
     """The settings that differ from the defaults, as Hydra overrides: `cka.kernel=rbf
     checkpoints=all city_filter="region:^Europe"` (quote the whole for a shell)."""
     return " ".join(f"{_OVERRIDE_KEYS.get(k, k)}={_override_value(v)}"
-                    for k, v in changed(settings, defaults).items() if k not in _UNNAMED)
+                    for k, v in changed(settings, defaults).items() if k not in _UNNAMED | _IN_MEASURE_FILE)
 
 
 _OVERRIDE_KEYS = {"measure.name": "measure"}  # a group option, chosen as the group
+_IN_MEASURE_FILE = {"measure._target_", "measure.kind"}  # a user measure's, set by choosing it
 
 
 def _override_value(value: Any) -> str:
@@ -353,8 +353,12 @@ def enclosing_results_dir(folder: Path) -> Path | None:
 
 
 def run_folders(results_dir: Path, exclude: Path | None = None) -> list[Path]:
-    """Every run folder below results_dir: each Hydra job's folder holds `.hydra/`."""
-    return sorted(p.parent for p in results_dir.rglob(".hydra") if exclude is None or exclude not in p.parents)
+    """Every run folder below results_dir: a folder holding a result or an error (written by a sweep,
+    a run or cka_hydra.compare), or `.hydra/` (a job that may have left nothing else); not
+    exclude, nor a report's folder (its REPORT_FILE says so) or anything in them."""
+    found = {path.parent for name in (".hydra", SUMMARY_FILE, ERROR_FILE) for path in results_dir.rglob(name)}
+    skipped = {path.parent for path in results_dir.rglob(REPORT_FILE)} | ({exclude} if exclude else set())
+    return sorted(folder for folder in found if skipped.isdisjoint((folder, *folder.parents)))
 
 
 def update_jobs(results_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:

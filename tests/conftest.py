@@ -1,4 +1,5 @@
 import copy
+import csv
 import hashlib
 import itertools
 import io
@@ -103,6 +104,12 @@ def run_in_process(results_dir: Path, *overrides: str) -> Path:
     run_dir = results_dir / run_folder.subdir(run.comparison, settings(run), default_settings())
     run_comparison(run, run_dir, results_dir)
     return run_dir
+
+
+def jobs_csv(cwd: Path) -> list[dict]:
+    """The rows of the jobs.csv of the results dir a sweep run in cwd writes."""
+    with open(cwd / "outputs/cka/jobs.csv") as f:
+        return list(csv.DictReader(f))
 
 
 def read_json(path: Path) -> dict:

@@ -24,7 +24,8 @@ from cka_hydra.config import DataConfig, PairConfig, RegimeConfig, RunConfig, Se
 from cka_hydra.demo import load_regime
 from cka_hydra.errors import InputError
 from cka_hydra.filters import parse_filter
-from cka_hydra.job import kept_cities, run_comparison
+from cka_hydra.engine import kept_cities
+from cka_hydra.job import run_comparison
 from cka_hydra.store import common_rows, load_cities, load_matrix
 
 RUN = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5"]

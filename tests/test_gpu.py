@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import read_json, run_cli
 
-from cka_hydra.cka import linear_cka, principal_components, procrustes_disparity, rbf_cka, timeline
+from cka_hydra.cka import linear_cka, principal_components, procrustes_disparity, rbf_cka
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -48,13 +48,6 @@ def test_float32_on_the_gpu_stays_within_the_stated_error(name, offset):
     exact = float(ESTIMATORS[name](x, y))
     fast = float(ESTIMATORS[name](x.cuda(), y.cuda(), dtype=torch.float32))
     assert abs(fast - exact) < FLOAT32_ERROR[name]
-
-
-def test_the_batched_timeline_on_cuda_equals_step_by_step_on_the_cpu():
-    pairs = [hidden_states(1000, 64, seed=s) for s in range(9)]
-    on_cpu = timeline(linear_cka, pairs, 0)
-    on_gpu = timeline(linear_cka, [(x.cuda(), y.cuda()) for x, y in pairs], 2**29)
-    assert on_gpu == pytest.approx(on_cpu, abs=1e-9)
 
 
 @pytest.mark.parametrize("measure", [linear_cka, procrustes_disparity], ids=["pca_cka", "procrustes"])

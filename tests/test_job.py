@@ -10,7 +10,7 @@ from conftest import save_checkpoint
 
 from cka_hydra.errors import InputError
 from cka_hydra.filters import parse_filter
-from cka_hydra.job import kept_cities, resolve_device
+from cka_hydra.engine import kept_cities, resolve_device
 from cka_hydra.plan import select_steps
 
 

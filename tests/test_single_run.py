@@ -244,7 +244,7 @@ def break_store(root, instance_dir, task, layer, step, tensors=None, cities=None
         (["city_filter='name:^City 1'"], None, r"Error: city_filter keeps \d of pt2-1's 60 cities at step 164073: a comparison needs at least 10"),
         ([], "not_a_dict", r"checkpoint-164073/representations.pt: expected a dict with a 'representations_flat' or 'representations' tensor, got list"),
         ([], "nan", r"checkpoint-164073/representations.pt: 3 NaN/Inf values among the compared cities at step 164073"),
-        ([], "constant", r"step 164073, pt2-1 vs pt2-2_seed1: CKA is undefined: the second representation is constant"),
+        ([], "constant", r"step 164073, pt2-2_seed1: CKA is undefined: the compared representation is constant"),
         ([], "no_checkpoints", r"no checkpoints in .*pt2-2_seed1/.*representations: expected checkpoint-<step>/ folders"),
         ([], "no_common_step", r"pt2-1 and pt2-2_seed1 share no checkpoint step: pt2-1 has \[0, 82036, 164073\], pt2-2_seed1 has \[5, 6\]"),
         ([], "mixed_ids", r"/pt2-1/.*/checkpoint-164073/metadata.json identifies its cities by row_id, .*/pt2-2_seed1/.*/checkpoint-164073/metadata.json by city_id: ids of different kinds cannot be matched"),

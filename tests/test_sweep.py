@@ -1,7 +1,6 @@
 """`python -m cka_hydra -m sweep` on a small generated store: in a subprocess where only the real
 command line shows it (the launcher's processes, the console, a killed worker), else in this process."""
 
-import csv
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DISJOINT, readers_of, representations_dir, run_app, run_cli
+from conftest import DISJOINT, jobs_csv, readers_of, representations_dir, run_app, run_cli
 
 from cka_hydra.__main__ import hydra_argv, stray_word
 
@@ -22,11 +21,6 @@ PT3_FOLDERS = {  # pt3, layer 5, the study's seed pairs: 7 disjoint pairs x 3
     for a, b in DISJOINT["pt3"]
     for sa, sb in [("", "_seed1"), ("", "_seed2"), ("_seed1", "_seed2")]
 }
-
-
-def jobs_csv(cwd: Path) -> list[dict]:
-    with open(cwd / "outputs/cka/jobs.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def result_folders(cwd: Path) -> set[str]:

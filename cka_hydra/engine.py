@@ -1,0 +1,267 @@
+"""The engine: comparisons computed from prepared instances, each prepared once per process.
+
+A prepared instance is one instance at one layer and step, read once: its rows for the compared
+cities, in an order that does not depend on which side of a comparison it is on, and the state
+its measure needs (registry.Terms: the centred rows and self-term for linear CKA, the centred
+Gram matrix for RBF). `InstanceCache` keeps them up to a byte limit, the least recently used
+going first; a comparison then costs only its cross term. Knows no Hydra: it takes a JobPlan
+(cka_hydra.plan) and the run's settings, and returns a `Timeline`.
+"""
+
+import functools
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cka_hydra.cka import UndefinedMeasureError, bootstrap_interval, principal_components
+from cka_hydra.config import RunConfig
+from cka_hydra.errors import InputError
+from cka_hydra.filters import CityFilter, city_id, id_kinds
+from cka_hydra.plan import MIN_CITIES, JobPlan, PCASpec, Side, check_device, check_pca_cities
+from cka_hydra.registry import Terms, UndefinedValue
+from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, check_id_kinds, common_rows, load_cities, load_matrix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reads:
+    """What this process has read from the store: files, and their bytes (the tensor a job uses
+    and the city list), as a job's summary reports them."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def add(self, nbytes: int) -> None:
+        self.files += 1
+        self.bytes += nbytes
+
+
+READS = Reads()
+
+
+@dataclass
+class Prepared:
+    """One instance at one step, ready to compare: its aligned rows (for the bootstrap) and its
+    measure's state."""
+
+    rows: torch.Tensor | None  # kept for the bootstrap only
+    state: Any
+    nbytes: int
+
+
+@dataclass
+class InstanceCache:
+    """Prepared instances by key, up to limit_bytes in all; the least recently used go first. An
+    instance larger than the limit is computed and not kept."""
+
+    limit_bytes: int
+    entries: "OrderedDict[Hashable, Prepared]" = field(default_factory=OrderedDict)
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(entry.nbytes for entry in self.entries.values())
+
+    def get(self, key: Hashable, build: Callable[[], Prepared]) -> Prepared:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.hits += 1
+            self.entries.move_to_end(key)
+            return entry
+        self.misses += 1
+        entry = build()
+        if entry.nbytes <= self.limit_bytes:
+            self.entries[key] = entry
+            self.shrink(self.limit_bytes)
+        return entry
+
+    def shrink(self, limit_bytes: int) -> None:
+        """Set the limit, letting the least recently used go until the rest fit."""
+        self.limit_bytes = limit_bytes
+        total = self.nbytes
+        while total > limit_bytes and self.entries:
+            _, entry = self.entries.popitem(last=False)
+            total -= entry.nbytes
+            self.evictions += 1
+
+
+CACHE = InstanceCache(2048 * 2**20)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A comparison's values, one per step."""
+
+    steps: list[int]
+    values: list[float]
+    n_cities: list[int]
+    intervals: list[tuple[float, float]]  # the bootstrap's, per step; [] without one
+    pca_cities: list[int] | None  # the cities each side's last PCA was fitted on
+    device: str
+    bytes_read: int  # from the store: none for instances the cache held
+    from_cache: int  # of its 2 x steps prepared instances
+
+
+def resolve_device(spec: str, job_num: int = 0) -> torch.device:
+    """`auto` takes a GPU when torch sees one (spreading jobs over GPUs by job number), else the CPU."""
+    if spec == "auto":
+        count = torch.cuda.device_count()
+        return torch.device(f"cuda:{job_num % count}") if count else torch.device("cpu")
+    check_device(spec)
+    return torch.device(spec)
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    try:
+        info = path.stat()
+    except OSError:  # the reader says what is wrong
+        return (-1, -1, -1)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def kept_cities(folder: Path, city_filter: CityFilter) -> tuple[int, np.ndarray, np.ndarray, frozenset[str]]:
+    """A checkpoint's number of cities, the rows city_filter keeps, their ids (as arrays), and the
+    kinds of id its city list uses (filters.id_kinds).
+
+    Cached in the process, keyed by metadata.json's inode, size and modification time: parsing
+    and filtering a city list costs as much as a comparison's arithmetic. A file rewritten since
+    is read again. Arrays, not lists of Python objects: an entry takes 0.1 MB for 4500 cities."""
+    return _kept_cities(folder, _stamp(folder / METADATA_FILE), city_filter)
+
+
+@functools.lru_cache(maxsize=256)  # a sweep's (regime, layer) holds 21 instances x K checkpoints
+def _kept_cities(folder: Path, stamp: tuple[int, int, int],
+                 city_filter: CityFilter) -> tuple[int, np.ndarray, np.ndarray, frozenset[str]]:
+    cities = load_cities(folder)
+    READS.add(max(stamp[1], 0))
+    kept = city_filter.select(cities)
+    return (len(cities), np.array(kept, dtype=np.int64), np.array([city_id(cities[i]) for i in kept], dtype=str),
+            id_kinds(cities))
+
+
+def aligned_rows(step: int, folder_a: Path, folder_b: Path, a: Side, b: Side,
+                 city_filter: CityFilter) -> tuple[tuple[int, np.ndarray], tuple[int, np.ndarray]]:
+    """Each side's number of cities and its rows of the cities both keep after the filter, paired
+    by city id: in file order when both city lists keep the same ids in the same order, else
+    sorted by id, so that an instance's rows never depend on which side it is on."""
+    (n_a, kept_a, ids_a, kinds_a), (n_b, kept_b, ids_b, kinds_b) = (kept_cities(folder_a, city_filter),
+                                                                    kept_cities(folder_b, city_filter))
+    check_id_kinds(kinds_a, kinds_b, str(folder_a / METADATA_FILE), str(folder_b / METADATA_FILE))
+    rows_a, rows_b = (np.array(rows, dtype=np.int64)
+                      for rows in common_rows(ids_a.tolist(), ids_b.tolist(), str(folder_a), str(folder_b)))
+    if len(rows_a) < MIN_CITIES:
+        raise InputError(
+            f"step {step}: only {len(rows_a)} cities in common after city_filter "
+            f"({a.instance} keeps {len(kept_a)} of {n_a}, {b.instance} keeps {len(kept_b)} of {n_b}); "
+            f"need at least {MIN_CITIES}"
+        )
+    if not np.array_equal(ids_a, ids_b):
+        order = np.argsort(ids_a[rows_a], kind="stable")
+        rows_a, rows_b = rows_a[order], rows_b[order]
+    return (n_a, kept_a[rows_a]), (n_b, kept_b[rows_b])
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What a prepared instance is of: one side of a comparison at one step."""
+
+    folder: Path  # its checkpoint folder
+    step: int
+    side: Side
+    n_cities: int  # in its city list
+    rows: np.ndarray  # of the compared cities, in the comparison's order
+
+    def key(self, pca: PCASpec | None, terms: Terms, device: torch.device, with_rows: bool) -> Hashable:
+        """Everything a prepared instance depends on: the files as they are now, the rows compared,
+        the PCA, the measure's terms, the device; and whether it keeps its rows (the bootstrap's)."""
+        return (str(self.folder), _stamp(self.folder / REPRESENTATIONS_FILE), _stamp(self.folder / METADATA_FILE),
+                hashlib.sha1(self.rows.tobytes()).hexdigest(), pca, terms.key, str(device), with_rows)
+
+
+def prepared(instance: Instance, pca: PCASpec | None, terms: Terms, device: torch.device,
+             with_rows: bool = False) -> Prepared:
+    """One side at one step, from the cache, or read and prepared now."""
+    return CACHE.get(instance.key(pca, terms, device, with_rows),
+                     lambda: _prepare(instance, pca, terms, device, with_rows))
+
+
+def _prepare(instance: Instance, pca: PCASpec | None, terms: Terms, device: torch.device,
+             with_rows: bool) -> Prepared:
+    folder, step, side, n_cities, rows = instance.folder, instance.step, instance.side, instance.n_cities, instance.rows
+    matrix = load_matrix(folder, n_cities)
+    READS.add(matrix.numel() * matrix.element_size())
+    fit_rows = None if pca is None else kept_cities(folder, pca.fit)[1]
+    used = rows if fit_rows is None else np.union1d(rows, fit_rows)
+    bad = int((~torch.isfinite(matrix[torch.from_numpy(used)])).sum())
+    if bad:
+        which = "compared" if pca is None else "compared or PCA-fitted"
+        raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step "
+                         f"{step}")
+    if pca is None:
+        x = matrix[torch.from_numpy(rows)].to(device)
+    else:
+        check_pca_cities(pca, len(fit_rows), n_cities, side.instance, step)
+        try:
+            scores = principal_components(matrix.to(device), pca.components, torch.from_numpy(fit_rows).to(device))
+        except ValueError as err:
+            raise InputError(f"measure.components={pca.components}: {side.instance} at step {step}: {err} "
+                             "(the fitted rows: the cities measure.pca_filter keeps)") from None
+        x = scores[torch.from_numpy(rows).to(device)]
+    try:
+        state = terms.prepare(x)
+    except UndefinedMeasureError as err:
+        raise InputError(f"step {step}, {side.instance}: {err}") from None
+    kept = x if with_rows else None
+    return Prepared(kept, state, _tensor_bytes(kept) + _tensor_bytes(state))
+
+
+def _tensor_bytes(state: Any) -> int:
+    """The bytes of the tensors in a state (a tensor, or a tuple of them and others)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, (tuple, list)):
+        return sum(map(_tensor_bytes, state))
+    return 0
+
+
+def compute(run: RunConfig, plan: JobPlan, job_num: int = 0) -> Timeline:
+    """A comparison's timeline: its measure at each planned step, and the bootstrap's intervals."""
+    device = resolve_device(run.device, job_num)
+    CACHE.shrink(run.cache_mb * 2**20)
+    read_before, hits_before = READS.bytes, CACHE.hits
+    terms = run.measure.registered.terms(run.cka)
+    a, b = plan.a, plan.b
+    values, n_cities, sides = [], [], []
+    for step in plan.steps:
+        folder_a, folder_b = plan.checkpoints_a[step], plan.checkpoints_b[step]
+        (n_a, rows_a), (n_b, rows_b) = aligned_rows(step, folder_a, folder_b, a, b, plan.city_filter)
+        x, y = (prepared(Instance(*instance), plan.pca, terms, device, with_rows=bool(run.cka.bootstrap))
+                for instance in ((folder_a, step, a, n_a, rows_a), (folder_b, step, b, n_b, rows_b)))
+        try:
+            values.append(float(terms.compare(x.state, y.state)))
+        except (UndefinedMeasureError, UndefinedValue) as err:
+            raise InputError(f"step {step}, {a.instance} vs {b.instance}: {err}") from None
+        n_cities.append(len(rows_a))
+        if run.cka.bootstrap:
+            sides.append((x.rows, y.rows))
+    intervals = []
+    if run.cka.bootstrap:
+        generator = torch.Generator().manual_seed(run.cka.seed)
+        intervals = [bootstrap_interval(terms.function, x, y, run.cka.bootstrap, run.cka.confidence, generator)
+                     for x, y in sides]
+    pca_cities = None
+    if plan.pca is not None:
+        pca_cities = [len(kept_cities(checkpoints[plan.steps[-1]], plan.pca.fit)[1])
+                      for checkpoints in (plan.checkpoints_a, plan.checkpoints_b)]
+    return Timeline(plan.steps, values, n_cities, intervals, pca_cities, str(device), READS.bytes - read_before,
+                    CACHE.hits - hits_before)

@@ -1,0 +1,222 @@
+"""The measures, one object each, found by name.
+
+A `Measure` says everything the app needs of a measure: how it is computed from prepared
+instances (`terms`), its timeline's value column, whether higher values mean more alike, and
+its label. The built-ins are `cka`, `pca_cka` and `procrustes`; a user adds one with a YAML file
+in their config dir, `measure/NAME.yaml`:
+
+    _target_: mymeasures.full_procrustes   # f(x, y) -> float or 0-d tensor
+    kind: distance                          # or similarity
+
+(`user_measure`), or from Python with `register`. Imports no torch until a measure is computed:
+the sweeper's process plans with this module.
+"""
+
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cka_hydra.errors import InputError
+
+SIMILARITY, DISTANCE = "similarity", "distance"
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A measure as computed for one run's settings.
+
+    prepare: one side's aligned rows (n, d) -> its state (centred rows, self-terms, a Gram
+    matrix): computed once per instance and kept in the engine's cache; compare: two states ->
+    the value; function: the measure of two row sets, batched (..., n, d), for the bootstrap;
+    key: what a state depends on besides the rows (two Terms with one key share states)."""
+
+    key: tuple
+    prepare: Callable[[Any], Any]
+    compare: Callable[[Any, Any], Any]
+    function: Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    column: str  # the timeline's value column
+    kind: str  # SIMILARITY or DISTANCE: the report turns a distance d into the similarity 1 - d
+    label: str  # what its similarity is, for axis labels; {k}: the number of principal components
+    description: str  # what it computes, for messages
+    terms: Callable[[Any], Terms] | None  # the run's CKAConfig -> how it is computed (None: read from a result)
+    uses_pca: bool = False  # computed on each instance's first principal components
+    target: str | None = None  # a user measure's function, as its file names it
+
+    def similarity(self, value: Any) -> Any:
+        """The value as "higher is more alike" (a number or a pandas column)."""
+        return value if self.kind == SIMILARITY else 1 - value
+
+
+def _cka_terms(cka: Any) -> Terms:
+    import functools
+
+    import torch
+
+    from cka_hydra import cka as math_
+
+    dtype = getattr(torch, cka.precision.value)
+    if cka.kernel.value == "rbf":
+        def prepare_rbf(x: Any) -> Any:
+            xc = math_.centred(x, dtype, "compared")
+            if xc.element_size() * x.shape[0] ** 2 > math_.DEFAULT_CACHE_BYTES:  # too large to keep: its centred
+                return xc, None  # rows, and each comparison builds both Grams block by block (gram_cka)
+            gram = math_.centred_gram(math_.rbf_gram(xc, cka.sigma_frac), cka.debiased)
+            return gram, math_.gram_hsic(gram, gram)
+
+        def compare_rbf(a: Any, b: Any) -> Any:
+            if a[1] is None:
+                return math_.gram_cka(math_.rbf_kernel(a[0], cka.sigma_frac), math_.rbf_kernel(b[0], cka.sigma_frac),
+                                      a[0].shape[0], cka.debiased)
+            return math_.cka_ratio(math_.gram_hsic(a[0], b[0]), a[1], b[1])
+
+        return Terms(("rbf", cka.sigma_frac, cka.debiased, str(dtype)), prepare_rbf, compare_rbf,
+                     functools.partial(math_.rbf_cka, sigma_frac=cka.sigma_frac, debiased=cka.debiased, dtype=dtype))
+    return _linear_terms(cka.debiased, dtype)
+
+
+def _linear_terms(debiased: bool, dtype: Any) -> Terms:
+    import functools
+
+    from cka_hydra import cka as math_
+
+    def prepare(x: Any) -> Any:
+        xc = math_.centred(x, dtype, "compared")
+        return xc, math_.linear_hsic(xc, xc, debiased)
+
+    return Terms(("linear", debiased, str(dtype)), prepare,
+                 lambda a, b: math_.cka_ratio(math_.linear_hsic(a[0], b[0], debiased), a[1], b[1]),
+                 functools.partial(math_.linear_cka, debiased=debiased, dtype=dtype))
+
+
+def _pca_cka_terms(cka: Any) -> Terms:
+    import torch
+
+    return _linear_terms(False, torch.float64)
+
+
+def _procrustes_terms(cka: Any) -> Terms:
+    import torch
+
+    from cka_hydra import cka as math_
+
+    def prepare(x: Any) -> Any:
+        xc = math_.centred(x, torch.float64, "compared", "Procrustes")
+        return xc / torch.linalg.matrix_norm(xc)
+
+    return Terms(("procrustes",), prepare,
+                 lambda a, b: (1 - torch.linalg.matrix_norm(a.mT @ b, ord="nuc") ** 2).clamp(min=0),
+                 math_.procrustes_disparity)
+
+
+REGISTRY: dict[str, Measure] = {}
+
+
+def register(measure: Measure) -> Measure:
+    """Add a measure (or replace one of the same name); returns it."""
+    REGISTRY[measure.name] = measure
+    return measure
+
+
+BUILT_IN = ("cka", "pca_cka", "procrustes")
+register(Measure("cka", "cka", SIMILARITY, "CKA", "CKA of the whole representations, as the cka.* settings say",
+                 _cka_terms))
+register(Measure("pca_cka", "pca_cka", SIMILARITY, "CKA of the first {k} PCs",
+                 "linear CKA of the first principal components", _pca_cka_terms, uses_pca=True))
+register(Measure("procrustes", "procrustes_disparity", DISTANCE, "Procrustes similarity, 1 - disparity ({k} PCs)",
+                 "the Procrustes disparity of the first principal components", _procrustes_terms, uses_pca=True))
+
+
+def get(name: str) -> Measure:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise InputError(f"measure={name}: no such measure; the measures are {', '.join(REGISTRY)} "
+                         "(add one with measure/NAME.yaml in your --config-dir)") from None
+
+
+def user_measure(name: str, target: str, kind: str | None) -> Measure:
+    """The measure of a user's `measure/NAME.yaml`: the function `target` names, f(x, y) with x, y
+    (n_cities, features) float64 rows of the same cities, returning a float or a 0-d tensor."""
+    where = f"measure {name} (_target_: {target})"
+    if name in BUILT_IN:
+        raise InputError(f"{where}: {name} is a built-in measure's name; name your measure's file otherwise")
+    if kind not in (SIMILARITY, DISTANCE):
+        raise InputError(f"{where}: kind={kind}: expected {SIMILARITY} or {DISTANCE} (is higher more alike, or less?)")
+    function = _locate(target, where)
+
+    def compare(x: Any, y: Any) -> Any:
+        import torch
+
+        try:
+            value = float(function(x, y))
+        except Exception as err:  # the user's code: any error fails this comparison alone
+            raise UndefinedValue(f"{where} raised {type(err).__name__}: {(str(err).splitlines() or [''])[0]}") \
+                from None
+        if not math.isfinite(value):
+            raise UndefinedValue(f"{where} returned {value}: expected a finite number")
+        return torch.tensor(value, dtype=torch.float64)
+
+    def prepare(x: Any) -> Any:
+        import torch
+
+        return x.to(torch.float64)
+
+    return Measure(name, name, kind, _user_label(name, kind), f"the user measure {target}",
+                   lambda cka: Terms(("user", target), prepare, compare, compare), target=target)
+
+
+class UndefinedValue(InputError):
+    """A user measure that raised or gave no finite value."""
+
+
+def _locate(target: str, where: str) -> Callable[..., Any]:
+    module_name, _, attribute = target.rpartition(".")
+    if not module_name:
+        raise InputError(f"{where}: expected module.function, e.g. mymeasures.full_procrustes")
+    try:
+        function = getattr(_import(module_name), attribute)
+    except (ImportError, AttributeError) as err:
+        raise InputError(f"{where}: cannot import it ({type(err).__name__}: {err}); the module must be importable "
+                         "from the folder you run in, or on PYTHONPATH") from None
+    if not callable(function):
+        raise InputError(f"{where}: {target} is not a function")
+    return function
+
+
+def _import(module_name: str) -> Any:
+    """A module, from the import path or else the working directory (as `python -m` finds it;
+    a script's or the API's process may not have it on its path)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name.split(".")[0] or os.getcwd() in sys.path:
+            raise
+        sys.path.insert(0, os.getcwd())
+        return importlib.import_module(module_name)
+
+
+def of_summary(summary: Mapping[str, Any]) -> Measure:
+    """The measure a result was computed with (see of_result); results written before measures
+    existed are CKA."""
+    return of_result(summary.get("measure", "cka"), summary.get("measure_kind"), summary.get("measure_target"))
+
+
+def of_result(name: str, kind: str | None = None, target: str | None = None) -> Measure:
+    """A measure as a result records it: a built-in by name, a user measure by its kind and
+    function (the report may run without the user's module, and computes nothing)."""
+    if name in BUILT_IN or kind is None:
+        return get(name)
+    return Measure(name, name, kind, _user_label(name, kind), f"the user measure {target}", None, target=target)
+
+
+def _user_label(name: str, kind: str) -> str:
+    return name if kind == SIMILARITY else f"1 - {name}"
