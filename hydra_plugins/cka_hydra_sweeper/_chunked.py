@@ -17,6 +17,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
+from ._core import pack, sharing_key
+
 log = logging.getLogger(__name__)
 
 JobArgs = Tuple[List[str], str, int, str, Any]  # the arguments of BaseSubmititLauncher.__call__
@@ -70,13 +72,13 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
         state = Singleton.get_state()
         jobs = [(list(overrides), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}", state)
                 for i, overrides in enumerate(job_overrides)]
-        chunks = [jobs[i:i + self.jobs_per_task] for i in range(0, len(jobs), self.jobs_per_task)]
+        chunks = pack(jobs, self.jobs_per_task, lambda job: sharing_key(job[0]))  # a task's jobs share instances
         tasks = self._executor().map_array(ArrayTask(self), chunks)
         if self._EXECUTOR == "local":
             for task in tasks:  # this machine's files: submitit's 15 s wait for a slow shared filesystem
                 task._results_timeout_s = 0  # only delays the report of a task that died (as its own tests do)
         log.info("submitted %d jobs as %d array task(s) of up to %d jobs (%s job %s)", len(jobs), len(tasks),
-                 len(chunks[0]), self._EXECUTOR, tasks[0].job_id.split("_")[0])
+                 max(map(len, chunks)), self._EXECUTOR, tasks[0].job_id.split("_")[0])
         returns: List[JobReturn] = []
         try:
             for number, (task, chunk) in enumerate(zip(tasks, chunks), 1):

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 GROUPS = ("regime", "pair", "seed_pair", "layer")
 # planned with the groups, by the validity and uniqueness rules: a setting, not a group
 PLANNED = GROUPS + ("layer_b",)
-DEFAULT_BATCH_SIZE = 64
+# jobs a launch takes at most: the study's 252 in one, so that its workers' chunks follow its groups
+DEFAULT_BATCH_SIZE = 256
 
 
 class SweepError(SystemExit):
@@ -108,13 +109,13 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
              f" ({drawing} of them only to draw their timeline figure)" if drawing else "")
 
     todo = [job for job in jobs if job.status == "pending"]
-    batch_size = _batch_size(sweeper, len(todo))
+    batches = pack(todo, _batch_size(sweeper, len(todo)), lambda job: sharing_key(job.overrides))
     start, started = time.perf_counter(), time.time()
     batch: List[Job] = []
+    first = 0
     try:
         with _interruptible() as received:
-            for first in range(0, len(todo), batch_size):
-                batch = todo[first:first + batch_size]
+            for batch in batches:
                 try:
                     results = _launch(sweeper, batch, first)
                     if received:
@@ -128,7 +129,8 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
                     for job, result in zip(batch, results):
                         _record(job, result, started)
                 _write_jobs(batch)
-                _log_progress(jobs, first + len(batch), len(todo), time.perf_counter() - start)
+                first += len(batch)
+                _log_progress(jobs, first, len(todo), time.perf_counter() - start)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a scheduler or kill
         _settle([job for job in batch if job.status == "pending"], "interrupted", started)
         _write_jobs(batch)
@@ -192,8 +194,36 @@ def _interruptible() -> Iterator[List[int]]:
             signal.signal(signum, handler)
 
 
+def sharing_key(overrides: List[str]) -> Tuple[str, ...]:
+    """What the jobs that read the same instances share: every override but the pair's and the
+    seed pair's (regime, layer, layer_b and the settings)."""
+    return tuple(o for o in overrides if not o.startswith(("pair=", "seed_pair=")))
+
+
+def pieces(items: List[Any], size: int, key: Any) -> List[List[Any]]:
+    """Consecutive items of one key in pieces of at most size, each run of a key split evenly."""
+    result = []
+    for _, run in itertools.groupby(items, key):
+        group = list(run)
+        step = math.ceil(len(group) / math.ceil(len(group) / size))
+        result += [group[i:i + step] for i in range(0, len(group), step)]
+    return result
+
+
+def pack(items: List[Any], size: int, key: Any) -> List[List[Any]]:
+    """Items in batches of at most size, each holding whole runs of a key where they fit (pieces
+    of a run longer than size otherwise): a batch's jobs share instances."""
+    batches: List[List[Any]] = []
+    for piece in pieces(items, size, key):
+        if batches and len(batches[-1]) + len(piece) <= size:
+            batches[-1] += piece
+        else:
+            batches.append(list(piece))
+    return batches
+
+
 def _batch_size(sweeper: Any, n_jobs: int) -> int:
-    """hydra.sweeper.batch_size, else 64: when one worker dies, joblib (or the plugin's submitit
+    """hydra.sweeper.batch_size, else 256: when one worker dies, joblib (or the plugin's submitit
     launchers) lose the whole launch() call. A launcher whose array tasks fail alone takes every
     job at once, since the sweeper waits for each call to finish before the next."""
     if sweeper.batch_size is not None:
@@ -306,7 +336,8 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
                      len(comparisons), f" ({overlapping} of them share a training task: allow_overlap=true)"
                      if base.allow_overlap else "")
         job_settings = settings(base)
-        # by layer: the jobs that read the same files run close together (a worker keeps their city lists)
+        # by layer: the jobs that read the same instances run close together (sharing_key), and a
+        # worker's chunk of them prepares each instance once
         for planned in sorted(comparisons, key=lambda c: (c.layer, c.layer_b)):
             run = dataclasses.replace(base, pair=PairConfig(planned.a, planned.b),
                                       seed_pair=SeedPairConfig(planned.seed_a, planned.seed_b), layer=planned.layer,
@@ -447,7 +478,7 @@ def _settle(batch: List[Job], reason: str, started: float) -> None:
 
 def _plot_missing(job: Job) -> bool:
     """A finished job still runs, to draw its figure, with save_timeline_plot and none drawn from its result."""
-    return job.run.save_timeline_plot and not run_folder.timeline_plot_current(job.run_dir, job.run.measure.name.value)
+    return job.run.save_timeline_plot and not run_folder.timeline_plot_current(job.run_dir, job.run.measure.name)
 
 
 def _finished(job: Job, since: Optional[float] = None) -> bool:

@@ -1,4 +1,5 @@
-"""The workers launcher's work: hydra-joblib-launcher's launch, with the jobs sent in chunks."""
+"""The workers launcher's work: hydra-joblib-launcher's launch, with the jobs sent in chunks: a
+chunk's jobs share instances, which its worker's engine prepares once (cka_hydra.engine)."""
 import logging
 import math
 import os
@@ -12,9 +13,9 @@ from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_jobli
 from joblib import Parallel, delayed, effective_n_jobs
 from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
+from ._core import pieces, sharing_key
 
-CHUNKS_PER_WORKER = 2  # a worker that draws quick jobs takes another chunk
+log = logging.getLogger(__name__)
 
 
 def run_chunk(jobs: List[Tuple[int, Sequence[str]]], hydra_context: HydraContext, config: DictConfig,
@@ -40,9 +41,9 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     process_joblib_cfg(joblib_cfg)
     jobs = [(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
     workers = effective_n_jobs(joblib_cfg["n_jobs"])
-    size = max(1, math.ceil(len(jobs) / (workers * CHUNKS_PER_WORKER)))
-    chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-    log.info("launching %d jobs on %d workers, %d jobs at a time", len(jobs), workers, size)
+    # a chunk per run of jobs that share instances, split so that every worker gets one
+    chunks = pieces(jobs, max(1, math.ceil(len(jobs) / workers)), lambda job: sharing_key(job[1]))
+    log.info("launching %d jobs on %d workers in %d chunks", len(jobs), workers, len(chunks))
     state = Singleton.get_state()
     returns = Parallel(**joblib_cfg)(
         delayed(run_chunk)(chunk, launcher.hydra_context, launcher.config, launcher.task_function, state)
