@@ -1,0 +1,157 @@
+"""The Python way in, for notebooks and scripts: no command line, no Hydra app started.
+
+    from cka_hydra import compare, load_results
+
+    results = load_results("outputs/cka")        # every result of a sweep, one row per step
+    timeline = compare(["regime=pt3", "pair=4_5", "seed_pair=1_2", "layer=5", "data.root=/data/exp"])
+
+`compare` composes the same config as `python -m cka_hydra <overrides>` (Hydra's compose API),
+checks it as a run is checked, and runs it through the same job and engine; `load_results`
+reads result folders as the report does. Both raise InputError with the command line's one
+line for bad input.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig, OmegaConf
+
+from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
+
+from cka_hydra import run_folder
+from cka_hydra.app import results_dir
+from cka_hydra.config import check_regime_file, load_regime_file, run_config
+from cka_hydra.errors import InputError
+from cka_hydra.results import collect
+
+__all__ = ["compare", "load_results"]
+
+
+def load_results(results_dir: str | Path) -> pd.DataFrame:
+    """Every result below results_dir as the tidy table the report writes (cka_results.csv's
+    columns): one row per comparison and step; `final` marks each comparison's last step, and
+    `similarity` is the value turned "higher is more alike" (1 - disparity for a distance).
+
+    A result counts by its files (summary.json and its timeline), whether a sweep, a single run
+    or `compare` wrote it. Folders without a complete result of the store as it is now are left
+    out and counted: `frame.attrs["left_out"]` (reason -> count; failed, lost, incomplete,
+    stale, ...), `attrs["left_out_runs"]` (each folder, its reason and detail) and
+    `attrs["settings"]` (each `setting` label -> the settings it stands for). Rows of
+    comparisons computed with allow_excluded say why in `excluded`."""
+    frame, left_out, meanings, details = collect(Path(results_dir).expanduser().resolve())
+    frame.attrs.update(left_out=dict(left_out), left_out_runs=details, settings=meanings)
+    return frame
+
+
+def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str | Path | None = None) -> pd.DataFrame:
+    """One comparison, in this process: the overrides are the command line's
+    (`["regime=pt3", "pair=4_5", "seed_pair=1_2", "layer=5", "data.root=..."]`; the defaults
+    otherwise, on the demo store), config_dir its --config-dir (your regimes and measures).
+
+    Returns the timeline: `step`, `value`, `n_cities` and, with a bootstrap, `cka_low` and
+    `cka_high`; `attrs["summary"]` is the result's summary.json. With write (the default) the
+    run folder is written as the command line writes it (`.hydra/`, the log, the result), and a
+    result already there for the same settings and inputs is read, not computed again; without
+    it nothing is written."""
+    from cka_hydra import engine, job
+    from cka_hydra.demo import ensure_demo_store
+    from cka_hydra.plan import preflight
+
+    cfg = _composed(list(overrides), config_dir)
+    run = run_config(cfg)
+    if run.data.root is None:
+        ensure_demo_store(run.data.path)
+    run_dir = Path(cfg.hydra.run.dir).resolve()
+    results = results_dir(run_dir, cfg.hydra.sweep.dir)
+    if not write:
+        start = time.perf_counter()
+        plan = preflight(run, run_dir, None)
+        result = engine.compute(run, plan)
+        header, rows = job.timeline_rows(run, result)
+        return _timeline(pd.DataFrame(rows, columns=header),
+                         job.result_summary(run, plan, result, time.perf_counter() - start))
+    preflight(run, run_dir, results)  # refused before its folder is written, as RunChecks refuses a run
+    _write_hydra_files(cfg, run_dir, list(overrides))
+    with _job_log(run_dir / f"{cfg.hydra.job.name}.log"):
+        job.run_comparison(run, run_dir, results)
+    summary = run_folder.read_result(run_dir)
+    return _timeline(pd.read_csv(run_dir / run_folder.TIMELINE_FILE), summary)
+
+
+def _timeline(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
+    from cka_hydra import registry
+
+    frame = frame.rename(columns={registry.of_summary(summary).column: "value"})
+    frame.attrs["summary"] = summary
+    return frame
+
+
+def _composed(overrides: list[str], config_dir: str | Path | None) -> DictConfig:
+    """The job's config as `python -m cka_hydra` composes it, with the hydra node (its folders)."""
+    from cka_hydra.__main__ import hydra_argv
+
+    folder = None
+    if config_dir is not None:
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise InputError(f"config_dir={config_dir}: no such folder (expected a folder of configs, such as "
+                             "regime/pt1.yaml)")
+        for path in sorted(folder.glob("regime/*.yaml")):
+            load_regime_file(path)
+    with _environment(USER_CONFIG_DIR, None if folder is None else str(folder)):
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            try:
+                cfg = compose(config_name="config", overrides=hydra_argv(overrides), return_hydra_config=True)
+            except Exception as err:  # Hydra's own errors for an unknown option or key: their first line
+                raise InputError((str(err).splitlines() or [type(err).__name__])[0]) from None
+    check_regime_file(cfg)
+    return cfg
+
+
+@contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    before = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _write_hydra_files(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+    """`.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml`, as Hydra writes them for a run."""
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    job_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    OmegaConf.save(job_cfg, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), folder / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), folder / "overrides.yaml")
+
+
+@contextmanager
+def _job_log(path: Path) -> Iterator[None]:
+    """The run's log file, as Hydra's job logging writes it."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
