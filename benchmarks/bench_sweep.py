@@ -1,23 +1,24 @@
 """The sweep against its floor, in one run on this machine:
 
-    python benchmarks/bench_sweep.py [--checkpoints 5] [--growth] [--work DIR]
+    python benchmarks/bench_sweep.py [--checkpoints 5] [--growth] [--work DIR] [--before PYTHON]
 
 Writes a store of the real shape (4500 cities, 2 tokens x hidden 128 = 256 features, both
 tensor keys stored apart as the real files have them; pt2 and pt3, 3 seeds, layers 3-6, K
 checkpoints), then times, each as a whole `python -m cka_hydra` process:
 
+- the narrowed sweep `regime=pt3 layer=5` (final), linear and with `cka.kernel=rbf`;
 - the default sweep with `checkpoints=final` and with `checkpoints=all`, first run and re-run;
-- the narrowed sweep `regime=pt3 layer=5` (final);
 - the floor of each: one plain process, no Hydra, that reads every file the sweep needs
-  exactly once and computes the same values with the project's own functions.
+  exactly once and computes each comparison from scratch with the project's own functions;
+- with --before, each sweep again with another installed version (`--before
+  /path/to/venv/bin/python`), against the same floor: before and after in one run.
 
 It prints a markdown table: wall seconds, sweep/floor, the re-run, the jobs' own seconds
 (summary.json), Hydra's cost per job (`hydra/launcher=basic`: one process, no workers, less
-the re-run's fixed cost, a worker's start-up and the jobs' own seconds), the peak memory of the planning process
-and of the largest worker against the target (a fresh worker's imports, the baseline, plus
-twice a job's float64 matrices), and the bytes the jobs read (the used tensor and the
-metadata, by their sizes on disk) against each file once; and checks that the sweep's values
-equal the floor's to 1e-12.
+the re-run's fixed cost, a worker's start-up and the jobs' own seconds), the peak memory of the
+planning process and of the largest worker, less the baseline (a fresh worker's imports; the
+target: at most the cache limit, `cache_mb`), and the bytes the jobs read against each file
+once; and checks that the sweep's values equal the floor's to 1e-12.
 
 `--growth` adds how the cost grows on the narrowed sweep, each with its own store: cities
 1000 and 20000, and K=41 with `final` and `all`. Nothing else should run meanwhile: the
@@ -44,11 +45,13 @@ PYTHON = sys.executable
 
 # --- the floor: no Hydra, each file read once ---
 
-def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str) -> dict:
+def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str, kernel: str) -> dict:
     """Every comparison of the sweep, as {'regime pair seed_pair layer': [value per step]}."""
     import torch
 
-    from cka_hydra.cka import linear_cka, timeline
+    from cka_hydra.cka import linear_cka, rbf_cka
+
+    estimator = rbf_cka if kernel == "rbf" else linear_cka
     from cka_hydra.demo import load_regime
     from cka_hydra.filters import STUDY_FILTER, city_id, parse_filter
     from cka_hydra.pairs import SeedPolicy, model_name, plan_comparisons, seed_pairs
@@ -84,7 +87,7 @@ def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpo
                     rows_a, rows_b = common_rows(ids_a, ids_b, "a", "b")
                     pairs.append((xa[torch.tensor([kept_a[i] for i in rows_a])],
                                   xb[torch.tensor([kept_b[i] for i in rows_b])]))
-                values[f"{regime_name} {c.pair} {c.seed_pair} {layer}"] = timeline(linear_cka, pairs, 0)
+                values[f"{regime_name} {c.pair} {c.seed_pair} {layer}"] = [float(estimator(x, y)) for x, y in pairs]
     return values
 
 
@@ -158,15 +161,15 @@ def timed_process(args: list[str], cwd: Path) -> tuple[float, PeakMemory]:
     return seconds, memory
 
 
-def run_sweep(root: Path, results_dir: Path, *overrides: str) -> tuple[float, PeakMemory]:
-    return timed_process([PYTHON, "-m", "cka_hydra", "-m", "sweep", f"data.root={root}",
+def run_sweep(root: Path, results_dir: Path, *overrides: str, python: str = PYTHON) -> tuple[float, PeakMemory]:
+    return timed_process([python, "-m", "cka_hydra", "-m", "sweep", f"data.root={root}",
                           f"hydra.sweep.dir={results_dir}", *overrides], cwd=results_dir.parent)
 
 
-def run_floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str,
+def run_floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str, kernel: str,
               out: Path) -> tuple[float, PeakMemory]:
     return timed_process([PYTHON, __file__, "--floor", str(root), ",".join(regimes),
-                          ",".join(map(str, layers)), checkpoints, str(out)], cwd=out.parent)
+                          ",".join(map(str, layers)), checkpoints, kernel, str(out)], cwd=out.parent)
 
 
 def worker_baseline() -> tuple[float, float]:
@@ -182,20 +185,22 @@ def worker_baseline() -> tuple[float, float]:
 # --- one measured case ---
 
 def bytes_read(results_dir: Path) -> tuple[int, int]:
-    """Bytes of the files the sweep's jobs read (the used tensor and the metadata, per side and
-    step, as the sizes on disk say) against each of those files once."""
+    """Bytes the sweep's jobs read (their summaries' bytes_read: the used tensor and the city list
+    of each instance a job prepared, none for those its worker's cache held; for code without a
+    cache, every side and step of every job, by the sizes on disk) against each file once."""
     from cka_hydra import run_folder
 
-    per_job, unique = 0, {}
+    read, unique = 0, {}
     for job in run_folder.read_jobs(results_dir):
         summary = run_folder.read_result(results_dir / job["run_dir"])
         for side in ("representations_a", "representations_b"):
             for step in summary["inputs"]["steps"]:
                 folder = representations(summary, side) / f"checkpoint-{step}"
                 size = tensor_bytes(folder) + (folder / "metadata.json").stat().st_size
-                per_job += size
+                read += 0 if "bytes_read" in summary else size
                 unique[folder] = size
-    return per_job, sum(unique.values())
+        read += summary.get("bytes_read", 0)
+    return read, sum(unique.values())
 
 
 def representations(summary: dict, side: str) -> Path:
@@ -220,41 +225,44 @@ def tensor_bytes(folder: Path) -> int:
 
 
 def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str,
-         rerun: bool = True, basic_start_s: float | None = None) -> dict:
-    """Time the sweep and its floor on one store; check they agree."""
+         kernel: str = "linear", rerun: bool = True, basic_start_s: float | None = None,
+         before: str | None = None) -> list[dict]:
+    """Time the sweep and its floor on one store, and the sweep with the code of `before` (a Python
+    with another version installed) when given; check that every sweep agrees with the floor."""
     from cka_hydra import run_folder
 
-    narrowed = [f"regime={','.join(regimes)}", f"layer={','.join(map(str, layers))}"]
+    overrides = [f"regime={','.join(regimes)}", f"layer={','.join(map(str, layers))}", f"checkpoints={checkpoints}",
+                 *([f"cka.kernel={kernel}"] if kernel != "linear" else [])]
     slug = "".join(ch if ch.isalnum() else "-" for ch in name)
-    results_dir = work / f"out-{slug}"
-    sweep_s, memory = run_sweep(root, results_dir, *narrowed, f"checkpoints={checkpoints}")
-    row = {"case": name, "sweep_s": sweep_s}
-    row["main_mb"], row["worker_mb"] = (b / 2**20 for b in memory.main_and_workers())
-    if rerun:
-        row["rerun_s"], _ = run_sweep(root, results_dir, *narrowed, f"checkpoints={checkpoints}")
     floor_file = work / f"floor-{slug}.json"
-    row["floor_s"], _ = run_floor(root, regimes, layers, checkpoints, floor_file)
-    summaries = [run_folder.read_result(results_dir / job["run_dir"]) for job in run_folder.read_jobs(results_dir)]
-    row["jobs"] = len(summaries)
-    row["job_s"] = sum(summary["seconds"] for summary in summaries)
-    # a job holds its steps' two matrices in float64 (features from the inputs' first tensor)
-    features = tensor_features(summaries[0])
-    row["matrices_mb"] = max(8 * s["n_cities"] * features * 2 * s["n_checkpoints"] for s in summaries) / 2**20
-    theirs, ours = json.loads(floor_file.read_text()), sweep_values(results_dir)
-    if theirs.keys() != ours.keys():
-        raise SystemExit(f"{name}: the sweep ran {len(ours)} comparisons, the floor {len(theirs)}")
-    row["max_diff"] = max(abs(a - b) for key in ours for a, b in zip(ours[key], theirs[key], strict=True))
-    if row["max_diff"] > 1e-12:
-        raise SystemExit(f"{name}: the sweep's values differ from the floor's by {row['max_diff']:.1e}")
-    row["read_mb"], row["floor_read_mb"] = (b / 2**20 for b in bytes_read(results_dir))
-    if basic_start_s is not None:  # Hydra's own cost per job: one process, jobs in turn, no workers
-        basic_dir = work / f"out-{slug}-basic"
-        basic_s, _ = run_sweep(root, basic_dir, *narrowed, f"checkpoints={checkpoints}", "hydra/launcher=basic")
-        basic_job_s = sum(run_folder.read_result(basic_dir / job["run_dir"])["seconds"]
-                          for job in run_folder.read_jobs(basic_dir))
-        # less what the re-run spends (start-up, planning, checks), torch's import, and the jobs' own work
-        row["hydra_per_job_s"] = (basic_s - row["rerun_s"] - basic_start_s - basic_job_s) / row["jobs"]
-    return row
+    floor_s, _ = run_floor(root, regimes, layers, checkpoints, kernel, floor_file)
+    rows = []
+    for label, python in [("", PYTHON), *([(" [before]", before)] if before else [])]:
+        results_dir = work / f"out-{slug}{'-before' if label else ''}"
+        sweep_s, memory = run_sweep(root, results_dir, *overrides, python=python)
+        row = {"case": name + label, "sweep_s": sweep_s, "floor_s": floor_s}
+        row["main_mb"], row["worker_mb"] = (b / 2**20 for b in memory.main_and_workers())
+        if rerun:
+            row["rerun_s"], _ = run_sweep(root, results_dir, *overrides, python=python)
+        summaries = [run_folder.read_result(results_dir / job["run_dir"]) for job in run_folder.read_jobs(results_dir)]
+        row["jobs"] = len(summaries)
+        row["job_s"] = sum(summary["seconds"] for summary in summaries)
+        theirs, ours = json.loads(floor_file.read_text()), sweep_values(results_dir)
+        if theirs.keys() != ours.keys():
+            raise SystemExit(f"{name}: the sweep ran {len(ours)} comparisons, the floor {len(theirs)}")
+        row["max_diff"] = max(abs(a - b) for key in ours for a, b in zip(ours[key], theirs[key], strict=True))
+        if row["max_diff"] > 1e-12:
+            raise SystemExit(f"{name}: the sweep's values differ from the floor's by {row['max_diff']:.1e}")
+        row["read_mb"], row["floor_read_mb"] = (b / 2**20 for b in bytes_read(results_dir))
+        if basic_start_s is not None and not label:  # Hydra's own cost per job: one process, jobs in turn
+            basic_dir = work / f"out-{slug}-basic"
+            basic_s, _ = run_sweep(root, basic_dir, *overrides, "hydra/launcher=basic")
+            basic_job_s = sum(run_folder.read_result(basic_dir / job["run_dir"])["seconds"]
+                              for job in run_folder.read_jobs(basic_dir))
+            # less what the re-run spends (start-up, planning, checks), torch's import, and the jobs' own work
+            row["hydra_per_job_s"] = (basic_s - row["rerun_s"] - basic_start_s - basic_job_s) / row["jobs"]
+        rows.append(row)
+    return rows
 
 
 def write_store(work: Path, n_cities: int, n_checkpoints: int, regimes: tuple[str, ...],
@@ -278,17 +286,17 @@ COLUMNS = [("case", "case", "{}"), ("jobs", "jobs", "{}"), ("sweep s", "sweep_s"
            ("floor s", "floor_s", "{:.1f}"), ("sweep/floor", "ratio", "{:.2f}"), ("re-run s", "rerun_s", "{:.1f}"),
            ("jobs' own s", "job_s", "{:.1f}"), ("Hydra s/job", "hydra_per_job_s", "{:.3f}"),
            ("planner MB", "main_mb", "{:.0f}"), ("worker MB", "worker_mb", "{:.0f}"),
-           ("2x matrices MB", "twice_matrices_mb", "{:.0f}"),
-           ("worker - baseline - 2x matrices MB", "memory_margin_mb", "{:+.0f}"), ("read MB", "read_mb", "{:.0f}"),
+           ("worker - baseline MB", "memory_margin_mb", "{:.0f}"), ("read MB", "read_mb", "{:.0f}"),
            ("floor read MB", "floor_read_mb", "{:.0f}"), ("max diff", "max_diff", "{:.0e}")]
 
 
-def print_row(row: dict, baseline_mb: float) -> None:
-    """One case's line of the table, as soon as it is measured."""
-    row["ratio"] = row["sweep_s"] / row["floor_s"]
-    row["twice_matrices_mb"] = 2 * row["matrices_mb"]
-    row["memory_margin_mb"] = row["worker_mb"] - baseline_mb - row["twice_matrices_mb"]
-    print("| " + " | ".join(fmt.format(row[key]) if key in row else "" for _, key, fmt in COLUMNS) + " |", flush=True)
+def print_rows(rows: list[dict], baseline_mb: float) -> None:
+    """One case's lines of the table, as soon as they are measured."""
+    for row in rows:
+        row["ratio"] = row["sweep_s"] / row["floor_s"]
+        row["memory_margin_mb"] = row["worker_mb"] - baseline_mb
+        print("| " + " | ".join(fmt.format(row[key]) if key in row else "" for _, key, fmt in COLUMNS) + " |",
+              flush=True)
 
 
 def main() -> None:
@@ -297,12 +305,14 @@ def main() -> None:
     parser.add_argument("--growth", action="store_true", help="also cities 1000-20000 and K 5 vs 41 (narrowed)")
     parser.add_argument("--work", type=Path, help="folder for the stores and results, kept to be reused "
                                                   "(default: a temporary one)")
-    parser.add_argument("--floor", nargs=5, metavar=("ROOT", "REGIMES", "LAYERS", "CHECKPOINTS", "OUT"),
+    parser.add_argument("--before", metavar="PYTHON", help="also time each sweep with this interpreter's cka_hydra "
+                                                            "(another version installed in another environment)")
+    parser.add_argument("--floor", nargs=6, metavar=("ROOT", "REGIMES", "LAYERS", "CHECKPOINTS", "KERNEL", "OUT"),
                         help=argparse.SUPPRESS)  # the floor's own process
     args = parser.parse_args()
     if args.floor:
-        root, regimes, layers, checkpoints, out = args.floor
-        values = floor(Path(root), tuple(regimes.split(",")), tuple(map(int, layers.split(","))), checkpoints)
+        root, regimes, layers, checkpoints, kernel, out = args.floor
+        values = floor(Path(root), tuple(regimes.split(",")), tuple(map(int, layers.split(","))), checkpoints, kernel)
         Path(out).write_text(json.dumps(values))
         return
 
@@ -316,16 +326,21 @@ def main() -> None:
               f"{seconds:.0f} s; {os.cpu_count()} cores; a worker's start-up (its imports): {start_s:.2f} s, "
               f"{baseline_mb:.0f} MB (the baseline)\n")
         print("| " + " | ".join(title for title, _, _ in COLUMNS) + " |\n|" + "---|" * len(COLUMNS), flush=True)
-        print_row(case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", basic_start_s=start_s), baseline_mb)
-        print_row(case("default sweep, final", store, work, REGIMES, LAYERS, "final", basic_start_s=start_s),
-                  baseline_mb)
-        print_row(case(f"default sweep, all (K={args.checkpoints})", store, work, REGIMES, LAYERS, "all"), baseline_mb)
+        before = args.before
+        print_rows(case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", basic_start_s=start_s,
+                        before=before), baseline_mb)
+        print_rows(case("narrowed pt3 layer 5, final, rbf", store, work, *NARROW, "final", "rbf", rerun=False,
+                        before=before), baseline_mb)
+        print_rows(case("default sweep, final", store, work, REGIMES, LAYERS, "final", basic_start_s=start_s,
+                        before=before), baseline_mb)
+        print_rows(case(f"default sweep, all (K={args.checkpoints})", store, work, REGIMES, LAYERS, "all",
+                        before=before), baseline_mb)
         if args.growth:
             for n_cities, k in ((1000, 5), (20000, 5), (4500, 41)):
                 grown, _ = write_store(work, n_cities, k, *NARROW)
                 for checkpoints in ("final", "all") if k == 41 else ("final",):
-                    print_row(case(f"narrowed, {n_cities} cities, K={k}, {checkpoints}", grown, work, *NARROW,
-                                   checkpoints, rerun=False), baseline_mb)
+                    print_rows(case(f"narrowed, {n_cities} cities, K={k}, {checkpoints}", grown, work, *NARROW,
+                                    checkpoints, rerun=False), baseline_mb)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ chunk's jobs share instances, which its worker's engine prepares once (cka_hydra
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from ._core import pieces, sharing_key
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("hydra_plugins.cka_hydra_sweeper.progress")  # on the console, as the sweeper's lines
 
 
 def run_chunk(jobs: List[Tuple[int, Sequence[str]]], hydra_context: HydraContext, config: DictConfig,
@@ -45,7 +47,13 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     chunks = pieces(jobs, max(1, math.ceil(len(jobs) / workers)), lambda job: sharing_key(job[1]))
     log.info("launching %d jobs on %d workers in %d chunks", len(jobs), workers, len(chunks))
     state = Singleton.get_state()
-    returns = Parallel(**joblib_cfg)(
-        delayed(run_chunk)(chunk, launcher.hydra_context, launcher.config, launcher.task_function, state)
-        for chunk in chunks)
-    return [job_return for chunk_returns in returns for job_return in chunk_returns]
+    returns: List[JobReturn] = []
+    start = time.perf_counter()
+    for chunk_returns in Parallel(**joblib_cfg, return_as="generator")(
+            delayed(run_chunk)(chunk, launcher.hydra_context, launcher.config, launcher.task_function, state)
+            for chunk in chunks):
+        returns += chunk_returns
+        if len(chunks) > 1:  # a batch may be the whole sweep: say how far it is (chunks in order)
+            progress.info("  %d of %d jobs of this batch done (%.0f s)", len(returns), len(jobs),
+                          time.perf_counter() - start)
+    return returns
