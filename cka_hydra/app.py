@@ -50,7 +50,7 @@ class RunChecks(Callback):
             run_dir = Path(config.hydra.run.dir).resolve()
             plan = preflight(run, run_dir, results_dir(run_dir, config.hydra.sweep.dir))
             check_city_filter(plan)
-            for caution in run.cka.cautions():
+            for caution in run.cautions():
                 log.warning("%s", caution)
         except InputError as err:
             raise SystemExit(f"Error: {err}") from None

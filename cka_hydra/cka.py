@@ -239,8 +239,8 @@ def centred_gram(k: Tensor, debiased: bool = False, block_size: int = DEFAULT_BL
 
 def gram_hsic(kc: Tensor, lc: Tensor) -> Tensor:
     """<K_c, L_c>, the HSIC of two centred kernel matrices (n, n) up to a factor that cancels in
-    CKA: one pass, no temporary of their size."""
-    return torch.dot(kc.reshape(-1), lc.reshape(-1))
+    CKA: one pass, no temporary of their size. lc may be a batch (..., n, n)."""
+    return lc.reshape(*lc.shape[:-2], -1) @ kc.reshape(-1)
 
 
 def centred_blocks(k: KernelBlocks, n: int, debiased: bool, block_size: int, cache_bytes: int) -> Iterator[Tensor]:

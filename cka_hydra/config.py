@@ -191,6 +191,34 @@ class CKAConfig:
         return unused
 
 
+# fewer permutations give p-values too coarse to read at 1% (a caution, not a refusal)
+ROUGH_PERMUTATIONS = 99
+
+
+@dataclass
+class NullConfig:
+    # random re-pairings of the cities per value (one side's rows permuted), the same for every
+    # step of a run: the null mean, its standard deviation and a p-value; 0: none
+    permutations: int = 0
+    # of the permutations
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.permutations < 0:
+            raise InputError(f"null.permutations={self.permutations}: expected 0 (no permutation test) or a number "
+                             f"of permutations, such as 1000")
+
+    def cautions(self) -> list[str]:
+        if 0 < self.permutations < ROUGH_PERMUTATIONS:
+            return [f"null.permutations={self.permutations}: the smallest p-value is 1/{self.permutations + 1}; "
+                    "1000 or more is usual"]
+        return []
+
+    def unused(self) -> set[str]:
+        """Without permutations, neither setting changes a result (results keep their folders)."""
+        return set() if self.permutations else {"permutations", "seed"}
+
+
 # pca_filter's default: whatever city_filter is (an interpolation, resolved when Hydra composes)
 FOLLOWS_CITY_FILTER = "${city_filter}"
 
@@ -256,6 +284,7 @@ class RunConfig:
     layer_b: Optional[int] = None
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     cka: CKAConfig = field(default_factory=CKAConfig)
+    null: NullConfig = field(default_factory=NullConfig)
     # final (largest common step) | all (every common step) | [0, 7813, ...]
     checkpoints: Any = "final"
     # see README, "City filter"; None keeps every city
@@ -315,6 +344,10 @@ class RunConfig:
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others."""
         return set() if self.measure.name == "cka" else {"cka"}
+
+    def cautions(self) -> list[str]:
+        """What to tell the user of settings that run but give a poor result."""
+        return self.cka.cautions() + self.null.cautions()
 
     @property
     def comparison(self) -> Comparison:

@@ -25,7 +25,7 @@ from cka_hydra.config import RunConfig
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id, id_kinds
 from cka_hydra.plan import MIN_CITIES, JobPlan, PCASpec, Side, check_device, check_pca_cities
-from cka_hydra.registry import Terms, UndefinedValue
+from cka_hydra.registry import SIMILARITY, Terms, UndefinedValue
 from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, check_id_kinds, common_rows, load_cities, load_matrix
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ class Timeline:
     device: str
     bytes_read: int  # from the store: none for instances the cache held
     from_cache: int  # of its 2 x steps prepared instances
+    chance: list[float] | None  # the exact null mean at each step, for the measures that have one
+    null: list[tuple[float, float, float]]  # the permutation test's mean, std and p-value per step; [] without
 
 
 def resolve_device(spec: str, job_num: int = 0) -> torch.device:
@@ -234,6 +236,39 @@ def _tensor_bytes(state: Any) -> int:
     return 0
 
 
+# a batch of the permutation test: permuted states of up to this many bytes at once
+NULL_BATCH_BYTES = 2**28
+
+
+def permutations(count: int, seed: int, n: int) -> torch.Tensor:
+    """count random orders of n cities (count, n), from the seed alone: the same for every step of
+    a run that compares n cities."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(n, generator=generator) for _ in range(count)]) if count else \
+        torch.empty((0, n), dtype=torch.int64)
+
+
+def null_values(terms: Terms, x: Any, y: Any, perms: torch.Tensor) -> torch.Tensor:
+    """The measure of x against y with y's cities re-paired by each permutation: for CKA only the
+    cross term is computed again (the self-terms do not change). On a GPU in batches of
+    NULL_BATCH_BYTES of permuted states; on a CPU one at a time, which measured faster there
+    (each permuted copy stays in the cache for its product: benchmarks/bench_chance.py)."""
+    if not terms.batched or perms.device.type == "cpu":
+        return torch.stack([torch.as_tensor(terms.compare(x, terms.permute(y, p))) for p in perms])
+    per = max(1, NULL_BATCH_BYTES // max(1, _tensor_bytes(y)))
+    return torch.cat([terms.compare(x, terms.permute(y, perms[i:i + per])).reshape(-1)
+                      for i in range(0, len(perms), per)])
+
+
+def permutation_test(values: torch.Tensor, observed: float, higher_is_alike: bool) -> tuple[float, float, float]:
+    """The null values' mean and standard deviation (n - 1), and the p-value
+    (1 + #{null >= observed}) / (1 + N) (<= for a distance): the chance of a value this alike
+    under a random re-pairing of the cities."""
+    extreme = values >= observed if higher_is_alike else values <= observed
+    std = float(values.std()) if len(values) > 1 else float("nan")
+    return float(values.mean()), std, (1 + int(extreme.sum())) / (1 + len(values))
+
+
 def compute(run: RunConfig, plan: JobPlan, job_num: int = 0) -> Timeline:
     """A comparison's timeline: its measure at each planned step, and the bootstrap's intervals."""
     device = resolve_device(run.device, job_num)
@@ -241,7 +276,9 @@ def compute(run: RunConfig, plan: JobPlan, job_num: int = 0) -> Timeline:
     read_before, hits_before = READS.bytes, CACHE.hits
     terms = run.measure.registered.terms(run.cka)
     a, b = plan.a, plan.b
-    values, n_cities, sides = [], [], []
+    measure = run.measure.registered
+    values, n_cities, sides, chance, null = [], [], [], [], []
+    orders: dict[int, torch.Tensor] = {}  # the permutations, per number of cities
     for step in plan.steps:
         folder_a, folder_b = plan.checkpoints_a[step], plan.checkpoints_b[step]
         (n_a, rows_a), (n_b, rows_b) = aligned_rows(step, folder_a, folder_b, a, b, plan.city_filter)
@@ -249,8 +286,16 @@ def compute(run: RunConfig, plan: JobPlan, job_num: int = 0) -> Timeline:
                 for instance in ((folder_a, step, a, n_a, rows_a), (folder_b, step, b, n_b, rows_b)))
         try:
             values.append(float(terms.compare(x.state, y.state)))
+            if run.null.permutations:
+                n = len(rows_a)
+                if n not in orders:
+                    orders[n] = permutations(run.null.permutations, run.null.seed, n).to(device)
+                null.append(permutation_test(null_values(terms, x.state, y.state, orders[n]), values[-1],
+                                             measure.kind == SIMILARITY))
         except (UndefinedMeasureError, UndefinedValue) as err:
             raise InputError(f"step {step}, {a.instance} vs {b.instance}: {err}") from None
+        level = terms.chance(x.state, y.state)
+        chance.append(float("nan") if level is None else float(level))
         n_cities.append(len(rows_a))
         if run.cka.bootstrap:
             sides.append((x.rows, y.rows))
@@ -264,4 +309,4 @@ def compute(run: RunConfig, plan: JobPlan, job_num: int = 0) -> Timeline:
         pca_cities = [len(kept_cities(checkpoints[plan.steps[-1]], plan.pca.fit)[1])
                       for checkpoints in (plan.checkpoints_a, plan.checkpoints_b)]
     return Timeline(plan.steps, values, n_cities, intervals, pca_cities, str(device), READS.bytes - read_before,
-                    CACHE.hits - hits_before)
+                    CACHE.hits - hits_before, None if all(np.isnan(chance)) else chance, null)

@@ -15,14 +15,14 @@ from matplotlib.figure import Figure
 from cka_hydra import registry
 from cka_hydra.atomic import atomic_path
 from cka_hydra.pairs import instance_name
-from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, on_common_pairings, unit_means
+from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, not_above_chance, on_common_pairings, unit_means
 
 DPI = 120
 
 
 def similarity_label(final: pd.DataFrame) -> str:
     """The axis label of one setting's values (one measure, one number of components)."""
-    measure = registry.of_result(final["measure"].iloc[0], final["kind"].iloc[0])
+    measure = registry.of_result(final["measure"].iloc[0], final["measure_kind"].iloc[0])
     components = final["components"].iloc[0]
     return measure.label.format(k="k" if pd.isna(components) else int(components))
 
@@ -80,12 +80,15 @@ def model_matrix(final: pd.DataFrame, column: str = "similarity") -> pd.DataFram
 
 
 def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vmax: float, path: Path,
-                  marked: pd.DataFrame | None = None, intervals: pd.DataFrame | None = None) -> None:
+                  marked: pd.DataFrame | None = None, intervals: pd.DataFrame | None = None,
+                  below: pd.DataFrame | None = None) -> None:
     """A heat map of a matrix; the cells `marked` holds true for get a '*' (comparisons at
-    another final step than the rest), and each cell's `intervals` value, where given, is shown
-    beneath it as +- (a bootstrap interval's half-width)."""
+    another final step than the rest), those `below` holds true for a '°' (not above chance),
+    and each cell's `intervals` value, where given, is shown beneath it as +- (a bootstrap
+    interval's half-width)."""
     n = len(matrix)
     stars = np.zeros(matrix.shape, dtype=bool) if marked is None else marked.to_numpy(dtype=float) > 0
+    rings = np.zeros(matrix.shape, dtype=bool) if below is None else below.to_numpy(dtype=float) > 0
     halves = np.full(matrix.shape, np.nan) if intervals is None else intervals.to_numpy(dtype=float)
     size = max(5.0, 0.42 * n + 2.5)
     labels = 0.06 * max(len(str(name)) for name in matrix.index)  # inches for the tick labels
@@ -106,7 +109,7 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
         for (i, j), value in np.ndenumerate(matrix.to_numpy()):
             if not np.isnan(value):
                 shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
-                text = f"{value:.2f}" + ("*" if stars[i, j] else "")
+                text = f"{value:.2f}" + ("*" if stars[i, j] else "") + ("°" if rings[i, j] else "")
                 if not np.isnan(halves[i, j]):
                     text += f"\n±{halves[i, j]:.2f}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=6 if np.isnan(halves[i, j]) else 5,
@@ -114,6 +117,8 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
     else:
         rows, columns = np.nonzero(stars)
         ax.scatter(columns, rows, marker="*", s=12, color="red")
+        rows, columns = np.nonzero(rings)
+        ax.scatter(columns, rows, marker="o", s=14, facecolors="none", edgecolors="white")
     ax.set_title(title, fontsize=10, wrap=True)
     # one line: tight_layout misplaces the axes beside a colour bar whose label has two
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03,
@@ -133,11 +138,19 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     ax = fig.subplots()
     regimes = different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
     layers = sorted(units["layer"].unique())
+    # a point some of whose values are not above chance (Benjamini-Hochberg over the figure's values)
+    below = different.assign(below=not_above_chance(different)).groupby(["layer", "n_tasks_a"])["below"].any()
+    ringed = "some value not above chance (5%, Benjamini-Hochberg)"  # the legend's entry, once
     for i, (layer, group) in enumerate(units.groupby("layer")):
         spread = group.groupby("n_tasks")["similarity"].agg(["mean", "std", "count"])
         dodge = (i - (len(layers) - 1) / 2) * 0.04  # so that layers at one x do not hide each other
         ax.errorbar(spread.index + dodge, spread["mean"], yerr=spread["std"].fillna(0), marker="o", capsize=4,
                     label=f"layer {layer}")
+        low = [n for n in spread.index if below.get((layer, n), False)]
+        if low:
+            ax.scatter(np.array(low) + dodge, spread.loc[low, "mean"], s=160, facecolors="none", edgecolors="red",
+                       label=ringed, zorder=3)
+            ringed = None
     ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
     ax.set_xlabel(textwrap.fill(f"training tasks per model; mean over the {len(common)} seed pairings every point has "
                                 f"({', '.join(common)}); bars: their std", 80)

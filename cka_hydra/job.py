@@ -156,15 +156,28 @@ def result_summary(run: RunConfig, plan: JobPlan, result: engine.Timeline, secon
     if result.intervals:
         summary.update(bootstrap=run.cka.bootstrap, confidence=run.cka.confidence,
                        final_cka_ci=list(result.intervals[-1]))
+    if result.chance is not None:  # the exact null mean (cka_hydra.registry._chance)
+        summary["final_chance"] = result.chance[-1]
+    if result.null:
+        mean, std, p = result.null[-1]
+        summary.update(permutations=run.null.permutations, null_seed=run.null.seed, final_null_mean=mean,
+                       final_null_std=std, final_p_value=p)
     return summary
 
 
 def timeline_rows(run: RunConfig, result: engine.Timeline) -> tuple[list[str], list[list[Any]]]:
-    """The timeline file's header and rows: step, the measure's value, the cities compared, and the
-    bootstrap interval when there is one."""
+    """The timeline file's header and rows: step, the measure's value, the cities compared, the
+    exact chance level where the measure has one, the permutation test and the bootstrap
+    interval when they were asked for."""
     measure = run.measure.registered
     header = ["step", measure.column, "n_cities"]
     rows = [[s, v, n] for s, v, n in zip(result.steps, result.values, result.n_cities)]
+    if result.chance is not None:
+        header.append("chance")
+        rows = [[*row, level] for row, level in zip(rows, result.chance)]
+    if result.null:
+        header += ["null_mean", "null_std", "p_value"]
+        rows = [[*row, *test] for row, test in zip(rows, result.null)]
     if result.intervals:
         header += ["cka_low", "cka_high"]
         rows = [[*row, low, high] for row, (low, high) in zip(rows, result.intervals)]

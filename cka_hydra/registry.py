@@ -32,12 +32,19 @@ class Terms:
     prepare: one side's aligned rows (n, d) -> its state (centred rows, self-terms, a Gram
     matrix): computed once per instance and kept in the engine's cache; compare: two states ->
     the value; function: the measure of two row sets, batched (..., n, d), for the bootstrap;
-    key: what a state depends on besides the rows (two Terms with one key share states)."""
+    key: what a state depends on besides the rows (two Terms with one key share states);
+    permute: a state and permutations of its rows, (n,) or (B, n) -> the state of the permuted
+    rows (self-terms unchanged), for the permutation test; batched: compare takes B permuted
+    states at once; chance: two states -> the exact mean of the value under a random re-pairing
+    of the cities, where the measure has one in closed form, else None."""
 
     key: tuple
     prepare: Callable[[Any], Any]
     compare: Callable[[Any, Any], Any]
     function: Callable[[Any, Any], Any]
+    permute: Callable[[Any, Any], Any]
+    batched: bool = True
+    chance: Callable[[Any, Any], Any] = lambda a, b: None
 
 
 @dataclass(frozen=True)
@@ -64,23 +71,57 @@ def _cka_terms(cka: Any) -> Terms:
     from cka_hydra import cka as math_
 
     dtype = getattr(torch, cka.precision.value)
-    if cka.kernel.value == "rbf":
-        def prepare_rbf(x: Any) -> Any:
-            xc = math_.centred(x, dtype, "compared")
-            if xc.element_size() * x.shape[0] ** 2 > math_.DEFAULT_CACHE_BYTES:  # too large to keep: its centred
-                return xc, None  # rows, and each comparison builds both Grams block by block (gram_cka)
-            gram = math_.centred_gram(math_.rbf_gram(xc, cka.sigma_frac), cka.debiased)
-            return gram, math_.gram_hsic(gram, gram)
+    if cka.kernel.value != "rbf":
+        return _linear_terms(cka.debiased, dtype)
 
-        def compare_rbf(a: Any, b: Any) -> Any:
-            if a[1] is None:
-                return math_.gram_cka(math_.rbf_kernel(a[0], cka.sigma_frac), math_.rbf_kernel(b[0], cka.sigma_frac),
-                                      a[0].shape[0], cka.debiased)
-            return math_.cka_ratio(math_.gram_hsic(a[0], b[0]), a[1], b[1])
+    def prepare(x: Any) -> Any:  # (the centred Gram, its self-term, its trace)
+        xc = math_.centred(x, dtype, "compared")
+        if xc.element_size() * x.shape[0] ** 2 > math_.DEFAULT_CACHE_BYTES:  # too large to keep: its centred
+            return xc, None, None  # rows, and each comparison builds both Grams block by block (gram_cka)
+        gram = math_.centred_gram(math_.rbf_gram(xc, cka.sigma_frac), cka.debiased)
+        return gram, math_.gram_hsic(gram, gram), gram.diagonal().sum()
 
-        return Terms(("rbf", cka.sigma_frac, cka.debiased, str(dtype)), prepare_rbf, compare_rbf,
-                     functools.partial(math_.rbf_cka, sigma_frac=cka.sigma_frac, debiased=cka.debiased, dtype=dtype))
-    return _linear_terms(cka.debiased, dtype)
+    def compare(a: Any, b: Any) -> Any:
+        if a[1] is None:
+            if b[0].dim() == 3:  # permuted rows, B at a time
+                return torch.stack([compare(a, (rows, None, None)) for rows in b[0]])
+            return math_.gram_cka(math_.rbf_kernel(a[0], cka.sigma_frac), math_.rbf_kernel(b[0], cka.sigma_frac),
+                                  a[0].shape[0], cka.debiased)
+        return math_.cka_ratio(math_.gram_hsic(a[0], b[0]), a[1], b[1])
+
+    def permute(state: Any, perms: Any) -> Any:
+        if state[1] is None:
+            return state[0][perms], None, None
+        return state[0][perms[..., :, None], perms[..., None, :]], state[1], state[2]
+
+    def chance(a: Any, b: Any) -> Any:
+        return None if a[1] is None else _chance(a[2], b[2], a[1], b[1], a[0].shape[-1], cka.debiased)
+
+    return Terms(("rbf", cka.sigma_frac, cka.debiased, str(dtype)), prepare, compare,
+                 functools.partial(math_.rbf_cka, sigma_frac=cka.sigma_frac, debiased=cka.debiased, dtype=dtype),
+                 permute, chance=chance)
+
+
+def _chance(trace_k: Any, trace_l: Any, self_k: Any, self_l: Any, n: int, debiased: bool) -> Any:
+    """The exact mean of biased CKA under a uniformly random re-pairing of the cities (one side's
+    rows and columns permuted by P, all n! equally likely), for any kernel.
+
+    With K, L centred (rows and columns summing to 0), E[<K, P L P^T>] = sum_i K_ii E[L_pp] +
+    sum_{i != j} K_ij E[L_pq] (p != q) = tr(K) tr(L) / n + (-tr(K)) (-tr(L)) / (n (n - 1)) =
+    tr(K) tr(L) / (n - 1), since the off-diagonal entries of a centred matrix sum to -its trace.
+    The denominator ||K||_F ||L||_F does not change with P, so
+
+        E[CKA] = tr(K_c) tr(L_c) / ((n - 1) ||K_c||_F ||L_c||_F)
+
+    (for linear CKA tr(K_c) = ||X_c||_F^2 and ||K_c||_F = ||X_c^T X_c||_F). Debiased: the
+    unbiased HSIC is linear in L through L's off-diagonal entries only, each term with the mean
+    l of those under P, and its coefficients (1 + 1 - 2, Song et al.'s three sums) cancel: the
+    null mean is exactly 0 (tests/test_chance.py checks both against Monte Carlo)."""
+    import torch
+
+    if debiased:
+        return torch.zeros((), dtype=trace_k.dtype, device=trace_k.device)
+    return trace_k * trace_l / ((n - 1) * torch.sqrt(self_k * self_l))
 
 
 def _linear_terms(debiased: bool, dtype: Any) -> Terms:
@@ -88,13 +129,15 @@ def _linear_terms(debiased: bool, dtype: Any) -> Terms:
 
     from cka_hydra import cka as math_
 
-    def prepare(x: Any) -> Any:
+    def prepare(x: Any) -> Any:  # (the centred rows, the self-term, ||X_c||_F^2: the trace of K_c)
         xc = math_.centred(x, dtype, "compared")
-        return xc, math_.linear_hsic(xc, xc, debiased)
+        return xc, math_.linear_hsic(xc, xc, debiased), (xc * xc).sum()
 
     return Terms(("linear", debiased, str(dtype)), prepare,
                  lambda a, b: math_.cka_ratio(math_.linear_hsic(a[0], b[0], debiased), a[1], b[1]),
-                 functools.partial(math_.linear_cka, debiased=debiased, dtype=dtype))
+                 functools.partial(math_.linear_cka, debiased=debiased, dtype=dtype),
+                 lambda state, perms: (state[0][perms], state[1], state[2]),
+                 chance=lambda a, b: _chance(a[2], b[2], a[1], b[1], a[0].shape[-2], debiased))
 
 
 def _pca_cka_terms(cka: Any) -> Terms:
@@ -114,7 +157,7 @@ def _procrustes_terms(cka: Any) -> Terms:
 
     return Terms(("procrustes",), prepare,
                  lambda a, b: (1 - torch.linalg.matrix_norm(a.mT @ b, ord="nuc") ** 2).clamp(min=0),
-                 math_.procrustes_disparity)
+                 math_.procrustes_disparity, lambda state, perms: state[perms])
 
 
 REGISTRY: dict[str, Measure] = {}
@@ -171,7 +214,8 @@ def user_measure(name: str, target: str, kind: str | None) -> Measure:
         return x.to(torch.float64)
 
     return Measure(name, name, kind, _user_label(name, kind), f"the user measure {target}",
-                   lambda cka: Terms(("user", target), prepare, compare, compare), target=target)
+                   lambda cka: Terms(("user", target), prepare, compare, compare, lambda x, perm: x[perm],
+                                     batched=False), target=target)
 
 
 class UndefinedValue(InputError):

@@ -14,7 +14,9 @@ from cka_hydra.atomic import atomic_path, write_atomic, write_table
 from cka_hydra.config import ReportConfig
 from cka_hydra.errors import InputError
 from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
-from cka_hydra.stats import DIFFERENT_TASK, compare_kinds, compare_regimes, final_values, group_summary
+from cka_hydra.stats import (
+    ALPHA, DIFFERENT_TASK, compare_kinds, compare_regimes, final_values, group_summary, not_above_chance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,14 @@ confidence intervals and tests count seed pairings, not comparisons.
 - Regime against regime (different-task comparisons): different regimes are different
   training runs, so the test is Welch's unpaired t-test over the seed pairings both have;
   effect size Hedges' g.
+- Chance: every table states the chance level of the groups it compares (chance, as a
+  similarity: the mean over the group's comparisons of the exact null mean of biased
+  CKA, which a random re-pairing of the cities gives, 0 for debiased CKA; else the
+  permutation test's null mean). With null.permutations, each value also has a p-value,
+  and matrices (°) and trends (red rings) mark the values not above chance at 5% after
+  the Benjamini-Hochberg correction over each figure's values (n_not_above_chance of
+  n_tested in the groups table). The test assumes the cities are exchangeable: for a
+  spatially smooth representation the p-values are optimistic.
 
 With the study's three seed pairings a test has 2 degrees of freedom and little power,
 and the pairings orig_1 and orig_2 share the original runs, so p-values are
@@ -196,7 +206,8 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
         scale = f"colour scale {vmin:.2f}-{vmax:.2f}: every setting of {measure} on {regime}"
         steps = group["step"].value_counts()
         group = group.assign(other_step=group["step"] != steps.index[0],  # the most common final step
-                             half_width=(group["cka_high"] - group["cka_low"]) / 2)  # bootstrap, where computed
+                             half_width=(group["cka_high"] - group["cka_low"]) / 2,  # bootstrap, where computed
+                             below=not_above_chance(group))  # Benjamini-Hochberg over the figure's values
         at = f"step {steps.index[0]}"
         if len(steps) > 1:
             at += (f"; * {int(group['other_step'].sum())} at other final steps "
@@ -207,9 +218,15 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
             name = f"{kind}_{regime}_layer{layer}{suffix}.png"
             what = "instances" if kind == "matrix" else "models (mean over seed pairings)"
             intervals = matrix_of(group, "half_width") if group["half_width"].notna().any() else None
-            figures.matrix_figure(matrix_of(group), f"{regime}, layer {layer}: {what}, {at}\n{label} [{setting}]; "
-                                  f"{scale}", label, vmin, vmax, out_dir / name,
-                                  marked=matrix_of(group, "other_step"), intervals=intervals)
+            tested = group["p_value"].notna().any()
+            chance = (f"; °: not above chance at {ALPHA:.0%} (permutation test, Benjamini-Hochberg over the "
+                      f"{int(group['p_value'].notna().sum())} comparisons drawn)" if tested else "")
+            chance += (f"; chance level {group['chance_similarity'].min():.2f}-{group['chance_similarity'].max():.2f}"
+                       if group["chance_similarity"].notna().any() else "")
+            figures.matrix_figure(matrix_of(group), f"{regime}, layer {layer}: {what}, {at}{chance}\n{label} "
+                                  f"[{setting}]; {scale}", label, vmin, vmax, out_dir / name,
+                                  marked=matrix_of(group, "other_step"), intervals=intervals,
+                                  below=matrix_of(group, "below") if tested else None)
             names.append(name)
     different = same_layer[same_layer["kind"] == DIFFERENT_TASK]
     if different["n_tasks_a"].nunique() > 1:  # against the number of training tasks: two or more of them

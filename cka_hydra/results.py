@@ -19,10 +19,10 @@ from cka_hydra.pairs import shared_tasks
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "setting", "settings", "measure", "kind", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b", "seed_b",
-    "instance_a", "instance_b", "tasks_a", "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel", "debiased",
-    "sigma_frac", "components", "step", "final", "value", "similarity", "cka_low", "cka_high", "n_cities", "excluded",
-    "run_dir",
+    "setting", "settings", "measure", "measure_kind", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b",
+    "seed_b", "instance_a", "instance_b", "tasks_a", "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel",
+    "debiased", "sigma_frac", "components", "step", "final", "value", "similarity", "chance", "null_mean", "null_std",
+    "p_value", "cka_low", "cka_high", "n_cities", "excluded", "run_dir",
 ]
 DEFAULT_SETTING = "default"  # the label of results computed with every default setting
 PROGRESS_EVERY = 200
@@ -155,7 +155,7 @@ def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
     measure = registry.of_summary(summary)
     value = timeline[measure.column]
     rows = timeline.assign(
-        measure=measure.name, kind=measure.kind, regime=summary["regime"], layer=summary["layer"],
+        measure=measure.name, measure_kind=measure.kind, regime=summary["regime"], layer=summary["layer"],
         layer_b=summary.get("layer_b", summary["layer"]), model_a=summary["model_a"], seed_a=summary["seed_a"],
         model_b=summary["model_b"], seed_b=summary["seed_b"], instance_a=summary["exp1"], instance_b=summary["exp2"],
         tasks_a="+".join(tasks_a), tasks_b="+".join(tasks_b),
@@ -166,7 +166,7 @@ def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
         excluded=_excluded_text(summary.get("excluded") or {}),
         run_dir=str(run_dir),
     )
-    for column in ("cka_low", "cka_high"):
+    for column in ("chance", "null_mean", "null_std", "p_value", "cka_low", "cka_high"):
         if column not in rows:
             rows[column] = float("nan")
     return rows

@@ -85,6 +85,8 @@ _LABELS: dict[str, Callable[[Any, Mapping[str, Any]], str]] = {
     "measure.name": lambda v, s: v,
     "measure.components": lambda v, s: f"k{v}",
     "measure.pca_filter": lambda v, s: f"pcafilter-{_short(v)}" if v else "pcanofilter",
+    "null.permutations": lambda v, s: f"null{v}",
+    "null.seed": lambda v, s: f"nullseed{v}",
     "measure._target_": lambda v, s: "",  # a user measure: its name says it
     "measure.kind": lambda v, s: "",
 }

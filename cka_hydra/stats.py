@@ -2,6 +2,7 @@
 
 Every measure is read as a similarity, higher meaning more alike (the `similarity` column of
 the results: CKA, or 1 - Procrustes disparity), and each setting (so each measure) on its own.
+Each group states its chance level (the mean of its values' chance levels, as similarities).
 
 Comparisons are not independent: every instance (a model at a seed) takes part in many
 of them. So values are first averaged within each seed pairing (e.g. all orig-vs-seed1
@@ -23,9 +24,13 @@ LAYERS_OF_ONE_INSTANCE = "one instance, two layers"  # a model at one seed, laye
 KEYS = ["setting", "measure", "regime", "layer", "layer_b"]
 
 
+CHANCE_COLUMNS = ("measure_kind", "chance", "null_mean", "p_value")
+
+
 def final_values(results: pd.DataFrame) -> pd.DataFrame:
     """One row per comparison, at its last step, with its kind and seed pairing."""
-    final = results[results["final"]].copy()
+    # a table from before chance levels (an older cka_results.csv): none known
+    final = results[results["final"]].reindex(columns=[*results, *(c for c in CHANCE_COLUMNS if c not in results)])
     same_model = final["model_a"] == final["model_b"]
     same_seed = final["seed_a"] == final["seed_b"]
     same_layer = final["layer"] == final["layer_b"]
@@ -34,7 +39,26 @@ def final_values(results: pd.DataFrame) -> pd.DataFrame:
         [SAME_INSTANCE, LAYERS_OF_ONE_INSTANCE, SAME_TASK, SHARED_TASK], DIFFERENT_TASK,
     )
     final["seed_pairing"] = final["seed_a"] + "_" + final["seed_b"]
+    # the chance level as a similarity: the exact null mean where the measure has one, else the
+    # permutation test's (a distance's, as 1 - it)
+    level = final["chance"].fillna(final["null_mean"])
+    final["chance_similarity"] = level.where(final["measure_kind"] != "distance", 1 - level)
     return final[final["kind"] != SAME_INSTANCE]
+
+
+# the level below which a value counts as above chance, after the correction for many values
+ALPHA = 0.05
+
+
+def not_above_chance(values: pd.DataFrame) -> pd.Series:
+    """Whether each value is not above chance at the ALPHA level, its permutation test's p-value
+    adjusted by Benjamini-Hochberg over the values given (a figure's cells); False where a value
+    has no permutation test (null.permutations=0)."""
+    tested = values["p_value"].notna()
+    flags = pd.Series(False, index=values.index)
+    if tested.any():
+        flags[tested] = stats.false_discovery_control(values.loc[tested, "p_value"], method="bh") > ALPHA
+    return flags
 
 
 def _pairings(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -97,7 +121,9 @@ def group_summary(final: pd.DataFrame) -> pd.DataFrame:
                          seed_pairings=pairings_text(sorted(units[key]["seed_pairing"])),
                          incomplete_pairings=left_out.get(key, ""), mean=mean,
                          std=float(group["similarity"].std(ddof=1)) if len(group) > 1 else float("nan"),
-                         ci_low=low, ci_high=high))
+                         ci_low=low, ci_high=high, chance=float(group["chance_similarity"].mean()),
+                         n_not_above_chance=int(not_above_chance(group).sum()),
+                         n_tested=int(group["p_value"].notna().sum())))
     return pd.DataFrame(rows)
 
 
@@ -117,6 +143,7 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
     """
     units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], [*KEYS, "kind"])
     wide = units.pivot_table(index=[*KEYS, "seed_pairing"], columns="kind", values="similarity").dropna()
+    chances = final.groupby([*KEYS, "kind"])["chance_similarity"].mean()
     rows = []
     if SAME_TASK not in wide or DIFFERENT_TASK not in wide:
         return pd.DataFrame(rows)
@@ -128,8 +155,10 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
         rows.append(dict(zip(KEYS, key), n_units=len(diff),
                          seed_pairings=pairings_text(sorted(group.index.get_level_values("seed_pairing"))),
                          same_task=float(group[SAME_TASK].mean()), same_task_ci_low=same_low,
-                         same_task_ci_high=same_high, different_task=float(group[DIFFERENT_TASK].mean()),
+                         same_task_ci_high=same_high, same_task_chance=float(chances[(*key, SAME_TASK)]),
+                         different_task=float(group[DIFFERENT_TASK].mean()),
                          different_task_ci_low=diff_low, different_task_ci_high=diff_high,
+                         different_task_chance=float(chances[(*key, DIFFERENT_TASK)]),
                          difference=float(diff.mean()),
                          effect_size_dz=float(diff.mean() / np.std(diff, ddof=1)) if len(diff) > 1 else float("nan"),
                          t=float(test.statistic) if test else float("nan"),
@@ -144,6 +173,7 @@ def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
     effect size Hedges' g."""
     keys = [key for key in KEYS if key != "regime"]
     units = unit_means(final[final["kind"] == DIFFERENT_TASK], [*keys, "regime"])
+    chances = final[final["kind"] == DIFFERENT_TASK].groupby([*keys, "regime"])["chance_similarity"].mean()
     rows = []
     for key, group in units.groupby(keys):
         names = sorted(group["regime"].unique())
@@ -159,6 +189,7 @@ def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
                                  n_units_b=len(b), seed_pairings=pairings_text(common),
                                  left_out=pairings_text(others), mean_a=float(a.mean()) if len(a) else float("nan"),
                                  mean_b=float(b.mean()) if len(b) else float("nan"),
+                                 chance_a=float(chances[(*key, first)]), chance_b=float(chances[(*key, second)]),
                                  difference=float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
                                  hedges_g=hedges_g(a, b) if testable else float("nan"),
                                  t=float(test.statistic) if test else float("nan"),

@@ -143,7 +143,9 @@ def hand_made():
                 b = 1 if kind == "same" else 2 + i
                 rows.append(dict(setting="linear", measure="cka", regime=regime, layer=5, layer_b=5,
                                  model_a=f"{regime}-1", seed_a=seed_a, model_b=f"{regime}-{b}", seed_b=seed_b,
-                                 n_shared_tasks=0 if kind == "different" else 2, final=True, similarity=cka))
+                                 n_shared_tasks=0 if kind == "different" else 2, final=True, similarity=cka,
+                                 measure_kind="similarity", chance=0.02 if kind == "same" else 0.04,
+                                 null_mean=float("nan"), p_value=float("nan")))
     return final_values(pd.DataFrame(rows))
 
 
@@ -158,6 +160,7 @@ def test_statistics_equal_hand_computed_numbers():
     assert different["ci_low"] == pytest.approx(0.733333 - half, abs=1e-5)
     assert different["ci_high"] == pytest.approx(0.733333 + half, abs=1e-5)
     assert different["std"] == pytest.approx(np.std([0.5, 0.7, 0.8, 0.7, 0.9], ddof=1), abs=1e-12)
+    assert different["chance"] == pytest.approx(0.04) and different["n_tested"] == 0
 
     kinds = compare_kinds(final).iloc[0]
     # paired differences 0.3, 0.15, 0.05: mean 0.16667, sd 0.125831; d_z = 1.32453, t = 2.29416,
@@ -166,6 +169,7 @@ def test_statistics_equal_hand_computed_numbers():
     assert kinds["effect_size_dz"] == pytest.approx(1.32453, abs=1e-5)
     assert kinds["t"] == pytest.approx(2.29416, abs=1e-5)
     assert kinds["p"] == pytest.approx(0.148741, abs=1e-5)
+    assert (kinds["same_task_chance"], kinds["different_task_chance"]) == pytest.approx((0.02, 0.04))
 
     regimes = compare_regimes(final).iloc[0]
     # pt2 means 0.6, 0.8, 0.8 against pt3 0.9, 0.85, 0.95 (sd 0.05): difference -0.166667,

@@ -57,7 +57,7 @@ def test_single_run_writes_its_folder_and_matches_an_independent_reference(small
     assert summary["std_cka"] == 0.0
     assert summary["seconds"] > 0
     assert (run_dir / "cka_timeline.csv").read_text().splitlines() == [
-        "step,cka,n_cities", f"{final},{summary['final_cka']!r},{n_cities}"]
+        "step,cka,n_cities,chance", f"{final},{summary['final_cka']!r},{n_cities},{summary['final_chance']!r}"]
 
 
 def test_timeline_over_all_common_steps(small_store, tmp_path):
@@ -112,17 +112,17 @@ def test_bootstrap_interval_in_timeline_and_summary(small_store, tmp_path):
     run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200")
     assert run_dir.name == "layer5-boot200-all"
     lines = (run_dir / "cka_timeline.csv").read_text().splitlines()
-    assert lines[0] == "step,cka,n_cities,cka_low,cka_high"
+    assert lines[0] == "step,cka,n_cities,chance,cka_low,cka_high"
     for line in lines[1:]:
-        _, value, _, low, high = map(float, line.split(","))
+        _, value, _, _, low, high = map(float, line.split(","))
         assert 0 < low < high < 1
     # Resampled duplicate cities raise CKA where the shared signal is weak (step 0 here: noise
     # on 50 cities), so only where the signal dominates must the interval hold the estimate.
-    _, value, _, low, high = map(float, lines[-1].split(","))
+    _, value, _, _, low, high = map(float, lines[-1].split(","))
     assert low < value < high
     summary = read_json(run_dir / "summary.json")
     assert summary["bootstrap"] == 200 and summary["confidence"] == 0.95
-    assert summary["final_cka_ci"] == [float(x) for x in lines[-1].split(",")[3:]]
+    assert summary["final_cka_ci"] == [float(x) for x in lines[-1].split(",")[4:]]
     reseeded = run_in_process(tmp_path, *RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200",
                               "cka.seed=1")
     assert reseeded.name == "layer5-boot200-seed1-all"

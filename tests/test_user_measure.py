@@ -86,7 +86,7 @@ def test_a_user_measure_sweeps_fails_alone_and_reports(small_store, user_dir):
     assert run_app("report", f"data.root={small_store}", cwd=user_dir).returncode == 0
     results = pd.read_csv(user_dir / "outputs" / "cka" / "report" / "cka_results.csv")
     mine = results[results["measure"] == "full_procrustes"]
-    assert len(mine) == 7 and (mine["kind"] == "distance").all()
+    assert len(mine) == 7 and (mine["measure_kind"] == "distance").all()
     assert np.allclose(mine["similarity"], 1 - mine["value"])
 
 

@@ -311,7 +311,7 @@ def _plan(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]], f
         except InputError as err:
             raise SweepError(f"{err}{' (with ' + ' '.join(combination) + ')' if combination else ''}") from None
         if regime == regimes[0]:
-            for caution in base.cka.cautions():
+            for caution in base.cautions():
                 log.warning("%s%s", caution, f" (with {' '.join(combination)})" if combination else "")
         results_dir = Path(str(job_cfg.hydra.sweep.dir)).resolve()
         models = {int(k): list(v) for k, v in base.regime.models.items()}
