@@ -50,7 +50,7 @@ def scipy_disparity(x, y):
 
 
 def test_a_user_measure_sweeps_fails_alone_and_reports(small_store, user_dir):
-    result = run_cli(*SWEEP, f"data.root={small_store}", "measure=full_procrustes,broken,not_finite",
+    result = run_app(*SWEEP, f"data.root={small_store}", "measure=full_procrustes,broken,not_finite",
                      "--config-dir", "conf", cwd=user_dir)
     assert result.returncode == 1, result.stdout
     rows = jobs_csv(user_dir)
