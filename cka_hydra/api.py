@@ -76,10 +76,11 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
         header, rows = job.timeline_rows(run, result)
         return _timeline(pd.DataFrame(rows, columns=header),
                          job.result_summary(run, plan, result, time.perf_counter() - start))
-    preflight(run, run_dir, results)  # refused before its folder is written, as RunChecks refuses a run
-    _write_hydra_files(cfg, run_dir, list(overrides))
-    with _job_log(run_dir / f"{cfg.hydra.job.name}.log"):
-        job.run_comparison(run, run_dir, results)
+    plan = preflight(run, run_dir, results)  # refused before its folder is written, as RunChecks refuses a run
+    if run.overwrite or not run_folder.is_finished(run_dir, plan.settings, plan.inputs):  # else left as it is
+        _write_hydra_files(cfg, run_dir, list(overrides))
+        with _job_log(run_dir / f"{cfg.hydra.job.name}.log"):
+            job.run_comparison(run, run_dir, results)
     summary = run_folder.read_result(run_dir)
     return _timeline(pd.read_csv(run_dir / run_folder.TIMELINE_FILE), summary)
 

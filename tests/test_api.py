@@ -33,9 +33,13 @@ def test_compare_equals_the_command_line(small_store, tmp_path, monkeypatch):
         assert (api_run / name).is_file(), name
     assert "final cka" in (api_run / "cka.log").read_text()
     assert timeline.attrs["summary"]["settings"] == read_json(cli_run / run_folder.SUMMARY_FILE)["settings"]
-    # the command line finds compare's result and skips it
+    # the command line finds compare's result and skips it; compare again reads it, touching nothing
     result = run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", cwd=api_dir)
     assert result.returncode == 0 and "skipped" in result.stdout
+    before = {p: p.stat().st_mtime_ns for p in api_run.rglob("*")}
+    again = compare([*RUN, f"data.root={small_store}", "checkpoints=all"])
+    assert again["value"].tolist() == timeline["value"].tolist()
+    assert {p: p.stat().st_mtime_ns for p in api_run.rglob("*")} == before
 
 
 def test_compare_without_writing_writes_nothing(small_store, tmp_path, monkeypatch):
