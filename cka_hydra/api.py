@@ -44,7 +44,11 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     stale, ...), `attrs["left_out_runs"]` (each folder, its reason and detail) and
     `attrs["settings"]` (each `setting` label -> the settings it stands for). Rows of
     comparisons computed with allow_excluded say why in `excluded`."""
-    frame, left_out, meanings, details = collect(Path(results_dir).expanduser().resolve())
+    folder = Path(results_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise InputError(f"load_results({str(results_dir)!r}): {'not a folder' if folder.exists() else 'no such folder'}"
+                         "; expected a results dir, such as outputs/cka (a sweep's hydra.sweep.dir)")
+    frame, left_out, meanings, details = collect(folder)
     frame.attrs.update(left_out=dict(left_out), left_out_runs=details, settings=meanings)
     return frame
 
@@ -54,8 +58,10 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
     (`["regime=pt3", "pair=4_5", "seed_pair=1_2", "layer=5", "data.root=..."]`; the defaults
     otherwise, on the demo store), config_dir its --config-dir (your regimes and measures).
 
-    Returns the timeline: `step`, `value`, `n_cities` and, with a bootstrap, `cka_low` and
-    `cka_high`; `attrs["summary"]` is the result's summary.json. With write (the default) the
+    Returns the timeline: `step`, `value`, `n_cities`, `chance` (the exact chance level, for CKA),
+    `null_mean`, `null_std` and `p_value` with null.permutations, and `cka_low` and `cka_high`
+    with a bootstrap; `attrs["summary"]` is the result's summary.json. Raises InputError, one
+    line, for bad overrides or inputs. With write (the default) the
     run folder is written as the command line writes it (`.hydra/`, the log, the result), and a
     result already there for the same settings and inputs is read, not computed again; without
     it nothing is written."""
@@ -63,6 +69,9 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
     from cka_hydra.demo import ensure_demo_store
     from cka_hydra.plan import preflight
 
+    if isinstance(overrides, str):
+        raise InputError(f"compare({overrides!r}): expected a list of overrides, such as [\"regime=pt3\", "
+                         "\"layer=5\"]")
     cfg = _composed(list(overrides), config_dir)
     run = run_config(cfg)
     if run.data.root is None:
@@ -109,10 +118,22 @@ def _composed(overrides: list[str], config_dir: str | Path | None) -> DictConfig
         with initialize_config_module(config_module="conf", version_base="1.3"):
             try:
                 cfg = compose(config_name="config", overrides=hydra_argv(overrides), return_hydra_config=True)
-            except Exception as err:  # Hydra's own errors for an unknown option or key: their first line
-                raise InputError((str(err).splitlines() or [type(err).__name__])[0]) from None
+            except Exception as err:  # Hydra's own errors for an unknown option or key, in one line
+                raise InputError(_one_line(err)) from None
     check_regime_file(cfg)
     return cfg
+
+
+def _one_line(err: BaseException) -> str:
+    """Hydra's message and its cause's, in one line: what is wrong, the options or the hint, and
+    why (not the search path or OmegaConf's key details)."""
+    parts = []
+    for text in (str(err), str(err.__cause__ or "")):
+        for line in text.split("Config search path:")[0].splitlines():
+            line = line.strip()
+            if line and not line.startswith(("full_key:", "object_type=", "reference_type=")):
+                parts.append(line)
+    return " ".join(parts) or type(err).__name__
 
 
 @contextmanager

@@ -53,7 +53,8 @@ def test_compare_without_writing_writes_nothing(small_store, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["regime=pt9"], "regime"),
+    (["regime=pt9"], "Could not find 'regime/pt9' Available options in 'regime': pt1 pt2 pt3"),
+    (["cka.kernal=rbf"], "To append to your config use \\+cka.kernal=rbf Key 'kernal' not in 'CKAConfig'"),
     (["+cka.kernal=rbf"], "cka.kernal: unknown setting"),
     (["pair=1_4"], "pair=1_4: pt2-1 and pt2-4 share the training task"),
 ])
@@ -63,6 +64,14 @@ def test_compare_refuses_bad_input_with_one_line(small_store, tmp_path, monkeypa
         compare([*RUN, f"data.root={small_store}", *overrides])
     assert "\n" not in str(err.value)
     assert not (tmp_path / "outputs").exists()
+
+
+def test_compare_and_load_results_say_what_they_expected(tmp_path):
+    with pytest.raises(InputError, match=r"expected a list of overrides"):
+        compare("regime=pt3")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match=r"not a folder; expected a results dir"):
+        load_results(tmp_path / "file")
 
 
 def test_load_results_is_the_reports_table(small_store, tmp_path):
@@ -93,5 +102,5 @@ def test_load_results_counts_a_result_written_from_python(small_store, tmp_path,
     compare([*RUN[:-1], "layer=3", f"data.root={small_store}"], write=False)  # not written: not there
     frame = load_results("outputs/cka")
     assert frame["run_dir"].nunique() == 1 and frame.attrs["left_out"] == {}
-    with pytest.raises(InputError, match="no such folder"):
+    with pytest.raises(InputError, match="no such folder; expected a results dir"):
         load_results(tmp_path / "nothing")
