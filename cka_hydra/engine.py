@@ -240,6 +240,11 @@ def _tensor_bytes(state: Any) -> int:
 NULL_BATCH_BYTES = 2**28
 
 
+def step_seed(seed: int, step: int) -> int:
+    """The seed of one step's random stream, from the run's seed and the step alone."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def permutations(count: int, seed: int, n: int) -> torch.Tensor:
     """count random orders of n cities (count, n), from the seed alone: the same for every step of
     a run that compares n cities."""
@@ -300,10 +305,10 @@ def compute(run: RunConfig, plan: JobPlan, job_num: int = 0) -> Timeline:
         if run.cka.bootstrap:
             sides.append((x.rows, y.rows))
     intervals = []
-    if run.cka.bootstrap:
-        generator = torch.Generator().manual_seed(run.cka.seed)
-        intervals = [bootstrap_interval(terms.function, x, y, run.cka.bootstrap, run.cka.confidence, generator)
-                     for x, y in sides]
+    if run.cka.bootstrap:  # each step its own stream: an interval never depends on the steps computed with it
+        intervals = [bootstrap_interval(terms.function, x, y, run.cka.bootstrap, run.cka.confidence,
+                                        torch.Generator().manual_seed(step_seed(run.cka.seed, step)))
+                     for step, (x, y) in zip(plan.steps, sides)]
     pca_cities = None
     if plan.pca is not None:
         pca_cities = [len(kept_cities(checkpoints[plan.steps[-1]], plan.pca.fit)[1])

@@ -5,6 +5,8 @@ to, so the Hydra job and the Python API (cka_hydra.api) both call it. Planning
 (`cka_hydra.plan`) comes first and needs no torch; the computing is `cka_hydra.engine`'s.
 """
 
+import csv
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -24,7 +26,9 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
 
     Skips the work when run_dir already holds the result of the same settings on the same
     inputs, unless `overwrite` is set. Nothing is written unless the new result is complete.
-    Returns a small dict: status (done/skipped), seconds.
+    A result of the same settings whose steps are all still there, with the same files, is
+    extended by the steps the store gained (status `extended`) rather than computed again.
+    Returns a small dict: status (done/skipped/extended), seconds.
     """
     plan = preflight(run, run_dir, results_dir)
     with run_folder.computing(run_dir):  # another sweep or run may be computing it right now
@@ -34,6 +38,13 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
             if run.save_timeline_plot:
                 draw_timeline(run_dir, only_if_missing=True)
             return {"status": "skipped", "seconds": time.perf_counter() - start}
+        part = None if run.overwrite else run_folder.extendable(run_dir, plan.settings, plan.inputs)
+        if part is not None:  # the store gained checkpoints: compute only theirs
+            result = _extend(run, plan, part, run_dir, job_num, start)
+            if result is not None:
+                if run.save_timeline_plot:
+                    draw_timeline(run_dir)
+                return result
         earlier = run_folder.read_result(run_dir)
         if earlier is not None and not run.overwrite:  # why the result there does not hold
             theirs = earlier.get("inputs") or {}
@@ -97,6 +108,44 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
              measure.column, result.values[-1], result.n_cities[-1], len(steps), summary["seconds"], result.device,
              result.from_cache, 2 * len(steps), run_dir)
     return {"status": "done", "seconds": summary["seconds"]}
+
+
+def _extend(run: RunConfig, plan: JobPlan, earlier: dict[str, Any], run_dir: Path, job_num: int,
+            start: float) -> dict[str, Any] | None:
+    """Add the steps the earlier result lacks: its rows are kept byte for byte, the new ones
+    computed (each step's random streams its own, so the values equal a whole recompute), and
+    the summary's statistics taken over the whole timeline. None where the earlier timeline's
+    columns are not the new ones' (it was computed by a version without them): computed whole."""
+    new_steps = [step for step in plan.steps if step not in earlier["inputs"]["steps"]]
+    with open(run_dir / run_folder.TIMELINE_FILE, newline="") as f:
+        header, *kept = list(csv.reader(f))
+    added = engine.compute(run, dataclasses.replace(plan, steps=new_steps), job_num)
+    new_header, new_rows = timeline_rows(run, added)
+    if header != new_header:
+        log.info("recomputing %s: its timeline's columns are %s, not %s", run_dir.name, ",".join(header),
+                 ",".join(new_header))
+        return None
+    rows = sorted(kept + new_rows, key=lambda row: int(row[0]))
+    timeline = _timeline_of(header, rows, added, earlier)
+    summary = {**result_summary(run, plan, timeline, time.perf_counter() - start), "computed_steps": new_steps}
+    run_folder.write_result(run_dir, summary, header, rows)
+    run_folder.clear_error(run_dir)
+    log.info("extended %s by %d step(s) %s, kept %d: final %s %.6f", run_dir, len(new_steps), new_steps, len(kept),
+             run.measure.registered.column, timeline.values[-1])
+    return {"status": "extended", "seconds": summary["seconds"]}
+
+
+def _timeline_of(header: list[str], rows: list[list[Any]], added: engine.Timeline,
+                 earlier: dict[str, Any]) -> engine.Timeline:
+    """The whole timeline of an extended result, from its rows (the kept ones as read)."""
+    columns = {name: [float(row[i]) for row in rows] for i, name in enumerate(header)}
+    null = list(zip(columns["null_mean"], columns["null_std"], columns["p_value"])) if "p_value" in columns else []
+    intervals = list(zip(columns["cka_low"], columns["cka_high"])) if "cka_low" in columns else []
+    last_is_new = max(added.steps) > max(earlier["inputs"]["steps"])
+    return dataclasses.replace(
+        added, steps=[int(step) for step in columns["step"]], values=columns[header[1]],
+        n_cities=[int(n) for n in columns["n_cities"]], intervals=intervals, chance=columns.get("chance"), null=null,
+        pca_cities=added.pca_cities if last_is_new else earlier.get("pca_cities"))
 
 
 def result_summary(run: RunConfig, plan: JobPlan, result: engine.Timeline, seconds: float) -> dict[str, Any]:

@@ -203,6 +203,23 @@ def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str,
         return False
 
 
+def extendable(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of run_dir's result when it is an earlier part of this one: the same settings
+    and representation folders, steps that are all among these (some missing: the store gained
+    checkpoints), each of their files as it was; else None (computed whole)."""
+    summary = read_result(run_dir)
+    if summary is None or _identity(summary.get("settings")) != _identity(settings) \
+            or not _of_this_store(run_dir, summary, settings):
+        return None
+    theirs = summary.get("inputs") or {}
+    files = theirs.get("files") or {}
+    if any(theirs.get(key) != inputs[key] for key in ("representations_a", "representations_b")) \
+            or not files or not set(theirs.get("steps") or [None]) < set(inputs["steps"]) \
+            or any(inputs["files"].get(name) != stamp for name, stamp in files.items()):
+        return None
+    return summary
+
+
 def _of_this_store(run_dir: Path, summary: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
     """Whether a result was computed from the store these settings name: the same data root, or
     one its results dir records the store moved from."""

@@ -500,7 +500,8 @@ def _log_progress(jobs: List[Job], n_run: int, n_todo: int, elapsed: float) -> N
     counts = Counter(job.status for job in jobs)
     eta = elapsed / n_run * (n_todo - n_run) if n_run else 0.0
     log.info(
-        "[%d/%d] done %d, skipped %d, failed %d, lost %d | %.0f s elapsed, ~%.0f s left",
-        len(jobs) - counts["pending"], len(jobs), counts["done"], counts["skipped"], counts["failed"],
+        "[%d/%d] done %d, %sskipped %d, failed %d, lost %d | %.0f s elapsed, ~%.0f s left",
+        len(jobs) - counts["pending"], len(jobs), counts["done"],
+        f"extended {counts['extended']}, " if counts["extended"] else "", counts["skipped"], counts["failed"],
         counts["lost"], elapsed, eta,
     )
