@@ -366,11 +366,19 @@ def procrustes_disparity(x: Tensor, y: Tensor, dtype: torch.dtype = torch.float6
     Raises UndefinedMeasureError when either side is constant.
     """
     _check_pair(x, y, debiased=False)
-    xc, yc = centred(x, dtype, "first", "Procrustes"), centred(y, dtype, "second", "Procrustes")
-    xc /= torch.linalg.matrix_norm(xc)[..., None, None]
-    yc /= torch.linalg.matrix_norm(yc)[..., None, None]
-    nuclear = torch.linalg.matrix_norm(xc.mT @ yc, ord="nuc")
-    return (1 - nuclear**2).clamp(min=0)
+    return procrustes_of_scaled(procrustes_scaled(x, dtype, "first"), procrustes_scaled(y, dtype, "second"))
+
+
+def procrustes_scaled(x: Tensor, dtype: torch.dtype = torch.float64, side: str = "first") -> Tensor:
+    """X_s of procrustes_disparity: column-centred and scaled to unit Frobenius norm."""
+    xs = centred(x, dtype, side, "Procrustes")
+    xs /= torch.linalg.matrix_norm(xs)[..., None, None]
+    return xs
+
+
+def procrustes_of_scaled(xs: Tensor, ys: Tensor) -> Tensor:
+    """1 - ||X_s^T Y_s||_*^2 (at least 0) of two scaled sides (procrustes_scaled); ys may be a batch."""
+    return (1 - torch.linalg.matrix_norm(xs.mT @ ys, ord="nuc") ** 2).clamp(min=0)
 
 
 def bootstrap_interval(

@@ -12,6 +12,7 @@ in their config dir, `measure/NAME.yaml`:
 the sweeper's process plans with this module.
 """
 
+import functools
 import importlib
 import math
 import os
@@ -64,8 +65,6 @@ class Measure:
 
 
 def _cka_terms(cka: Any) -> Terms:
-    import functools
-
     import torch
 
     from cka_hydra import cka as math_
@@ -125,8 +124,6 @@ def _chance(trace_k: Any, trace_l: Any, self_k: Any, self_l: Any, n: int, debias
 
 
 def _linear_terms(debiased: bool, dtype: Any) -> Terms:
-    import functools
-
     from cka_hydra import cka as math_
 
     def prepare(x: Any) -> Any:  # (the centred rows, the self-term, ||X_c||_F^2: the trace of K_c)
@@ -147,16 +144,9 @@ def _pca_cka_terms(cka: Any) -> Terms:
 
 
 def _procrustes_terms(cka: Any) -> Terms:
-    import torch
-
     from cka_hydra import cka as math_
 
-    def prepare(x: Any) -> Any:
-        xc = math_.centred(x, torch.float64, "compared", "Procrustes")
-        return xc / torch.linalg.matrix_norm(xc)
-
-    return Terms(("procrustes",), prepare,
-                 lambda a, b: (1 - torch.linalg.matrix_norm(a.mT @ b, ord="nuc") ** 2).clamp(min=0),
+    return Terms(("procrustes",), lambda x: math_.procrustes_scaled(x, side="compared"), math_.procrustes_of_scaled,
                  math_.procrustes_disparity, lambda state, perms: state[perms])
 
 
