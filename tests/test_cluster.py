@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import read_json, readers_of, representations_dir, run_app, run_in_process
@@ -132,7 +133,7 @@ def test_ctrl_c_on_the_submitting_process_ends_its_local_tasks_and_leaves_jobs_c
     assert not left_running  # the blocked task ended with the sweep
     # a local task is this machine's process: it ends with the sweep (at least the blocked one; the
     # others may still be ending when the signal comes)
-    assert re.search(r"interrupted: cancelled [12] array task\(s\) still running", output)
+    assert re.search(r"interrupted: cancelled [12] array task\(s\) still queued or running", output)
     assert "Error: interrupted: 2 launched jobs have no result (marked lost) and 0 were not launched" in output
     with open(tmp_path / "outputs/cka/jobs.csv") as f:
         statuses = {(row["pair"], row["status"]) for row in csv.DictReader(f)}
@@ -154,27 +155,31 @@ def test_a_submitit_launcher_without_the_extra_names_it(monkeypatch):
 
 
 class FakeTask:
-    """A submitted SLURM array task, as far as the launcher uses one."""
+    """A submitted SLURM array task, as far as the launcher uses one: done with a result, or still
+    running; the scheduler's answer to the launcher's poll is a Ctrl-C."""
 
-    def __init__(self, job_id: str, done: bool, interrupt: bool) -> None:
-        self.job_id, self._done, self._interrupt = job_id, done, interrupt
+    def __init__(self, job_id: str, done: bool) -> None:
+        self.job_id, self._done = job_id, done
+        self.paths = SimpleNamespace(result_pickle=SimpleNamespace(exists=lambda: done))
+        self.watcher = SimpleNamespace(update=self.interrupt)
+
+    def interrupt(self) -> None:
+        raise KeyboardInterrupt
 
     def done(self) -> bool:
         return self._done
 
     def results(self) -> list:
-        if self._interrupt:
-            raise KeyboardInterrupt
         return [[]]
 
 
-def test_ctrl_c_on_a_slurm_sweep_names_the_tasks_still_queued(monkeypatch, caplog):
-    from hydra_plugins.cka_hydra_sweeper._chunked import ChunkedSlurmLauncher
+def test_ctrl_c_on_a_slurm_sweep_that_cannot_cancel_names_the_tasks_still_queued(monkeypatch, caplog):
+    from hydra_plugins.cka_hydra_sweeper import _chunked
     from omegaconf import OmegaConf
 
-    launcher = ChunkedSlurmLauncher(jobs_per_task=2, submitit_folder="unused")
+    launcher = _chunked.ChunkedSlurmLauncher(jobs_per_task=2, submitit_folder="unused")
     launcher.config = OmegaConf.create({})
-    tasks = [FakeTask("4242_0", True, False), FakeTask("4242_1", False, True), FakeTask("4242_2", False, False)]
+    tasks = [FakeTask("4242_0", True), FakeTask("4242_1", False), FakeTask("4242_2", False)]
 
     class Executor:
         def map_array(self, fn, chunks):
@@ -182,7 +187,11 @@ def test_ctrl_c_on_a_slurm_sweep_names_the_tasks_still_queued(monkeypatch, caplo
             return tasks
 
     monkeypatch.setattr(launcher, "_executor", lambda: Executor())
+    scancel = []  # a scancel that fails (no such command, or the controller does not answer)
+    monkeypatch.setattr(_chunked.subprocess, "run", lambda args, **kw: scancel.append(args) or
+                        subprocess.CompletedProcess(args, 1))
     with pytest.raises(KeyboardInterrupt):
         launcher.launch([[f"job={i}"] for i in range(5)], initial_job_idx=0)
-    assert ("interrupted: 2 array task(s) are still queued or running; cancel them with: scancel 4242_1 4242_2"
-            in caplog.text)
+    assert scancel == [["scancel", "4242_0", "4242_1", "4242_2"]]
+    assert ("interrupted: 3 array task(s) may still be queued or running; cancel them with: scancel 4242_0 4242_1 "
+            "4242_2 (running the sweep again skips every job they finish)" in caplog.text)

@@ -56,8 +56,9 @@ def test_sweep_runs_exactly_the_valid_jobs_and_a_rerun_computes_nothing(small_st
     assert re.search(r"\[21/21\] done 21, skipped 0, failed 0, lost 0 \| \d+ s elapsed", result.stdout)
     assert result_folders(tmp_path) == PT3_FOLDERS
 
-    # the console: one progress line per batch of 64, no per-job dump from Hydra or joblib
-    assert len(re.findall(r"\[\d+/21\] done", result.stdout)) == 1
+    # the console: a progress line as each worker's chunk ends, no per-job dump from Hydra or joblib
+    progress = [int(n) for n in re.findall(r"\[(\d+)/21\] done", result.stdout)]
+    assert progress == sorted(set(progress)) and progress[-1] == 21 and len(progress) <= min(4, os.cpu_count())
     assert "\t#" not in result.stdout and "Joblib.Parallel" not in result.stdout and "[INFO]" not in result.stdout
     assert "Launching" not in result.stdout
 

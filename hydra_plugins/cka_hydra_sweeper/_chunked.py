@@ -7,8 +7,11 @@ Imported only where the optional extra is installed (pip install "cka-hydra[slur
 """
 # No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
 import logging
+import math
+import subprocess
+import time
 from dataclasses import dataclass
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -17,11 +20,17 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
-from ._core import pack, sharing_key
+from ._core import in_order, pack, sharing_key
 
 log = logging.getLogger(__name__)
 
 JobArgs = Tuple[List[str], str, int, str, Any]  # the arguments of BaseSubmititLauncher.__call__
+# how often the scheduler is asked about an array (one sacct call for all its tasks): a task it
+# ended without a result (cancelled, past its time limit, its node lost) is noticed within this
+# plus RESULT_GRACE_S. (submitit's own wait asks at ever longer intervals, up to 10 minutes, and
+# waits 15 s for each such task in turn.)
+STATE_POLL_S = 5
+RESULT_GRACE_S = 10
 
 
 class ArrayTask:
@@ -68,38 +77,86 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        return in_order(self.launch_parts(job_overrides, initial_job_idx), len(job_overrides))
+
+    def launch_parts(self, job_overrides: Sequence[Sequence[str]],
+                     initial_job_idx: int) -> Iterator[Tuple[List[int], List[JobReturn]]]:
+        """Submits the jobs as one array and yields each array task's jobs (their positions in
+        job_overrides) and returns as the task ends, in the order they end."""
         assert self.config is not None
         state = Singleton.get_state()
         jobs = [(list(overrides), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}", state)
                 for i, overrides in enumerate(job_overrides)]
-        chunks = pack(jobs, self.jobs_per_task, lambda job: sharing_key(job[0]))  # a task's jobs share instances
-        tasks = self._executor().map_array(ArrayTask(self), chunks)
-        if self._EXECUTOR == "local":
-            for task in tasks:  # this machine's files: submitit's 15 s wait for a slow shared filesystem
-                task._results_timeout_s = 0  # only delays the report of a task that died (as its own tests do)
+        chunks = pack(list(range(len(jobs))), self.jobs_per_task,
+                      lambda i: sharing_key(jobs[i][0]))  # a task's jobs share instances
+        tasks = self._executor().map_array(ArrayTask(self), [[jobs[i] for i in chunk] for chunk in chunks])
         log.info("submitted %d jobs as %d array task(s) of up to %d jobs (%s job %s)", len(jobs), len(tasks),
                  max(map(len, chunks)), self._EXECUTOR, tasks[0].job_id.split("_")[0])
-        returns: List[JobReturn] = []
+        waiting = dict(enumerate(tasks))
         try:
-            for number, (task, chunk) in enumerate(zip(tasks, chunks), 1):
-                try:
-                    returns += task.results()[0]
-                except Exception as err:  # timed out, preempted past max_num_timeout, killed: its jobs are lost
-                    reason = f"array task {task.job_id} ended without a result ({type(err).__name__})"
-                    returns += [JobReturn(status=JobStatus.UNKNOWN, _return_value=reason) for _ in chunk]
-                log.info("array task %d/%d ended (%d of %d jobs)", number, len(tasks), len(returns), len(jobs))
-        except KeyboardInterrupt:
-            waiting = [task for task in tasks if not task.done()]
-            if self._EXECUTOR == "local":  # this machine's own processes: end them with the sweep
-                for task in waiting:
-                    task.cancel(check=False)
-                log.error("interrupted: cancelled %d array task(s) still running", len(waiting))
-            else:
-                log.error("interrupted: %d array task(s) are still queued or running; cancel them with: scancel %s "
-                          "(running the sweep again skips every job they finish)", len(waiting),
-                          " ".join(task.job_id for task in waiting))
+            for number, outcome in self._ended(waiting):
+                lost = [JobReturn(status=JobStatus.UNKNOWN, _return_value=outcome) for _ in chunks[number]]
+                yield chunks[number], lost if isinstance(outcome, str) else outcome
+        except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C or SIGTERM, or the sweeper stopped listening
+            self._cancel(list(waiting.values()))
             raise
-        return returns
+
+    def _ended(self, waiting: Dict[int, Any]) -> Iterator[Tuple[int, Any]]:
+        """Each task's returns as it ends, or why it has none, removing it from waiting. The scheduler is asked about
+        all of them at once every STATE_POLL_S; a task it reports ended without a result file
+        gets RESULT_GRACE_S for the file to appear (a shared filesystem's delay), all such waits
+        running side by side, before its jobs are lost with the scheduler's reason."""
+        grace = RESULT_GRACE_S if self._EXECUTOR == "slurm" else 0
+        ended_at: Dict[int, float] = {}
+        polled = -math.inf
+        while waiting:
+            now = time.monotonic()
+            if self._EXECUTOR == "slurm" and now - polled >= STATE_POLL_S:
+                next(iter(waiting.values())).watcher.update()  # one sacct call for the whole array
+                polled = now
+            for number, task in list(waiting.items()):
+                if task.paths.result_pickle.exists():
+                    yield number, self._returns(task)
+                elif task.done() and now - ended_at.setdefault(number, now) >= grace:
+                    yield number, f"array task {task.job_id} ended without a result ({task.state})"
+                else:
+                    continue
+                del waiting[number]
+            time.sleep(0.2)
+
+    @staticmethod
+    def _returns(task: Any) -> Any:
+        try:
+            return task.results()[0]
+        except Exception as err:  # the task itself raised (preempted past max_num_timeout, say): its jobs are lost
+            return (f"array task {task.job_id} ended without a result "
+                    f"({type(err).__name__}: {(str(err).splitlines() or [''])[0]})")
+
+    def _cancel(self, waiting: List[Any]) -> None:
+        """Ctrl-C or SIGTERM while the array runs: its tasks still queued or running are cancelled
+        (their finished jobs count; a re-run runs the rest)."""
+        ids = [task.job_id for task in waiting]
+        if not ids:
+            return
+        if self._EXECUTOR == "local":  # this machine's own processes
+            for task in waiting:
+                task.cancel(check=False)
+        elif subprocess.run(["scancel", *ids], capture_output=True).returncode != 0 or not self._gone(ids):
+            log.error("interrupted: %d array task(s) may still be queued or running; cancel them with: scancel %s "
+                      "(running the sweep again skips every job they finish)", len(ids), " ".join(ids))
+            return
+        log.error("interrupted: cancelled %d array task(s) still queued or running (%s)", len(ids), " ".join(ids))
+
+    @staticmethod
+    def _gone(ids: List[str], wait_s: float = 30) -> bool:
+        """Whether squeue lists none of the tasks within wait_s (a cancelled task is listed while it ends)."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True)
+            if listed.returncode == 0 and not listed.stdout.split():
+                return True
+            time.sleep(0.5)
+        return False
 
 
 class ChunkedSlurmLauncher(ChunkedSubmititLauncher):

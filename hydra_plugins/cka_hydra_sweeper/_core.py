@@ -14,10 +14,10 @@ import signal
 import sys
 import time
 from collections import Counter, defaultdict
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, QuotedString
@@ -109,38 +109,19 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
              f" ({drawing} of them only to draw their timeline figure)" if drawing else "")
 
     todo = [job for job in jobs if job.status == "pending"]
-    batches = pack(todo, _batch_size(sweeper, len(todo)), lambda job: sharing_key(job.overrides))
-    start, started = time.perf_counter(), time.time()
-    batch: List[Job] = []
-    first = 0
+    started = time.time()
     try:
         with _interruptible() as received:
-            for batch in batches:
-                try:
-                    results = _launch(sweeper, batch, first)
-                    if received:
-                        raise KeyboardInterrupt
-                except Exception as err:  # a worker died hard: only this batch is lost
-                    log.error("the launcher failed (%s: %s): its batch's jobs without a result are lost",
-                              type(err).__name__, err)
-                    _settle(batch, f"launcher failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
-                            started)
-                else:
-                    for job, result in zip(batch, results):
-                        _record(job, result, started)
-                _write_jobs(batch)
-                first += len(batch)
-                _log_progress(jobs, first, len(todo), time.perf_counter() - start)
+            _launch_all(sweeper, jobs, todo, received, started)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a scheduler or kill
-        _settle([job for job in batch if job.status == "pending"], "interrupted", started)
-        _write_jobs(batch)
+        running = [job for job in jobs if job.status == "running"]
+        _settle(running, "interrupted", started)
+        _write_jobs(running)
         counts = Counter(job.status for job in jobs)
         raise SweepError(
             f"interrupted: {counts['lost']} launched jobs have no result (marked lost) and {counts['pending']} "
             f"were not launched (see {manifests}); "
             "running the sweep again skips every job that finished and runs the rest") from None
-    if not todo:
-        _log_progress(jobs, 0, 0, 0.0)
 
     failed = [job for job in jobs if job.status in ("failed", "lost")]
     if failed:
@@ -160,11 +141,53 @@ def _layer_b(comparison: Comparison) -> str:
     return "" if comparison.layer_b == comparison.layer else f" layer_b={comparison.layer_b}"
 
 
-def _launch(sweeper: Any, batch: List[Job], first: int) -> Any:
-    try:
-        return sweeper.launcher.launch([job.overrides for job in batch], initial_job_idx=first)
-    finally:  # a job run in this process (basic launcher, one joblib worker) set logging up for its folder
-        configure_log(sweeper.config.hydra.hydra_logging, sweeper.config.hydra.verbose)
+def _launch_all(sweeper: Any, jobs: List[Job], todo: List[Job], received: List[int], started: float,
+                progress: bool = True) -> None:
+    """Launch the jobs of todo in batches, recording each in jobs.csv as its part ends (a worker's
+    chunk, an array task); with progress, a console line as each part ends."""
+    start = time.perf_counter()
+    first = 0
+    for batch in pack(todo, _batch_size(sweeper, len(todo)), lambda job: sharing_key(job.overrides)):
+        for job in batch:
+            job.status = "running"
+        try:
+            with closing(_launch(sweeper, batch, first)) as parts:  # closed on an interrupt: the launcher cancels
+                for positions, results in parts:
+                    # a job run in this process (basic launcher, one joblib worker) set logging up for its folder
+                    configure_log(sweeper.config.hydra.hydra_logging, sweeper.config.hydra.verbose)
+                    part = [batch[p] for p in positions]
+                    for job, result in zip(part, results):
+                        _record(job, result, started)
+                    _write_jobs(part)
+                    if received:
+                        raise KeyboardInterrupt
+                    if progress and any(job.status == "running" for job in batch):  # the batch's other parts run
+                        _log_progress(jobs, first + sum(job.status != "running" for job in batch), len(todo),
+                                      time.perf_counter() - start)
+        except Exception as err:  # a worker died hard: only this batch's jobs without a record are lost
+            log.error("the launcher failed (%s: %s): its batch's jobs without a result are lost",
+                      type(err).__name__, err)
+            unrecorded = [job for job in batch if job.status == "running"]
+            _settle(unrecorded, f"launcher failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
+                    started)
+            _write_jobs(unrecorded)
+        finally:
+            configure_log(sweeper.config.hydra.hydra_logging, sweeper.config.hydra.verbose)
+        first += len(batch)
+        if progress:
+            _log_progress(jobs, first, len(todo), time.perf_counter() - start)
+    if progress and not todo:
+        _log_progress(jobs, 0, 0, 0.0)
+
+
+def _launch(sweeper: Any, batch: List[Job], first: int) -> Iterator[Tuple[Sequence[int], List[JobReturn]]]:
+    """The batch's returns, with their jobs' positions in it: part by part as they end with this
+    project's launchers (launch_parts), else all at once."""
+    launcher, overrides = sweeper.launcher, [job.overrides for job in batch]
+    if hasattr(launcher, "launch_parts"):
+        yield from launcher.launch_parts(overrides, first)
+    else:
+        yield range(len(batch)), launcher.launch(overrides, initial_job_idx=first)
 
 
 @contextmanager
@@ -220,6 +243,15 @@ def pack(items: List[Any], size: int, key: Any) -> List[List[Any]]:
         else:
             batches.append(list(piece))
     return batches
+
+
+def in_order(parts: Iterator[Tuple[List[int], List[JobReturn]]], n_jobs: int) -> List[JobReturn]:
+    """A launch's returns in its jobs' order, from its parts as they ended (launch_parts)."""
+    returns: List[Any] = [None] * n_jobs
+    for positions, part in parts:
+        for position, job_return in zip(positions, part):
+            returns[position] = job_return
+    return returns
 
 
 def _batch_size(sweeper: Any, n_jobs: int) -> int:
@@ -501,7 +533,7 @@ def _log_progress(jobs: List[Job], n_run: int, n_todo: int, elapsed: float) -> N
     eta = elapsed / n_run * (n_todo - n_run) if n_run else 0.0
     log.info(
         "[%d/%d] done %d, %sskipped %d, failed %d, lost %d | %.0f s elapsed, ~%.0f s left",
-        len(jobs) - counts["pending"], len(jobs), counts["done"],
+        len(jobs) - counts["pending"] - counts["running"], len(jobs), counts["done"],
         f"extended {counts['extended']}, " if counts["extended"] else "", counts["skipped"], counts["failed"],
         counts["lost"], elapsed, eta,
     )

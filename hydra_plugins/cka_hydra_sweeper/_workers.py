@@ -3,9 +3,8 @@ chunk's jobs share instances, which its worker's engine prepares once (cka_hydra
 import logging
 import math
 import os
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, setup_globals
@@ -17,11 +16,11 @@ from omegaconf import DictConfig
 from ._core import pieces, sharing_key
 
 log = logging.getLogger(__name__)
-progress = logging.getLogger("hydra_plugins.cka_hydra_sweeper.progress")  # on the console, as the sweeper's lines
 
 
 def run_chunk(jobs: List[Tuple[int, Sequence[str]]], hydra_context: HydraContext, config: DictConfig,
-              task_function: TaskFunction, singleton_state: Dict[Any, Any]) -> List[JobReturn]:
+              task_function: TaskFunction, singleton_state: Dict[Any, Any]
+              ) -> Tuple[List[Tuple[int, Sequence[str]]], List[JobReturn]]:
     """A chunk's jobs in turn, each as hydra-joblib-launcher runs one, in the sweep's working
     directory (relative result paths): loky keeps its workers for the next launch in the same
     process, which may have moved since."""
@@ -32,10 +31,12 @@ def run_chunk(jobs: List[Tuple[int, Sequence[str]]], hydra_context: HydraContext
         # the job's configs are in its run folder's .hydra/; the sweeper reads the status and value
         job_return.cfg = job_return.hydra_cfg = None
         returns.append(job_return)
-    return returns
+    return jobs, returns
 
 
-def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[JobReturn]:
+def launch_parts(launcher: Any, job_overrides: Sequence[Sequence[str]],
+                 initial_job_idx: int) -> Iterator[Tuple[List[int], List[JobReturn]]]:
+    """Yields each chunk's jobs (their positions in job_overrides) and returns as the chunk ends."""
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -47,13 +48,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     chunks = pieces(jobs, max(1, math.ceil(len(jobs) / workers)), lambda job: sharing_key(job[1]))
     log.info("launching %d jobs on %d workers in %d chunks", len(jobs), workers, len(chunks))
     state = Singleton.get_state()
-    returns: List[JobReturn] = []
-    start = time.perf_counter()
-    for chunk_returns in Parallel(**joblib_cfg, return_as="generator")(
+    for chunk, returns in Parallel(**joblib_cfg, return_as="generator_unordered")(
             delayed(run_chunk)(chunk, launcher.hydra_context, launcher.config, launcher.task_function, state)
             for chunk in chunks):
-        returns += chunk_returns
-        if len(chunks) > 1:  # a batch may be the whole sweep: say how far it is (chunks in order)
-            progress.info("  %d of %d jobs of this batch done (%.0f s)", len(returns), len(jobs),
-                          time.perf_counter() - start)
-    return returns
+        yield [idx - initial_job_idx for idx, _ in chunk], returns

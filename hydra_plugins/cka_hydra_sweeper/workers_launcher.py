@@ -2,13 +2,15 @@
 # No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, List, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from omegaconf import OmegaConf
+
+from ._core import in_order
 
 
 class WorkersLauncher(JoblibLauncher):
@@ -24,9 +26,14 @@ class WorkersLauncher(JoblibLauncher):
                              "(or -1 for one per core)")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from ._workers import launch
+        return in_order(self.launch_parts(job_overrides, initial_job_idx), len(job_overrides))
 
-        return launch(self, job_overrides, initial_job_idx)
+    def launch_parts(self, job_overrides: Sequence[Sequence[str]],
+                     initial_job_idx: int) -> Iterator[Tuple[List[int], List[JobReturn]]]:
+        """Each chunk's jobs (positions in job_overrides) and returns as it ends: the sweeper records them."""
+        from ._workers import launch_parts
+
+        return launch_parts(self, job_overrides, initial_job_idx)
 
 
 @dataclass
