@@ -30,7 +30,8 @@ DEMO_STORE = Path("outputs", "demo_store")
 # Keys that say which comparison a job is: they make the run folder's path.
 COMPARISON_KEYS = ("regime", "pair", "seed_pair", "layer", "layer_b")
 # Keys that decide how or whether a job runs, never what it computes.
-HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap", "allow_excluded", "save_timeline_plot", "cache_mb")
+HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap", "allow_excluded", "save_timeline_plot", "cache_mb",
+                   "until_step")
 
 
 @dataclass
@@ -303,6 +304,9 @@ class RunConfig:
     # memory for the prepared instances a worker keeps between comparisons (least recently used
     # go first); 0: none kept
     cache_mb: int = 2048
+    # the newest checkpoint step to use (null: the newest there is): a store still being
+    # written, read as it was at that step (the sweeper's follow rounds set it)
+    until_step: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.checkpoints = _checkpoint_spec(self.checkpoints)
@@ -329,6 +333,8 @@ class RunConfig:
             self.layer, self.layer_b = self.layer_b, self.layer
         if not DEVICE.fullmatch(self.device):
             raise InputError(f"device={self.device}: expected auto, cpu, cuda or cuda:N")
+        if self.until_step is not None and self.until_step < 0:
+            raise InputError(f"until_step={self.until_step}: expected a checkpoint step, 0 or more (or null: the newest)")
         if self.cache_mb < 0:
             raise InputError(f"cache_mb={self.cache_mb}: expected the prepared instances' memory limit in MB, 0 or "
                              "more (0: nothing kept between comparisons)")

@@ -171,14 +171,21 @@ def plan_job(run: RunConfig) -> JobPlan:
 
 
 def _checkpoints(side: Side, run: RunConfig) -> dict[int, Path]:
-    """A side's checkpoints; a missing folder that the regime's `folders` named says so."""
+    """A side's checkpoints (up to until_step); a missing folder that the regime's `folders` named says so."""
     try:
-        return list_checkpoints(side.representations_dir)
+        checkpoints = list_checkpoints(side.representations_dir)
     except InputError as err:
         if side.instance in run.regime.folders:
             raise InputError(f"{err}; regime {run.regime.name}'s folders names it: {side.instance}: "
                              f"{run.regime.folders[side.instance]}") from None
         raise
+    if run.until_step is None:
+        return checkpoints
+    kept = {step: folder for step, folder in checkpoints.items() if step <= run.until_step}
+    if not kept:
+        raise InputError(f"until_step={run.until_step}: {side.representations_dir} has no checkpoint at or before it "
+                         f"(its steps: {list(checkpoints)})")
+    return kept
 
 
 def check_city_filter(plan: JobPlan) -> None:

@@ -60,24 +60,34 @@ class Layout:
 
 
 def list_checkpoints(representations_dir: Path) -> dict[int, Path]:
-    """Complete checkpoints by step. A folder missing either file, or holding an empty one, is
-    still being written."""
-    if not representations_dir.is_dir():
-        raise InputError(f"no representation folder at {representations_dir}{_nearest_existing(representations_dir)}")
-    found = {}
-    try:
-        for child in representations_dir.iterdir():
-            match = _CHECKPOINT_DIR.fullmatch(child.name)
-            if match and _written(child / REPRESENTATIONS_FILE) and _written(child / METADATA_FILE):
-                found[int(match.group(1))] = child
-    except OSError as err:  # not readable by this user
-        raise InputError(f"{representations_dir}: cannot list it ({err.strerror or err})") from None
+    """Complete checkpoints by step (checkpoint_folders)."""
+    found, _ = checkpoint_folders(representations_dir)
     if not found:
         raise InputError(
             f"no checkpoints in {representations_dir}: expected checkpoint-<step>/ folders "
             f"holding both {REPRESENTATIONS_FILE} and {METADATA_FILE}, neither empty"
         )
-    return dict(sorted(found.items()))
+    return found
+
+
+def checkpoint_folders(representations_dir: Path) -> tuple[dict[int, Path], list[int]]:
+    """The complete checkpoints by step, and the steps of folders still being written: a folder
+    missing either file, or holding an empty one."""
+    if not representations_dir.is_dir():
+        raise InputError(f"no representation folder at {representations_dir}{_nearest_existing(representations_dir)}")
+    found, writing = {}, []
+    try:
+        for child in representations_dir.iterdir():
+            match = _CHECKPOINT_DIR.fullmatch(child.name)
+            if not match:
+                continue
+            if _written(child / REPRESENTATIONS_FILE) and _written(child / METADATA_FILE):
+                found[int(match.group(1))] = child
+            else:
+                writing.append(int(match.group(1)))
+    except OSError as err:  # not readable by this user
+        raise InputError(f"{representations_dir}: cannot list it ({err.strerror or err})") from None
+    return dict(sorted(found.items())), sorted(writing)
 
 
 def _written(path: Path) -> bool:

@@ -79,6 +79,10 @@ class Job:
 
 
 def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
+    if sweeper.follow is not None:
+        from ._follow import refuse_cluster
+
+        refuse_cluster(sweeper)
     config_loader = sweeper.hydra_context.config_loader
     choices, swept, fixed = _split_overrides(config_loader, sweeper.config, sweeper.params, arguments)
     jobs = _plan(sweeper, choices, swept, fixed)
@@ -113,6 +117,11 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
     try:
         with _interruptible() as received:
             _launch_all(sweeper, jobs, todo, received, started)
+            if sweeper.follow is not None:
+                from ._follow import follow
+
+                follow(sweeper, jobs, lambda due: _launch_all(sweeper, jobs, due, received, started, progress=False),
+                       received)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a scheduler or kill
         running = [job for job in jobs if job.status == "running"]
         _settle(running, "interrupted", started)

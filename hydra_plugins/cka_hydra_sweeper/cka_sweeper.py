@@ -12,16 +12,25 @@ class CKASweeper(Sweeper):
 
     def __init__(
         self, params: Optional[Dict[str, str]], seed_policy: SeedPolicy, self_pairs: bool,
-        batch_size: Optional[int], dry_run: bool,
+        batch_size: Optional[int], dry_run: bool, follow: Optional[float], follow_idle: float,
     ) -> None:
-        if batch_size is not None and batch_size < 1:  # SystemExit: Hydra would wrap any other exception
+        # SystemExit: Hydra would wrap any other exception
+        if batch_size is not None and batch_size < 1:
             raise SystemExit(f"Error: hydra.sweeper.batch_size={batch_size}: expected 1 or more, or null "
-                             "(64, or the whole sweep for array launchers)")
+                             "(256, or the whole sweep for array launchers)")
+        if follow is not None and not follow > 0:
+            raise SystemExit(f"Error: hydra.sweeper.follow={follow:g}: expected seconds between polls of the store, "
+                             "more than 0 (or null: end with the sweep)")
+        if not follow_idle > 0:
+            raise SystemExit(f"Error: hydra.sweeper.follow_idle={follow_idle:g}: expected the seconds without a new "
+                             "checkpoint after which following ends, more than 0")
         self.params = dict(params or {})
         self.seed_policy = SeedPolicy(seed_policy)
         self.self_pairs = self_pairs
         self.batch_size = batch_size
         self.dry_run = dry_run
+        self.follow = follow
+        self.follow_idle = follow_idle
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
         self.launcher = None

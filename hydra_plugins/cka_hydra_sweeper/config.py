@@ -17,11 +17,16 @@ class CKASweeperConf:
     seed_policy: SeedPolicy = SeedPolicy.study
     # also compare each model with itself at the policy's seed pairs
     self_pairs: bool = False
-    # jobs handed to the launcher at once: a worker that dies loses at most this many; null: 64, or
+    # jobs handed to the launcher at once: a worker that dies loses at most this many; null: 256, or
     # the whole sweep for launchers whose array tasks fail alone (hydra/launcher=slurm, slurm_local)
     batch_size: Optional[int] = None
     # print each job's overrides and the count; compute nothing
     dry_run: bool = False
+    # after the sweep, poll the store every this many seconds and extend the timelines whose
+    # instances gained checkpoints (README, "Following a training run"); null: end with the sweep
+    follow: Optional[float] = None
+    # following ends after this many seconds without a new checkpoint (or on Ctrl-C, SIGTERM)
+    follow_idle: float = 3600
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="cka", node=CKASweeperConf, provider="cka_hydra")

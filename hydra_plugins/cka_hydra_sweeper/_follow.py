@@ -1,0 +1,158 @@
+"""Following a store while training writes it (`hydra.sweeper.follow=SECONDS`): after the sweep,
+a round every SECONDS extends each timeline whose instances gained checkpoints, and runs the
+comparisons whose instances appeared.
+
+A round uses a checkpoint once it is settled: both its files written (store.checkpoint_folders)
+and of the same size and modification time as at the poll before. Each job is pinned to the
+newest step it may use (`until_step`, a setting that never changes a result), so that a
+checkpoint folder written while the job runs waits for the next round.
+"""
+
+import dataclasses
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+from cka_hydra import run_folder
+from cka_hydra.errors import InputError
+from cka_hydra.plan import data_root, preflight, sides
+from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, checkpoint_folders
+
+from ._core import Job
+
+log = logging.getLogger(__name__)
+
+Stamp = Tuple[Tuple[int, int], ...]  # a checkpoint's files' sizes and modification times
+Scan = Dict[Path, Tuple[Dict[int, Stamp], List[int]]]  # a side's complete checkpoints, and those being written
+
+
+def refuse_cluster(sweeper: Any) -> None:
+    """Following is a loop on this machine, polling its store: not for array launchers."""
+    if any(cls.__name__ == "BaseSubmititLauncher" for cls in type(sweeper.launcher).__mro__):
+        raise SystemExit(f"Error: hydra.sweeper.follow={sweeper.follow:g}: following polls the store from this "
+                         "machine in a loop, with its own workers: use it with hydra/launcher=workers (the default), "
+                         "not a cluster launcher")
+
+
+def follow(sweeper: Any, jobs: List[Job], launch: Callable[[List[Job]], None], received: List[int]) -> None:
+    """Rounds until follow_idle seconds pass without a new checkpoint, or Ctrl-C or SIGTERM
+    between rounds (one during a round ends it as it ends a sweep)."""
+    log.info("following the store: a round every %g s, until Ctrl-C or %g s without a new checkpoint",
+             sweeper.follow, sweeper.follow_idle)
+    held = {id(job): list(job.plan.steps) if job.plan is not None and job.status != "failed" else []
+            for job in jobs}
+    previous = _scan(jobs)
+    last_new, number = time.monotonic(), 0
+    while True:
+        try:
+            time.sleep(sweeper.follow)
+            scan = _scan(jobs)
+        except KeyboardInterrupt:
+            log.info("following stopped by %s after round %d; jobs.csv holds every job's state", _name(received),
+                     number)
+            return
+        number += 1
+        due, waiting = _due(jobs, scan, previous)
+        if scan != previous:
+            last_new = time.monotonic()
+        previous = scan
+        added = {id(job): len(set(job.plan.steps) - set(held[id(job)])) for job in due}
+        launch(due)
+        for job in due:
+            if job.status in ("done", "extended"):
+                held[id(job)] = list(job.plan.steps)
+        log.info("round %d: %s", number, _round_line(due, added, waiting))
+        if time.monotonic() - last_new >= sweeper.follow_idle:
+            log.info("following ended: no new checkpoint for %g s (hydra.sweeper.follow_idle)", sweeper.follow_idle)
+            return
+
+
+def _name(received: List[int]) -> str:
+    import signal
+
+    return signal.Signals(received[-1]).name if received else "SIGINT"
+
+
+def _scan(jobs: List[Job]) -> Scan:
+    """Every side's checkpoints now, with their files' stamps."""
+    scan: Scan = {}
+    for job in jobs:
+        for folder in _side_dirs(job):
+            if folder not in scan:
+                scan[folder] = _stamped(folder)
+    return scan
+
+
+def _side_dirs(job: Job) -> List[Path]:
+    try:
+        a, b = sides(job.run, data_root(job.run.data))
+    except InputError:  # the job's settings fail it whatever the store holds
+        return []
+    return [a.representations_dir, b.representations_dir]
+
+
+def _stamped(folder: Path) -> Tuple[Dict[int, Stamp], List[int]]:
+    try:
+        complete, writing = checkpoint_folders(folder)
+    except InputError:  # not there yet: its instance may still appear
+        return {}, []
+    stamps: Dict[int, Stamp] = {}
+    for step, checkpoint in complete.items():
+        try:
+            stamps[step] = tuple((info.st_size, info.st_mtime_ns) for info in
+                                 ((checkpoint / name).stat() for name in (REPRESENTATIONS_FILE, METADATA_FILE)))
+        except OSError:  # removed since the listing: being rewritten
+            writing.append(step)
+    return stamps, writing
+
+
+def _due(jobs: List[Job], scan: Scan, previous: Scan) -> Tuple[List[Job], int]:
+    """The jobs to run this round, each pinned to its newest settled step; and how many jobs wait
+    for a checkpoint that both their sides hold, or are writing, and that is not settled."""
+    due, waiting = [], 0
+    for job in jobs:
+        folders = _side_dirs(job)
+        if not folders:
+            continue
+        settled, present = [], []  # per side: the steps the same as at the previous poll; every step there
+        for folder in folders:
+            stamps, writing = scan[folder]
+            before = previous.get(folder, ({}, []))[0]
+            settled.append({step for step, stamp in stamps.items() if before.get(step) == stamp})
+            present.append(set(stamps) | set(writing))
+        usable = settled[0] & settled[1]
+        step = max(usable, default=-1)
+        unsettled = (present[0] & present[1]) - usable
+        if unsettled:
+            waiting += 1
+            if min(unsettled) < step:  # a step it would use is being rewritten: all of it waits
+                continue
+        if step < 0:
+            continue
+        run = dataclasses.replace(job.run, until_step=step)
+        try:
+            plan = preflight(run, job.run_dir, job.results_dir)
+        except InputError:  # e.g. a list of steps that the sides do not hold yet
+            continue
+        if run_folder.is_finished(job.run_dir, plan.settings, plan.inputs) or (
+                job.status == "failed" and job.plan is not None and job.plan.inputs == plan.inputs):
+            continue  # nothing new; or it failed on these very inputs (a re-run of the sweep retries it)
+        job.run, job.plan, job.status, job.error, job.seconds = run, plan, "pending", "", None
+        job.overrides = [o for o in job.overrides if not o.startswith("until_step=")] + [f"until_step={step}"]
+        due.append(job)
+    return due, waiting
+
+
+def _round_line(due: List[Job], added: Dict[int, int], waiting: int) -> str:
+    """`12 timelines extended by 1 step, 0 computed, 0 failed`, and the jobs that wait."""
+    wait = f"{waiting} waiting for a checkpoint still being written" if waiting else ""
+    if not due:
+        return wait or "nothing new"
+    counts = Counter(job.status for job in due)
+    steps = sorted({added[id(job)] for job in due if job.status == "extended"})
+    by = ("" if not steps else f" by {steps[0]} step{'s' if steps[0] != 1 else ''}" if len(steps) == 1
+          else f" by {steps[0]}-{steps[-1]} steps")
+    return ", ".join([f"{counts['extended']} timelines extended{by}", f"{counts['done']} computed",
+                      f"{counts['failed'] + counts['lost']} failed"] + ([wait] if wait else []))
