@@ -166,34 +166,43 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
 
 def timeline_curves(results: pd.DataFrame) -> pd.DataFrame:
     """The timelines figure's curves: per regime and layer, the mean and standard deviation of the
-    similarity at each step over one fixed set of comparisons (all of the curve's), at the steps
-    every one of them holds; `n` the comparisons, `left_out` the steps only some of them hold."""
+    similarity at each step over the comparisons that hold it (`n_at` of the curve's `n`). `full`
+    marks the steps every comparison holds: one fixed set, the curve proper; the others (a study
+    still growing, a side that lacks checkpoints) reach each comparison's last step."""
     rows = []
     for (regime, layer), group in results.groupby(["regime", "layer"]):
+        curve = group.groupby("step").agg(mean=("similarity", "mean"), std=("similarity", "std"),
+                                          n_at=("run_dir", "nunique")).fillna({"std": 0})
         n_runs = group["run_dir"].nunique()
-        held = group.groupby("step")["run_dir"].nunique()
-        steps = held.index[held == n_runs]
-        curve = group[group["step"].isin(steps)].groupby("step")["similarity"].agg(["mean", "std"]).fillna(0)
-        rows.append(curve.reset_index().assign(regime=regime, layer=layer, n=n_runs, left_out=len(held) - len(steps)))
+        rows.append(curve.reset_index().assign(regime=regime, layer=layer, n=n_runs, full=curve["n_at"].values == n_runs))
     return pd.concat(rows, ignore_index=True)
 
 
 def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity against training step, a panel per regime and a line per layer
-    (timeline_curves): mean over comparisons, band one standard deviation; a panel says how many
-    steps held by only some comparisons it leaves out."""
+    (timeline_curves): mean over comparisons, band one standard deviation, over the steps every
+    comparison holds; dashed with open markers, and their counts stated, the steps only some hold."""
     curves = timeline_curves(results)
     regimes = sorted(curves["regime"].unique())
     fig = _new_figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.4))
     axes = fig.subplots(1, len(regimes), sharey=True, squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         of_regime = curves[curves["regime"] == regime]
+        partial_counts = []
         for layer, curve in of_regime.groupby("layer"):
-            ax.plot(curve["step"], curve["mean"], marker=".", label=f"layer {layer} (n={curve['n'].iloc[0]})")
-            ax.fill_between(curve["step"], curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.2)
-        left_out = int(of_regime.groupby("layer")["left_out"].first().sum())
-        note = f"\n{left_out} step(s) held by only some comparisons not drawn" if left_out else ""
-        ax.set_title(f"{regime}{note}", fontsize=9)
+            full, partial = curve[curve["full"]], curve[~curve["full"]]
+            (line,) = ax.plot(full["step"], full["mean"], marker=".", label=f"layer {layer} (n={curve['n'].iloc[0]})")
+            ax.fill_between(full["step"], full["mean"] - full["std"], full["mean"] + full["std"], alpha=0.2,
+                            color=line.get_color())
+            if len(partial):
+                tail = curve[curve["step"] >= (full["step"].max() if len(full) else -1)]
+                ax.plot(tail["step"], tail["mean"], linestyle="--", color=line.get_color())
+                ax.plot(partial["step"], partial["mean"], linestyle="none", marker="o", mfc="none",
+                        color=line.get_color())
+                partial_counts += [f"{n_at} of {n}" for n_at, n in zip(partial["n_at"], partial["n"])]
+        note = (f"\ndashed, open: steps only some comparisons hold ({', '.join(dict.fromkeys(partial_counts))})"
+                if partial_counts else "")
+        ax.set_title(f"{regime}{note}", fontsize=9, wrap=True)
         _steps_axis(ax)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{similarity_label(results)}\nmodels with disjoint tasks\n"

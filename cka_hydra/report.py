@@ -208,7 +208,7 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
         group = group.assign(other_step=group["step"] != steps.index[0],  # the most common final step
                              half_width=(group["cka_high"] - group["cka_low"]) / 2,  # bootstrap, where computed
                              below=not_above_chance(group))  # Benjamini-Hochberg over the figure's values
-        at = f"step {steps.index[0]}"
+        at = f"final at step {steps.index[0]}"
         if len(steps) > 1:
             at += (f"; * {int(group['other_step'].sum())} at other final steps "
                    f"({', '.join(map(str, sorted(steps.index[1:])))}): a side lacks the later checkpoints")

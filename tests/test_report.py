@@ -258,14 +258,15 @@ def test_the_report_survives_any_mix_of_one_off_runs(study_with_one_offs, tmp_pa
         assert (tmp_path / "report" / name).is_file()
 
 
-def test_timelines_follow_one_set_of_comparisons():
-    """A comparison that lacks a step does not change the curve's make-up at that step: the step is
-    left out (before, each step averaged whichever comparisons had it)."""
+def test_timelines_follow_one_set_of_comparisons_and_reach_each_ones_last_step():
+    """A step that only some comparisons hold (a study still growing) is drawn apart, with its
+    count: the curve proper, over the steps all of them hold, never changes its make-up."""
     rows = [("r1", 0, 0.1), ("r1", 10, 0.5), ("r1", 20, 0.9), ("r2", 0, 0.3), ("r2", 10, 0.7)]
     results = pd.DataFrame(rows, columns=["run_dir", "step", "similarity"]).assign(regime="pt2", layer=5)
     curves = timeline_curves(results)
-    assert curves["step"].tolist() == [0, 10] and curves["mean"].tolist() == pytest.approx([0.2, 0.6])
-    assert set(curves["n"]) == {2} and set(curves["left_out"]) == {1}
+    assert curves["step"].tolist() == [0, 10, 20] and curves["mean"].tolist() == pytest.approx([0.2, 0.6, 0.9])
+    assert curves["full"].tolist() == [True, True, False] and curves["n_at"].tolist() == [2, 2, 1]
+    assert set(curves["n"]) == {2}
 
 
 def test_matrices_say_when_final_steps_differ(store_copy, tmp_path):
