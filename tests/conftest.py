@@ -222,3 +222,32 @@ def readers_of(path: Path) -> list[int]:
         except OSError:
             continue
     return [pid for pid in pids if pid != os.getpid()]
+
+
+def slurm_missing() -> str | None:
+    """Why no SLURM cluster takes jobs here (None when one does): `.ci/slurm start` brings up one."""
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        return "no sbatch (no SLURM here: .ci/slurm start brings up a one-node cluster)"
+    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if states.returncode != 0 or not {"idle", "mixed", "allocated"} & set(states.stdout.split()):
+        return f"no SLURM node takes jobs (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A SLURM cluster to submit to. Without one the test is skipped, or fails where
+    CKA_HYDRA_REQUIRE_SLURM=1 says one was started for it (.ci/run)."""
+    reason = slurm_missing()
+    if reason and os.environ.get("CKA_HYDRA_REQUIRE_SLURM") == "1":
+        pytest.fail(f"CKA_HYDRA_REQUIRE_SLURM=1, but {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The scheduler's tests first: they mostly wait on it (a time limit takes a minute), and so
+    wait while the other tests run on the other workers."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)

@@ -46,6 +46,11 @@ class Following:
     def output(self):
         return self.log.read_text()
 
+    def end(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def rounds(self):
         return re.findall(r"round (\d+): (.*)", self.output)
 
@@ -77,17 +82,26 @@ class Following:
         return [line for _, line in self.rounds()[seen:seen + n]]
 
 
+@pytest.fixture
+def following():
+    """Start a Following; whatever still runs when the test ends is killed."""
+    started = []
+    yield lambda *args: started.append(Following(*args)) or started[-1]
+    for follow in started:
+        follow.end()
+
+
 def timeline(results, pair):
     return results / FOLDERS[pair] / run_folder.TIMELINE_FILE
 
 
-def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_sigint(store_copy, tmp_path):
+def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_sigint(store_copy, tmp_path, following):
     held = tmp_path / "held"  # what training has not written yet
     for side in (A, B):
         for step in STEPS[1:]:
             move(checkpoint(store_copy, side, step), held / side[0] / str(step))
     move(store_copy / C, held / "instance")
-    follow = Following(tmp_path, *SWEEP, f"data.root={store_copy}", f"hydra.sweeper.follow={POLL_S}")
+    follow = following(tmp_path, *SWEEP, f"data.root={store_copy}", f"hydra.sweeper.follow={POLL_S}")
     follow.wait_for("following the store: a round every 0.5 s")
     assert "1 failed before launch; 1 to run" in follow.output  # pt2-3_seed1 is not there yet
     results = tmp_path / "outputs/cka"
@@ -142,8 +156,8 @@ def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_si
         assert difference.abs().max().max() < 1e-12
 
 
-def test_sigterm_between_rounds_stops_following_and_an_idle_store_ends_it(small_store, tmp_path):
-    follow = Following(tmp_path, *SWEEP, f"data.root={small_store}", f"hydra.sweeper.follow={POLL_S}")
+def test_sigterm_between_rounds_stops_following_and_an_idle_store_ends_it(small_store, tmp_path, following):
+    follow = following(tmp_path, *SWEEP, f"data.root={small_store}", f"hydra.sweeper.follow={POLL_S}")
     follow.wait_for(r"round 1: nothing new")
     follow.proc.send_signal(signal.SIGTERM)
     assert follow.proc.wait(timeout=20) == 0, follow.output
