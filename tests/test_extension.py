@@ -33,7 +33,8 @@ def hide_last_step(store, tmp_path):
     return step, restore
 
 
-@pytest.mark.parametrize("extra", [[], ["cka.bootstrap=50", "null.permutations=30"]], ids=["plain", "intervals"])
+@pytest.mark.parametrize("extra", [[], ["cka.bootstrap=50", "null.permutations=30"], ["cka.kernel=rbf"]],
+                         ids=["plain", "intervals", "rbf"])
 def test_new_steps_are_computed_alone_and_equal_a_fresh_timeline(store_copy, tmp_path, extra):
     step, restore = hide_last_step(store_copy, tmp_path)
     run_dir = run_in_process(tmp_path / "out", *PAIR, f"data.root={store_copy}", *extra)

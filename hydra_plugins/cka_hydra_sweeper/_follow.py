@@ -10,6 +10,7 @@ checkpoint folder written while the job runs waits for the next round.
 
 import dataclasses
 import logging
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,12 +50,12 @@ def follow(sweeper: Any, jobs: List[Job], launch: Callable[[List[Job]], None], r
         try:
             time.sleep(sweeper.follow)
             scan = _scan(jobs)
+            due, waiting = _due(jobs, scan, previous)
         except KeyboardInterrupt:
             log.info("following stopped by %s after round %d; jobs.csv holds every job's state", _name(received),
                      number)
             return
         number += 1
-        due, waiting = _due(jobs, scan, previous)
         if scan != previous:
             last_new = time.monotonic()
         previous = scan
@@ -70,8 +71,6 @@ def follow(sweeper: Any, jobs: List[Job], launch: Callable[[List[Job]], None], r
 
 
 def _name(received: List[int]) -> str:
-    import signal
-
     return signal.Signals(received[-1]).name if received else "SIGINT"
 
 
