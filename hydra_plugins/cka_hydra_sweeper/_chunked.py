@@ -102,10 +102,11 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
             raise
 
     def _ended(self, waiting: Dict[int, Any]) -> Iterator[Tuple[int, Any]]:
-        """Each task's returns as it ends, or why it has none, removing it from waiting. The scheduler is asked about
-        all of them at once every STATE_POLL_S; a task it reports ended without a result file
-        gets RESULT_GRACE_S for the file to appear (a shared filesystem's delay), all such waits
-        running side by side, before its jobs are lost with the scheduler's reason."""
+        """Each task's returns as it ends, or why it has none, removing it from waiting. The
+        scheduler is asked about all of them at once every STATE_POLL_S; a task it reports ended
+        without a result file gets RESULT_GRACE_S for the file to appear (a shared filesystem's
+        delay), all such waits running side by side, before its jobs are lost with the
+        scheduler's reason."""
         grace = RESULT_GRACE_S if self._EXECUTOR == "slurm" else 0
         ended_at: Dict[int, float] = {}
         polled = -math.inf
@@ -153,7 +154,8 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True)
-            if listed.returncode == 0 and not listed.stdout.split():
+            # a job the controller has already forgotten (past MinJobAge) is an invalid id
+            if listed.returncode == 0 and not listed.stdout.split() or "Invalid job id" in listed.stderr:
                 return True
             time.sleep(0.5)
         return False
