@@ -183,7 +183,8 @@ def test_a_cancelled_array_task_loses_its_jobs_alone_within_30_s_and_a_rerun_com
 
 
 def test_an_array_task_past_its_time_limit_loses_its_jobs_with_the_schedulers_reason(small_store, user_dir, background):
-    """One array task of 7 jobs of 25 s each, and a time limit of 1 minute."""
+    """One array task of 7 jobs of 25 s each, and a time limit of 1 minute: submitit's warning
+    signal (120 s before the limit: at once) fails no comparison, the scheduler's limit ends it."""
     sweep = background(user_dir, *SWEEP, "seed_pair=orig_1", f"data.root={small_store}", "measure=slow_distance",
                   "--config-dir", "conf", *ON_SLURM, "hydra.launcher.jobs_per_task=7", "hydra.launcher.timeout_min=1",
                   CKA_TEST_SLEEP_S="25")
@@ -193,6 +194,7 @@ def test_an_array_task_past_its_time_limit_loses_its_jobs_with_the_schedulers_re
     assert len(lost) >= 4 and {row["status"] for row in rows} <= {"done", "lost"}, rows
     for row in lost:
         assert re.fullmatch(r"array task \d+(_0)? ended without a result \(TIMEOUT\)", row["error"]), row
+    assert not list((user_dir / "outputs").rglob("error.txt"))  # no comparison failed on the way
 
 
 def test_ctrl_c_cancels_the_array_and_leaves_nothing_in_squeue(small_store, user_dir, background):

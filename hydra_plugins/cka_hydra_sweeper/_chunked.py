@@ -8,6 +8,7 @@ Imported only where the optional extra is installed (pip install "cka-hydra[slur
 # No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
 import logging
 import math
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -35,16 +36,40 @@ RESULT_GRACE_S = 10
 
 class ArrayTask:
     """What one array task runs: its jobs in turn. A job that raises is a failed JobReturn (run_job
-    catches it) and the next job runs; a task killed by the scheduler loses the jobs it had left."""
+    catches it) and the next job runs; a task killed by the scheduler loses the jobs it had left.
+
+    submitit's warning signal (SIGUSR2, `signal_delay_s` before the time limit, or on preemption)
+    would raise inside whichever comparison runs, failing it in the measure's name: it is held
+    until that comparison ends. Then submitit's own handler requeues the task where it can
+    (max_num_timeout, preemption: its finished jobs are skipped when it reruns); where it cannot,
+    the task runs on, and the scheduler ends it at its limit (its jobs without a result are lost,
+    TIMEOUT)."""
 
     def __init__(self, launcher: BaseSubmititLauncher) -> None:
         self.launcher = launcher
 
     def __call__(self, jobs: List[JobArgs]) -> List[JobReturn]:
+        from submitit import JobEnvironment
+        from submitit.core.utils import UncompletedJobError
+
+        warning = JobEnvironment._usr_sig()
+        handler, held = signal.getsignal(warning), []
+        signal.signal(warning, lambda signum, frame: held.append((signum, frame)))
+        returns = []
         try:
-            return [self.launcher(*job) for job in jobs]
+            for job in jobs:
+                returns.append(self.launcher(*job))
+                if held and callable(handler):
+                    try:
+                        handler(*held.pop())
+                    except UncompletedJobError:  # no requeue left: run on until the scheduler's limit
+                        pass
         except KeyboardInterrupt:  # Ctrl-C in the terminal reaches local tasks too: end without a traceback
             raise SystemExit(130) from None
+        finally:
+            if handler is not None:  # None: not set from Python
+                signal.signal(warning, handler)
+        return returns
 
     def checkpoint(self, jobs: List[JobArgs]) -> Any:
         """On preemption, submitit requeues the task; its finished jobs are skipped when it reruns."""
