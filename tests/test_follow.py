@@ -1,6 +1,6 @@
 """Following a store while training writes it (hydra.sweeper.follow): each round extends the
 timelines whose instances gained a settled checkpoint, runs the comparisons whose instances
-appeared, leaves a checkpoint still being written for a later round, and stops cleanly."""
+appeared, leaves a checkpoint still being written (or rewritten) for a later round, and stops cleanly."""
 
 import re
 import shutil
@@ -118,7 +118,7 @@ def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_si
     partial.mkdir()
     shutil.copy(held / A[0] / "82036/representations.pt", partial)
     lines = follow.next_rounds(3)
-    assert all("extended" not in line for line in lines) and "2 waiting for a checkpoint still being written" in lines
+    assert all("extended" not in line for line in lines) and "2 waiting for a checkpoint to settle" in lines
     shutil.copy(held / A[0] / "82036/metadata.json", partial)
     follow.wait_for_round("2 timelines extended by 1 step, 0 computed, 0 failed", after=len(follow.rounds()))
 
@@ -138,12 +138,7 @@ def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_si
     assert len(during) >= 2 and all("extended" not in line for line in during), during
     follow.wait_for_round("2 timelines extended by 1 step, 0 computed, 0 failed", after=before)
 
-    follow.proc.send_signal(signal.SIGINT)
-    assert follow.proc.wait(timeout=20) == 0, follow.output
-    assert re.search(r"following stopped by SIGINT after round \d+; jobs.csv holds every job's state", follow.output)
-    assert "failed" not in " ".join(line for _, line in follow.rounds()).replace("0 failed", "")
     assert {(row["pair"], row["status"]) for row in jobs_csv(tmp_path)} == {("1_2", "extended"), ("1_3", "extended")}
-
     for pair in FOLDERS:  # each round's rows kept byte for byte; the values a fresh timeline's
         ours = timeline(results, pair).read_text()
         if pair == "1_2":
@@ -154,6 +149,22 @@ def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_si
                                f"data.root={store_copy}")
         difference = pd.read_csv(timeline(results, pair)) - pd.read_csv(fresh / run_folder.TIMELINE_FILE)
         assert difference.abs().max().max() < 1e-12
+
+    # a checkpoint both timelines hold, rewritten in place: they wait whole until it settles (never
+    # computed without it), then are computed again, since their inputs changed
+    rewritten = checkpoint(store_copy, A, 82036) / "representations.pt"
+    before = len(follow.rounds())
+    rewritten.write_bytes(rewritten.read_bytes())
+    follow.wait_for_round("0 timelines extended, 2 computed, 0 failed", after=before)
+    assert [line for _, line in follow.rounds()[before:]][0] == "2 waiting for a checkpoint to settle"
+    for pair in FOLDERS:
+        assert read_json(results / FOLDERS[pair] / run_folder.SUMMARY_FILE)["steps"] == list(STEPS)
+
+    follow.proc.send_signal(signal.SIGINT)
+    assert follow.proc.wait(timeout=20) == 0, follow.output
+    assert re.search(r"following stopped by SIGINT after round \d+; jobs.csv holds every job's state", follow.output)
+    assert "failed" not in " ".join(line for _, line in follow.rounds()).replace("0 failed", "")
+    assert {(row["pair"], row["status"]) for row in jobs_csv(tmp_path)} == {("1_2", "done"), ("1_3", "done")}
 
 
 def test_sigterm_between_rounds_stops_following_and_an_idle_store_ends_it(small_store, tmp_path, following):

@@ -92,8 +92,9 @@ def sweep(sweeper: Any, arguments: List[str]) -> List[JobReturn]:
             log.info("%s%s", " ".join(job.overrides), "" if job.status == "pending" else
                      f"  [{job.status}{': ' + job.error if job.error else ''}]")
         counts = Counter(job.status for job in jobs)
-        log.info("%d jobs (dry run: nothing computed): %d to run, %d already done, %d failing before launch",
-                 len(jobs), counts["pending"], counts["skipped"], counts["failed"])
+        log.info("%d jobs (dry run: nothing computed%s): %d to run, %d already done, %d failing before launch",
+                 len(jobs), ", nothing followed" if sweeper.follow is not None else "", counts["pending"],
+                 counts["skipped"], counts["failed"])
         if counts["failed"]:  # as the sweep itself would end
             raise SweepError(f"{counts['failed']} of {len(jobs)} jobs would fail before launch (marked failed above)")
         return []
@@ -512,7 +513,9 @@ def _settle(batch: List[Job], reason: str, started: float) -> None:
     started (or before, when they were to keep it) are done, the rest lost."""
     for job in batch:
         if _finished(job, since=started if job.run.overwrite else None):
-            job.status = "done"
+            # extended in this sweep: its summary, written since, names the steps computed then
+            extended = "computed_steps" in (run_folder.read_result(job.run_dir) or {}) and _finished(job, since=started)
+            job.status = "extended" if extended else "done"
         else:
             job.status, job.error = "lost", reason
 

@@ -109,7 +109,8 @@ def _stamped(folder: Path) -> Tuple[Dict[int, Stamp], List[int]]:
 
 def _due(jobs: List[Job], scan: Scan, previous: Scan) -> Tuple[List[Job], int]:
     """The jobs to run this round, each pinned to its newest settled step; and how many jobs wait
-    for a checkpoint that both their sides hold, or are writing, and that is not settled."""
+    for a checkpoint that both their sides hold, or are writing, to settle (a job waits whole
+    while a step it holds, or would use, is rewritten)."""
     due, waiting = [], 0
     for job in jobs:
         folders = _side_dirs(job)
@@ -126,7 +127,8 @@ def _due(jobs: List[Job], scan: Scan, previous: Scan) -> Tuple[List[Job], int]:
         unsettled = (present[0] & present[1]) - usable
         if unsettled:
             waiting += 1
-            if min(unsettled) < step:  # a step it would use is being rewritten: all of it waits
+            held = max(job.plan.steps) if job.plan is not None else -1
+            if min(unsettled) < max(step, held + 1):  # a step it would use, or holds, is being rewritten
                 continue
         if step < 0:
             continue
@@ -146,7 +148,7 @@ def _due(jobs: List[Job], scan: Scan, previous: Scan) -> Tuple[List[Job], int]:
 
 def _round_line(due: List[Job], added: Dict[int, int], waiting: int) -> str:
     """`12 timelines extended by 1 step, 0 computed, 0 failed`, and the jobs that wait."""
-    wait = f"{waiting} waiting for a checkpoint still being written" if waiting else ""
+    wait = f"{waiting} waiting for a checkpoint to settle" if waiting else ""
     if not due:
         return wait or "nothing new"
     counts = Counter(job.status for job in due)
