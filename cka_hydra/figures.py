@@ -166,43 +166,50 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
 
 def timeline_curves(results: pd.DataFrame) -> pd.DataFrame:
     """The timelines figure's curves: per regime and layer, the mean and standard deviation of the
-    similarity at each step over the comparisons that hold it (`n_at` of the curve's `n`). `full`
-    marks the steps every comparison holds: one fixed set, the curve proper; the others (a study
-    still growing, a side that lacks checkpoints) reach each comparison's last step."""
+    similarity at each step over the comparisons that hold it (`n_at` of the curve's `n`); `full`
+    marks the steps every comparison holds, the curve proper. Where some comparisons hold later
+    steps (a study still growing), `tail` follows one fixed set too: the `n_tail` comparisons that
+    hold the newest step, their mean from the last step all hold on."""
     rows = []
     for (regime, layer), group in results.groupby(["regime", "layer"]):
+        n_runs = group["run_dir"].nunique()
         curve = group.groupby("step").agg(mean=("similarity", "mean"), std=("similarity", "std"),
                                           n_at=("run_dir", "nunique")).fillna({"std": 0})
-        n_runs = group["run_dir"].nunique()
-        rows.append(curve.reset_index().assign(regime=regime, layer=layer, n=n_runs, full=curve["n_at"].values == n_runs))
+        curve["full"] = curve["n_at"] == n_runs
+        curve["tail"], curve["n_tail"] = float("nan"), 0
+        if not curve["full"].all():
+            newest = group.loc[group["step"] == curve.index.max(), "run_dir"].unique()
+            start = curve.index[curve["full"]].max() if curve["full"].any() else curve.index.min()
+            later = group[group["run_dir"].isin(newest) & (group["step"] >= start)]
+            curve["tail"] = later.groupby("step")["similarity"].mean()
+            curve["n_tail"] = len(newest)
+        rows.append(curve.reset_index().assign(regime=regime, layer=layer, n=n_runs))
     return pd.concat(rows, ignore_index=True)
 
 
 def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity against training step, a panel per regime and a line per layer
     (timeline_curves): mean over comparisons, band one standard deviation, over the steps every
-    comparison holds; dashed with open markers, and their counts stated, the steps only some hold."""
+    comparison holds; dashed with open markers, the comparisons that hold later steps, from their
+    own mean at the last step all hold."""
     curves = timeline_curves(results)
     regimes = sorted(curves["regime"].unique())
     fig = _new_figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.4))
     axes = fig.subplots(1, len(regimes), sharey=True, squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         of_regime = curves[curves["regime"] == regime]
-        partial_counts = []
+        tails = []
         for layer, curve in of_regime.groupby("layer"):
-            full, partial = curve[curve["full"]], curve[~curve["full"]]
+            full, tail = curve[curve["full"]], curve[curve["tail"].notna()]
             (line,) = ax.plot(full["step"], full["mean"], marker=".", label=f"layer {layer} (n={curve['n'].iloc[0]})")
             ax.fill_between(full["step"], full["mean"] - full["std"], full["mean"] + full["std"], alpha=0.2,
                             color=line.get_color())
-            if len(partial):
-                tail = curve[curve["step"] >= (full["step"].max() if len(full) else -1)]
-                ax.plot(tail["step"], tail["mean"], linestyle="--", color=line.get_color())
-                ax.plot(partial["step"], partial["mean"], linestyle="none", marker="o", mfc="none",
-                        color=line.get_color())
-                partial_counts += [f"{n_at} of {n}" for n_at, n in zip(partial["n_at"], partial["n"])]
-        note = (f"\ndashed, open: steps only some comparisons hold ({', '.join(dict.fromkeys(partial_counts))})"
-                if partial_counts else "")
-        ax.set_title(f"{regime}{note}", fontsize=9, wrap=True)
+            if len(tail):
+                ax.plot(tail["step"], tail["tail"], linestyle="--", marker="o", mfc="none", color=line.get_color())
+                tails.append(f"{curve['n_tail'].iloc[0]} of {curve['n'].iloc[0]}")
+        note = (f"\ndashed, open: the comparisons that hold later steps ({', '.join(dict.fromkeys(tails))}),\n"
+                "their own mean from the last step all hold" if tails else "")
+        ax.set_title(f"{regime}{note}", fontsize=9)
         _steps_axis(ax)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{similarity_label(results)}\nmodels with disjoint tasks\n"

@@ -137,15 +137,21 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     for column in (c for c in stats_csv if c.startswith("n_")):  # counts, not floats, where tables do not share them
         stats_csv[column] = pd.Series([None if pd.isna(v) else int(v) for v in stats_csv[column]], dtype=object)
     write_table(out_dir / "stats.csv", stats_csv)
-    markdown = ["# Statistics", "", METHOD, ""]
+    final_steps = {setting: {int(step): int(n) for step, n in sorted(final[final["setting"] == setting]["step"]
+                                                                     .value_counts().items())} for setting in settings}
+    mixed = [f"- {setting}: " + ", ".join(f"{n} at step {step}" for step, n in steps.items())
+             for setting, steps in final_steps.items() if len(steps) > 1]
+    markdown = ["# Statistics", "", METHOD, ""] + (
+        ["Final values from different steps (a study still growing, or a side that lacks the later checkpoints), "
+         "pooled in these tables:", "", *mixed, ""] if mixed else [])
     for name, table in tables.items():
         markdown += [f"## {name}", "", _shown(table).to_markdown(index=False)
                      if len(table)
                      else "(no such comparisons in this sweep)", ""]
     write_atomic(out_dir / "stats.md", "\n".join(markdown))
     written += ["stats.csv", "stats.md", *images]
-    setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name], "figures": name in drawn}
-                    for name in settings}
+    setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name], "figures": name in drawn,
+                           "final_steps": final_steps[name]} for name in settings}
     write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, excluded, kept, setting_rows, min_runs,
                                                images, tables))
     written.append("index.html")
@@ -209,21 +215,24 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
                              half_width=(group["cka_high"] - group["cka_low"]) / 2,  # bootstrap, where computed
                              below=not_above_chance(group))  # Benjamini-Hochberg over the figure's values
         at = f"final at step {steps.index[0]}"
-        if len(steps) > 1:
-            at += (f"; * {int(group['other_step'].sum())} at other final steps "
-                   f"({', '.join(map(str, sorted(steps.index[1:])))}): a side lacks the later checkpoints")
+        others = ", ".join(map(str, sorted(steps.index[1:])))
+        if others:
             log.warning("%s, layer %d [%s]: comparisons at different final steps: %s", regime, layer, setting,
                         ", ".join(f"{n} at step {step}" for step, n in steps.items()))
         for kind, matrix_of in (("matrix", figures.instance_matrix), ("models", figures.model_matrix)):
             name = f"{kind}_{regime}_layer{layer}{suffix}.png"
             what = "instances" if kind == "matrix" else "models (mean over seed pairings)"
+            where = at  # the cells starred: comparisons whose two sides' last common step is another
+            if others:
+                where += (f"; * {int(group['other_step'].sum())} comparisons at other final steps ({others})"
+                          if kind == "matrix" else f"; *: some of its comparisons at other final steps ({others})")
             intervals = matrix_of(group, "half_width") if group["half_width"].notna().any() else None
             tested = group["p_value"].notna().any()
             chance = (f"; °: not above chance at {ALPHA:.0%} (permutation test, Benjamini-Hochberg over the "
                       f"{int(group['p_value'].notna().sum())} comparisons drawn)" if tested else "")
             chance += (f"; chance level {group['chance_similarity'].min():.2f}-{group['chance_similarity'].max():.2f}"
                        if group["chance_similarity"].notna().any() else "")
-            figures.matrix_figure(matrix_of(group), f"{regime}, layer {layer}: {what}, {at}{chance}\n{label} "
+            figures.matrix_figure(matrix_of(group), f"{regime}, layer {layer}: {what}, {where}{chance}\n{label} "
                                   f"[{setting}]; {scale}", label, vmin, vmax, out_dir / name,
                                   marked=matrix_of(group, "other_step"), intervals=intervals,
                                   below=matrix_of(group, "below") if tested else None)

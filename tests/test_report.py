@@ -115,7 +115,8 @@ def test_settings_are_reported_separately_and_each_report_is_written_afresh(smal
     assert sorted(groups["setting"]) == ["default", "rbf0.4"]
     assert groups["n_comparisons"].tolist() == [7, 7]
     found = json.loads((out / "report.json").read_text())
-    assert found["settings"]["rbf0.4"] == {"runs": 7, "settings": "cka.kernel=rbf", "figures": True}
+    assert found["settings"]["rbf0.4"] == {"runs": 7, "settings": "cka.kernel=rbf", "figures": True,
+                                          "final_steps": {"164073": 7}}
     assert "cka.kernel=rbf" in (out / "index.html").read_text()
 
     for run_dir in (tmp_path / "outputs/cka/pt3").glob("*/layer5-rbf0.4"):
@@ -259,14 +260,20 @@ def test_the_report_survives_any_mix_of_one_off_runs(study_with_one_offs, tmp_pa
 
 
 def test_timelines_follow_one_set_of_comparisons_and_reach_each_ones_last_step():
-    """A step that only some comparisons hold (a study still growing) is drawn apart, with its
-    count: the curve proper, over the steps all of them hold, never changes its make-up."""
-    rows = [("r1", 0, 0.1), ("r1", 10, 0.5), ("r1", 20, 0.9), ("r2", 0, 0.3), ("r2", 10, 0.7)]
+    """The curve proper is over the steps all comparisons hold; the later steps (a study still
+    growing) follow one fixed set as well, those that hold the newest step, from their own value
+    at the last step all hold: a change in who is averaged never shows as a change over training."""
+    rows = [("r1", 0, 0.1), ("r1", 10, 0.5), ("r1", 20, 0.9), ("r2", 0, 0.3), ("r2", 10, 0.7), ("r3", 0, 0.2),
+            ("r3", 10, 0.3), ("r3", 20, 0.4)]
     results = pd.DataFrame(rows, columns=["run_dir", "step", "similarity"]).assign(regime="pt2", layer=5)
     curves = timeline_curves(results)
-    assert curves["step"].tolist() == [0, 10, 20] and curves["mean"].tolist() == pytest.approx([0.2, 0.6, 0.9])
-    assert curves["full"].tolist() == [True, True, False] and curves["n_at"].tolist() == [2, 2, 1]
-    assert set(curves["n"]) == {2}
+    assert curves["step"].tolist() == [0, 10, 20] and curves["full"].tolist() == [True, True, False]
+    assert curves["mean"].tolist()[:2] == pytest.approx([0.2, 0.5]) and curves["n_at"].tolist() == [3, 3, 2]
+    assert curves["tail"].isna().tolist() == [True, False, False]
+    assert curves["tail"].tolist()[1:] == pytest.approx([0.4, 0.65])  # r1 and r3 alone, at 10 and at 20
+    assert set(curves["n_tail"]) == {2} and set(curves["n"]) == {3}
+    whole = timeline_curves(results[results["run_dir"] != "r2"])  # every step held by all: no tail
+    assert whole["full"].all() and whole["tail"].isna().all()
 
 
 def test_matrices_say_when_final_steps_differ(store_copy, tmp_path):
@@ -279,6 +286,10 @@ def test_matrices_say_when_final_steps_differ(store_copy, tmp_path):
         in result.stdout
     final = pd.read_csv(tmp_path / "outputs/cka/report/cka_results.csv").query("final")
     assert sorted(final["step"].value_counts().tolist()) == [1, 6]
+    report = tmp_path / "outputs/cka/report"  # the statistics say what they pool
+    assert json.loads((report / "report.json").read_text())["settings"]["default"]["final_steps"] == {
+        "82036": 1, "164073": 6}
+    assert "- default: 1 at step 82036, 6 at step 164073" in (report / "stats.md").read_text()
 
 
 def test_an_exclusion_reason_may_hold_semicolons_and_colons():
