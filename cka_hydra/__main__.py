@@ -104,6 +104,33 @@ def not_a_report_setting(args: Sequence[str]) -> str | None:
     return None
 
 
+def not_a_sweeper_setting(args: Sequence[str]) -> str | None:
+    """The one-line message for a `hydra.sweeper.*` setting the cka sweeper does not have, or a
+    value it cannot take (Hydra's are blocks of 6-7 lines, or a TypeError), or None."""
+    from typing import get_args
+
+    from hydra_plugins.cka_hydra_sweeper.config import CKASweeperConf
+
+    if any(arg.startswith("hydra/sweeper=") and arg != "hydra/sweeper=cka" for arg in args):
+        return None  # another sweeper, its own settings
+    known = {f.name: f.type for f in fields(CKASweeperConf) if not f.name.startswith("_")}
+    for arg in args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if not key.startswith("hydra.sweeper.") or arg.startswith("-"):
+            continue
+        name = key.removeprefix("hydra.sweeper.").split(".")[0]
+        if name not in known:
+            return f"Error: {key}: not a setting of the cka sweeper; it has: {', '.join(known)}"
+        kinds = [kind for kind in (get_args(known[name]) or (known[name],)) if kind is not type(None)]
+        if kinds[0] in (int, float) and value.lower() not in ("null", "none"):
+            try:
+                kinds[0](value)
+            except ValueError:
+                return (f"Error: {arg}: expected {'a whole number' if kinds[0] is int else 'a number'}"
+                        f"{' or null' if type(None) in get_args(known[name]) else ''}")
+    return None
+
+
 # the report's list setting given without brackets
 _BARE_LIST = re.compile(r"exclude=(?!\[).+")
 
@@ -134,7 +161,7 @@ def run() -> None:
         except InputError as err:
             sys.exit(f"Error: {err}")
         config_names = (*CONFIG_NAMES, *sorted(p.stem for p in config_dir.glob("*.yaml") if p.stem not in CONFIG_NAMES))
-    message = stray_word(args, config_names) or missing_extra(args)
+    message = stray_word(args, config_names) or missing_extra(args) or not_a_sweeper_setting(args)
     if message:
         sys.exit(message)
     showing = any(flag in args for flag in ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help"))

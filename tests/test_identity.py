@@ -158,6 +158,10 @@ def test_a_sweep_with_a_bad_setting_launches_nothing(tmp_path):
         (['city_filter="region:("'], "city_filter: invalid regex"),
         (["hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0: expected a number of workers, 1 or more"),
         (["hydra.sweeper.batch_size=0"], "hydra.sweeper.batch_size=0: expected 1 or more"),
+        (["hydra.sweeper.follow=abc"], "Error: hydra.sweeper.follow=abc: expected a number or null"),
+        (["hydra.sweeper.batch_size=1.5"], "Error: hydra.sweeper.batch_size=1.5: expected a whole number or null"),
+        (["+hydra.sweeper.folow=5"], "Error: hydra.sweeper.folow: not a setting of the cka sweeper; it has: params, "
+                                     "seed_policy, self_pairs, batch_size, dry_run, follow, follow_idle"),
     ]:
         result = run_app("-m", "sweep", *args, cwd=tmp_path)
         assert result.returncode == 1
