@@ -92,6 +92,9 @@ def test_array_tasks_fail_alone_and_a_rerun_picks_up_their_jobs(small_store, sto
     for pair in ("5_6", "6_7"):
         assert f"lost   pt3 pair={pair} seed_pair=orig_1 layer=5: array task" in output
     assert "ended without a result" in output
+    with open(tmp_path / "outputs/cka/jobs.csv") as f:  # the killed task's finished job: its summary's seconds
+        finished = next(row for row in csv.DictReader(f) if row["pair"] == "4_5")
+    assert finished["status"] == "done" and float(finished["seconds"]) > 0
     results = tmp_path / "outputs/cka"
     error = (results / "pt3/pt3-1_vs_pt3-2_seed1/layer5/error.txt").read_text()
     assert "not a readable torch.save file" in error

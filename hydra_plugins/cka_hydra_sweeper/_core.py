@@ -510,12 +510,14 @@ def _record(job: Job, result: JobReturn, started: float) -> None:
 
 def _settle(batch: List[Job], reason: str, started: float) -> None:
     """A batch whose launch() gave no answer: its jobs that wrote their result since the sweep
-    started (or before, when they were to keep it) are done, the rest lost."""
+    started (or before, when they were to keep it) are done (or extended), with the seconds their
+    summary records, the rest lost."""
     for job in batch:
         if _finished(job, since=started if job.run.overwrite else None):
+            summary = run_folder.read_result(job.run_dir) or {}
             # extended in this sweep: its summary, written since, names the steps computed then
-            extended = "computed_steps" in (run_folder.read_result(job.run_dir) or {}) and _finished(job, since=started)
-            job.status = "extended" if extended else "done"
+            job.status = "extended" if "computed_steps" in summary and _finished(job, since=started) else "done"
+            job.seconds = summary.get("seconds")
         else:
             job.status, job.error = "lost", reason
 
