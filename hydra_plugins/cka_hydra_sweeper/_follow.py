@@ -19,13 +19,13 @@ from typing import Any, Callable, Dict, List, Tuple
 from cka_hydra import run_folder
 from cka_hydra.errors import InputError
 from cka_hydra.plan import data_root, preflight, sides
-from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, checkpoint_folders
+from cka_hydra.store import checkpoint_folders, file_stamps
 
 from ._core import Job
 
 log = logging.getLogger(__name__)
 
-Stamp = Tuple[Tuple[int, int], ...]  # a checkpoint's files' sizes and modification times
+Stamp = Dict[str, List[int]]  # a checkpoint's files' sizes and modification times (store.file_stamps)
 Scan = Dict[Path, Tuple[Dict[int, Stamp], List[int]]]  # a side's complete checkpoints, and those being written
 
 
@@ -42,8 +42,6 @@ def follow(sweeper: Any, jobs: List[Job], launch: Callable[[List[Job]], None], r
     between rounds (one during a round ends it as it ends a sweep)."""
     log.info("following the store: a round every %g s, until Ctrl-C or %g s without a new checkpoint",
              sweeper.follow, sweeper.follow_idle)
-    held = {id(job): list(job.plan.steps) if job.plan is not None and job.status != "failed" else []
-            for job in jobs}
     previous = _scan(jobs)
     last_new, number = time.monotonic(), 0
     while True:
@@ -59,12 +57,8 @@ def follow(sweeper: Any, jobs: List[Job], launch: Callable[[List[Job]], None], r
         if scan != previous:
             last_new = time.monotonic()
         previous = scan
-        added = {id(job): len(set(job.plan.steps) - set(held[id(job)])) for job in due}
         launch(due)
-        for job in due:
-            if job.status in ("done", "extended"):
-                held[id(job)] = list(job.plan.steps)
-        log.info("round %d: %s", number, _round_line(due, added, waiting))
+        log.info("round %d: %s", number, _round_line(due, waiting))
         if time.monotonic() - last_new >= sweeper.follow_idle:
             log.info("following ended: no new checkpoint for %g s (hydra.sweeper.follow_idle)", sweeper.follow_idle)
             return
@@ -100,9 +94,8 @@ def _stamped(folder: Path) -> Tuple[Dict[int, Stamp], List[int]]:
     stamps: Dict[int, Stamp] = {}
     for step, checkpoint in complete.items():
         try:
-            stamps[step] = tuple((info.st_size, info.st_mtime_ns) for info in
-                                 ((checkpoint / name).stat() for name in (REPRESENTATIONS_FILE, METADATA_FILE)))
-        except OSError:  # removed since the listing: being rewritten
+            stamps[step] = file_stamps(folder, [checkpoint])
+        except InputError:  # removed since the listing: being rewritten
             writing.append(step)
     return stamps, writing
 
@@ -146,13 +139,15 @@ def _due(jobs: List[Job], scan: Scan, previous: Scan) -> Tuple[List[Job], int]:
     return due, waiting
 
 
-def _round_line(due: List[Job], added: Dict[int, int], waiting: int) -> str:
-    """`12 timelines extended by 1 step, 0 computed, 0 failed`, and the jobs that wait."""
+def _round_line(due: List[Job], waiting: int) -> str:
+    """`12 timelines extended by 1 step, 0 computed, 0 failed` (the steps each extended result's
+    summary says were computed), and the jobs that wait."""
     wait = f"{waiting} waiting for a checkpoint to settle" if waiting else ""
     if not due:
         return wait or "nothing new"
     counts = Counter(job.status for job in due)
-    steps = sorted({added[id(job)] for job in due if job.status == "extended"})
+    steps = sorted({len((run_folder.read_result(job.run_dir) or {}).get("computed_steps", []))
+                    for job in due if job.status == "extended"})
     by = ("" if not steps else f" by {steps[0]} step{'s' if steps[0] != 1 else ''}" if len(steps) == 1
           else f" by {steps[0]}-{steps[-1]} steps")
     return ", ".join([f"{counts['extended']} timelines extended{by}", f"{counts['done']} computed",
