@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -222,6 +223,52 @@ def readers_of(path: Path) -> list[int]:
         except OSError:
             continue
     return [pid for pid in pids if pid != os.getpid()]
+
+
+class Background:
+    """`python -m cka_hydra ARGS` running in cwd in the background, as a user runs it (env: added
+    variables); its console in console.log."""
+
+    def __init__(self, cwd: Path, *args: str, **env: str) -> None:
+        self.cwd, self.log = cwd, cwd / "console.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "cka_hydra", *args], cwd=cwd, stdout=out,
+                                         stderr=subprocess.STDOUT, env=os.environ | env)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_until(self, found, what: str, timeout: float = 120):
+        """What found() returns once it is true, while the process runs; else the test fails
+        with `what` and the console."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = found()
+            if value:
+                return value
+            assert self.proc.poll() is None, self.output
+            time.sleep(0.05)
+        pytest.fail(f"{what}:\n{self.output}")
+
+    def end(self) -> None:
+        """SIGTERM (a sweep then cancels what it launched), SIGKILL if that does not end it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def background():
+    """background(kind, cwd, *args, **env) starts a Background (or a subclass); whatever still
+    runs when the test ends is ended, so a failing test leaves nothing behind."""
+    started = []
+    yield lambda kind, *args, **env: started.append(kind(*args, **env)) or started[-1]
+    for process in started:
+        process.end()
 
 
 def slurm_missing() -> str | None:

@@ -5,8 +5,6 @@ appeared, leaves a checkpoint still being written (or rewritten) for a later rou
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -14,7 +12,7 @@ import pytest
 
 from cka_hydra import run_folder
 
-from conftest import jobs_csv, read_json, representations_dir, run_app, run_in_process
+from conftest import Background, jobs_csv, read_json, representations_dir, run_app, run_in_process
 
 POLL_S = 0.5
 SWEEP = ["-m", "sweep", "regime=pt2", "layer=5", "seed_pair=orig_1", "pair=1_2,1_3", "checkpoints=all"]
@@ -33,47 +31,19 @@ def move(source, target):
     shutil.move(source, target)
 
 
-class Following:
-    """The follow sweep in the background, as a user runs it; its console in a file."""
-
-    def __init__(self, cwd, *args):
-        self.log = cwd / "follow.log"
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "cka_hydra", *args], cwd=cwd, stdout=out,
-                                         stderr=subprocess.STDOUT)
-
-    @property
-    def output(self):
-        return self.log.read_text()
-
-    def end(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+class Following(Background):
+    """The follow sweep in the background; its round lines."""
 
     def rounds(self):
         return re.findall(r"round (\d+): (.*)", self.output)
 
-    def wait_for(self, pattern, timeout=90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if re.search(pattern, self.output):
-                return
-            assert self.proc.poll() is None, self.output
-            time.sleep(0.05)
-        self.proc.kill()
-        pytest.fail(f"no line {pattern!r}:\n{self.output}")
+    def wait_for(self, pattern):
+        self.wait_until(lambda: re.search(pattern, self.output), f"no line {pattern!r}")
 
-    def wait_for_round(self, line, after, timeout=90):
+    def wait_for_round(self, line, after):
         """Wait for a round after the first `after` whose line is this one."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if line in [text for _, text in self.rounds()[after:]]:
-                return
-            assert self.proc.poll() is None, self.output
-            time.sleep(0.05)
-        self.proc.kill()
-        pytest.fail(f"no round {line!r} after round {after}:\n{self.output}")
+        self.wait_until(lambda: line in [text for _, text in self.rounds()[after:]],
+                        f"no round {line!r} after round {after}")
 
     def next_rounds(self, n):
         """Wait until n more rounds have ended; their lines."""
@@ -82,26 +52,18 @@ class Following:
         return [line for _, line in self.rounds()[seen:seen + n]]
 
 
-@pytest.fixture
-def following():
-    """Start a Following; whatever still runs when the test ends is killed."""
-    started = []
-    yield lambda *args: started.append(Following(*args)) or started[-1]
-    for follow in started:
-        follow.end()
-
-
 def timeline(results, pair):
     return results / FOLDERS[pair] / run_folder.TIMELINE_FILE
 
 
-def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_sigint(store_copy, tmp_path, following):
+def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_sigint(store_copy, tmp_path,
+                                                                                     background):
     held = tmp_path / "held"  # what training has not written yet
     for side in (A, B):
         for step in STEPS[1:]:
             move(checkpoint(store_copy, side, step), held / side[0] / str(step))
     move(store_copy / C, held / "instance")
-    follow = following(tmp_path, *SWEEP, f"data.root={store_copy}", f"hydra.sweeper.follow={POLL_S}")
+    follow = background(Following, tmp_path, *SWEEP, f"data.root={store_copy}", f"hydra.sweeper.follow={POLL_S}")
     follow.wait_for("following the store: a round every 0.5 s")
     assert "1 failed before launch; 1 to run" in follow.output  # pt2-3_seed1 is not there yet
     results = tmp_path / "outputs/cka"
@@ -167,8 +129,8 @@ def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_si
     assert {(row["pair"], row["status"]) for row in jobs_csv(tmp_path)} == {("1_2", "done"), ("1_3", "done")}
 
 
-def test_sigterm_between_rounds_stops_following_and_an_idle_store_ends_it(small_store, tmp_path, following):
-    follow = following(tmp_path, *SWEEP, f"data.root={small_store}", f"hydra.sweeper.follow={POLL_S}")
+def test_sigterm_between_rounds_stops_following_and_an_idle_store_ends_it(small_store, tmp_path, background):
+    follow = background(Following, tmp_path, *SWEEP, f"data.root={small_store}", f"hydra.sweeper.follow={POLL_S}")
     follow.wait_for(r"round 1: nothing new")
     follow.proc.send_signal(signal.SIGTERM)
     assert follow.proc.wait(timeout=20) == 0, follow.output

@@ -3,16 +3,14 @@ starts one): the sweep's values, and what only a scheduler does to array tasks: 
 them at their time limit, report them as they end. CPU only (gpus_per_node=0)."""
 
 import csv
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import read_json, run_cli
+from conftest import Background, read_json, run_cli
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
@@ -50,37 +48,18 @@ def user_dir(tmp_path):
     return tmp_path
 
 
-class Sweep:
-    """`python -m cka_hydra ARGS` running in the background, its output in a file."""
+class Sweep(Background):
+    """A sweep on SLURM in the background: its array and its jobs.csv."""
 
-    def __init__(self, cwd: Path, *args: str, **env: str) -> None:
-        self.cwd, self.log = cwd, cwd / "sweep.log"
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "cka_hydra", *args], cwd=cwd, stdout=out,
-                                         stderr=subprocess.STDOUT, env=os.environ | env)
+    def array_id(self) -> str:
+        pattern = r"array task\(s\) of up to \d+ jobs \(slurm job (\d+)\)"
+        return self.wait_until(lambda: re.search(pattern, self.output), "no array submitted").group(1)
 
-    def end(self) -> None:
-        """A test that failed leaves nothing running: the sweep, and its array (a sweep ended by
-        SIGTERM cancels it)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def array_id(self, wait_s: float = 120) -> str:
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            found = re.search(r"array task\(s\) of up to \d+ jobs \(slurm job (\d+)\)", self.output)
-            if found:
-                return found.group(1)
-            time.sleep(0.2)
-        pytest.fail(f"no array submitted:\n{self.output}")
+    def running_tasks(self, array_id: str) -> list[str]:
+        """The array's running tasks, once one runs."""
+        return self.wait_until(lambda: subprocess.run(["squeue", "-h", "-j", array_id, "-t", "R", "-o", "%i"],
+                                                      capture_output=True, text=True).stdout.split(),
+                               f"no array task of {array_id} ran")
 
     def wait(self, timeout: float = 300) -> int:
         return self.proc.wait(timeout=timeout)
@@ -94,29 +73,6 @@ class Sweep:
             return []
 
 
-@pytest.fixture
-def background():
-    """Start a Sweep; whatever still runs when the test ends is ended."""
-    started = []
-    yield lambda *args, **kwargs: started.append(Sweep(*args, **kwargs)) or started[-1]
-    for sweep in started:
-        sweep.end()
-
-
-def running_tasks(array_id: str) -> list[str]:
-    listed = subprocess.run(["squeue", "-h", "-j", array_id, "-t", "R", "-o", "%i"], capture_output=True, text=True)
-    return listed.stdout.split()
-
-
-def wait_running(sweep: Sweep, array_id: str, wait_s: float = 120) -> list[str]:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and sweep.proc.poll() is None:
-        if tasks := running_tasks(array_id):
-            return tasks
-        time.sleep(0.2)
-    pytest.fail(f"no array task of {array_id} ran:\n{sweep.output}")
-
-
 def summaries(results_dir: Path) -> dict[str, dict]:
     return {str(p.parent.relative_to(results_dir)): read_json(p) for p in results_dir.rglob("summary.json")}
 
@@ -124,8 +80,9 @@ def summaries(results_dir: Path) -> dict[str, dict]:
 def test_the_sweep_on_slurm_equals_the_workers_sweep_and_records_each_task_as_it_ends(small_store, user_dir,
                                                                                        tmp_path, background):
     """21 CKA jobs and 21 of a measure whose first comparison raises, 7 jobs an array task: 6 tasks."""
-    sweep = background(user_dir, *SWEEP, f"data.root={small_store}", "measure=cka,fails_once", "--config-dir", "conf",
-                  *ON_SLURM, "hydra.launcher.jobs_per_task=7", CKA_TEST_MARKER=str(tmp_path / "marker"))
+    sweep = background(Sweep, user_dir, *SWEEP, f"data.root={small_store}", "measure=cka,fails_once",
+                       "--config-dir", "conf", *ON_SLURM, "hydra.launcher.jobs_per_task=7",
+                       CKA_TEST_MARKER=str(tmp_path / "marker"))
     seen = set()  # the done counts jobs.csv showed while the sweep ran
     while sweep.proc.poll() is None:
         seen.add(sum(row["status"] == "done" for row in sweep.jobs()))
@@ -153,12 +110,13 @@ def test_the_sweep_on_slurm_equals_the_workers_sweep_and_records_each_task_as_it
         assert on_slurm[folder]["final_cka"] == summary["final_cka"], folder
 
 
-def test_a_cancelled_array_task_loses_its_jobs_alone_within_30_s_and_a_rerun_completes_them(small_store, user_dir, background):
+def test_a_cancelled_array_task_loses_its_jobs_alone_within_30_s_and_a_rerun_completes_them(small_store, user_dir,
+                                                                                            background):
     """21 jobs of 3 s each, 3 an array task: one running task is cancelled with scancel."""
     args = [*SWEEP, f"data.root={small_store}", "measure=slow_distance", "--config-dir", "conf", *ON_SLURM,
             "hydra.launcher.jobs_per_task=3"]
-    sweep = background(user_dir, *args, CKA_TEST_SLEEP_S="3")
-    task = wait_running(sweep, sweep.array_id())[0]
+    sweep = background(Sweep, user_dir, *args, CKA_TEST_SLEEP_S="3")
+    task = sweep.running_tasks(sweep.array_id())[0]
     subprocess.run(["scancel", task], check=True)
     cancelled = time.monotonic()
     while not any(row["status"] == "lost" for row in sweep.jobs()) and sweep.proc.poll() is None:
@@ -185,9 +143,9 @@ def test_a_cancelled_array_task_loses_its_jobs_alone_within_30_s_and_a_rerun_com
 def test_an_array_task_past_its_time_limit_loses_its_jobs_with_the_schedulers_reason(small_store, user_dir, background):
     """One array task of 7 jobs of 25 s each, and a time limit of 1 minute: submitit's warning
     signal (120 s before the limit: at once) fails no comparison, the scheduler's limit ends it."""
-    sweep = background(user_dir, *SWEEP, "seed_pair=orig_1", f"data.root={small_store}", "measure=slow_distance",
-                  "--config-dir", "conf", *ON_SLURM, "hydra.launcher.jobs_per_task=7", "hydra.launcher.timeout_min=1",
-                  CKA_TEST_SLEEP_S="25")
+    sweep = background(Sweep, user_dir, *SWEEP, "seed_pair=orig_1", f"data.root={small_store}",
+                       "measure=slow_distance", "--config-dir", "conf", *ON_SLURM, "hydra.launcher.jobs_per_task=7",
+                       "hydra.launcher.timeout_min=1", CKA_TEST_SLEEP_S="25")
     assert sweep.wait(timeout=240) == 1, sweep.output
     rows = sweep.jobs()
     lost = [row for row in rows if row["status"] == "lost"]
@@ -199,10 +157,11 @@ def test_an_array_task_past_its_time_limit_loses_its_jobs_with_the_schedulers_re
 
 def test_ctrl_c_cancels_the_array_and_leaves_nothing_in_squeue(small_store, user_dir, background):
     """7 array tasks of one 10-s job: Ctrl-C once the first runs."""
-    sweep = background(user_dir, *SWEEP, "seed_pair=orig_1", f"data.root={small_store}", "measure=slow_distance",
-                  "--config-dir", "conf", *ON_SLURM, "hydra.launcher.jobs_per_task=1", CKA_TEST_SLEEP_S="10")
+    sweep = background(Sweep, user_dir, *SWEEP, "seed_pair=orig_1", f"data.root={small_store}",
+                       "measure=slow_distance", "--config-dir", "conf", *ON_SLURM, "hydra.launcher.jobs_per_task=1",
+                       CKA_TEST_SLEEP_S="10")
     array_id = sweep.array_id()
-    wait_running(sweep, array_id)
+    sweep.running_tasks(array_id)
     sweep.proc.send_signal(signal.SIGINT)
     assert sweep.wait(timeout=60) == 1, sweep.output
     left = subprocess.run(["squeue", "-h", "-j", array_id, "-o", "%i %T"], capture_output=True, text=True)
