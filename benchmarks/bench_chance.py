@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from cka_hydra.config import CKAConfig, Kernel
+from cka_hydra.schema import CKAConfig, Kernel
 from cka_hydra.engine import null_values, permutations
 from cka_hydra.registry import REGISTRY
 

@@ -29,9 +29,9 @@ NARROW = ("pt3",), (5,)
 
 
 def jobs_seconds(results_dir: Path) -> tuple[float, list[str]]:
-    from cka_hydra import run_folder
+    from cka_hydra import results_dir as results_dirs
 
-    jobs = run_folder.read_jobs(results_dir)
+    jobs = results_dirs.read_jobs(results_dir)
     return sum(float(job["seconds"]) for job in jobs), sorted({job["status"] for job in jobs})
 
 
@@ -45,12 +45,12 @@ def last_checkpoints(root: Path) -> list[Path]:
 
 
 def timelines(results_dir: Path) -> dict[str, list[float]]:
-    from cka_hydra import run_folder
+    from cka_hydra import results_dir as results_dirs, run_folder
     from cka_hydra.atomic import read_csv
 
     return {job["run_dir"]: [float(row["cka"]) for row in read_csv(results_dir / job["run_dir"] /
-                                                                    run_folder.TIMELINE_FILE)]
-            for job in run_folder.read_jobs(results_dir)}
+                                                                    run_folder.timeline_file("cka"))]
+            for job in results_dirs.read_jobs(results_dir)}
 
 
 def main() -> None:

@@ -93,16 +93,16 @@ def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpo
 
 def sweep_values(results_dir: Path) -> dict:
     """The sweep's values, keyed as floor() keys them, read through the run folder's owner."""
-    from cka_hydra import run_folder
+    from cka_hydra import results_dir as results_dirs, run_folder
     from cka_hydra.atomic import read_csv
 
     values = {}
-    for job in run_folder.read_jobs(results_dir):
+    for job in results_dirs.read_jobs(results_dir):
         run_dir = results_dir / job["run_dir"]
         if run_folder.read_result(run_dir) is None:
             raise SystemExit(f"{run_dir}: no result after the sweep")
         key = f"{job['regime']} {job['pair']} {job['seed_pair']} {job['layer']}"
-        values[key] = [float(row["cka"]) for row in read_csv(run_dir / run_folder.TIMELINE_FILE)]
+        values[key] = [float(row["cka"]) for row in read_csv(run_dir / run_folder.timeline_file("cka"))]
     return values
 
 
@@ -175,7 +175,7 @@ def run_floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], che
 def worker_baseline() -> tuple[float, float]:
     """A worker's start-up: seconds for a fresh interpreter to import what a job imports, and its
     peak memory (MB) then: torch's own baseline, and Hydra's and ours."""
-    code = ("import resource, cka_hydra.app, cka_hydra.job, hydra_plugins.cka_hydra_sweeper._workers; "
+    code = ("import resource, cka_hydra.app, cka_hydra.lifecycle, hydra_plugins.cka_hydra_sweeper._workers; "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     start = time.perf_counter()
     peak_kb = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -188,10 +188,10 @@ def bytes_read(results_dir: Path) -> tuple[int, int]:
     """Bytes the sweep's jobs read (their summaries' bytes_read: the used tensor and the city list
     of each instance a job prepared, none for those its worker's cache held; for code without a
     cache, every side and step of every job, by the sizes on disk) against each file once."""
-    from cka_hydra import run_folder
+    from cka_hydra import results_dir as results_dirs, run_folder
 
     read, unique = 0, {}
-    for job in run_folder.read_jobs(results_dir):
+    for job in results_dirs.read_jobs(results_dir):
         summary = run_folder.read_result(results_dir / job["run_dir"])
         for side in ("representations_a", "representations_b"):
             for step in summary["inputs"]["steps"]:
@@ -229,7 +229,7 @@ def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tu
          before: str | None = None) -> list[dict]:
     """Time the sweep and its floor on one store, and the sweep with the code of `before` (a Python
     with another version installed) when given; check that every sweep agrees with the floor."""
-    from cka_hydra import run_folder
+    from cka_hydra import results_dir as results_dirs, run_folder
 
     overrides = [f"regime={','.join(regimes)}", f"layer={','.join(map(str, layers))}", f"checkpoints={checkpoints}",
                  *([f"cka.kernel={kernel}"] if kernel != "linear" else [])]
@@ -244,7 +244,7 @@ def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tu
         row["main_mb"], row["worker_mb"] = (b / 2**20 for b in memory.main_and_workers())
         if rerun:
             row["rerun_s"], _ = run_sweep(root, results_dir, *overrides, python=python)
-        summaries = [run_folder.read_result(results_dir / job["run_dir"]) for job in run_folder.read_jobs(results_dir)]
+        summaries = [run_folder.read_result(results_dir / job["run_dir"]) for job in results_dirs.read_jobs(results_dir)]
         row["jobs"] = len(summaries)
         row["job_s"] = sum(summary["seconds"] for summary in summaries)
         theirs, ours = json.loads(floor_file.read_text()), sweep_values(results_dir)
@@ -258,7 +258,7 @@ def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tu
             basic_dir = work / f"out-{slug}-basic"
             basic_s, _ = run_sweep(root, basic_dir, *overrides, "hydra/launcher=basic")
             basic_job_s = sum(run_folder.read_result(basic_dir / job["run_dir"])["seconds"]
-                              for job in run_folder.read_jobs(basic_dir))
+                              for job in results_dirs.read_jobs(basic_dir))
             # less what the re-run spends (start-up, planning, checks), torch's import, and the jobs' own work
             row["hydra_per_job_s"] = (basic_s - row["rerun_s"] - basic_start_s - basic_job_s) / row["jobs"]
         rows.append(row)

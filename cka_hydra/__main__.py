@@ -14,38 +14,12 @@ from pathlib import Path
 
 from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
 
-from cka_hydra import run_folder
 from cka_hydra.app import main, report
-from cka_hydra.config import ReportConfig, load_regime_file
 from cka_hydra.errors import InputError
-
-# Hydra's override grammar reads `layer=5` and `pair=1_2` as the integers 5 and 12, and
-# refuses an integer as a config group choice: quote these groups' plain values.
-_NUMERIC_GROUP = re.compile(r"(?P<key>[+~]?(?:pair|seed_pair|layer))=(?P<values>\w+(?:,\w+)*)")
-
-
-# Named configs of conf/ that may be given as a bare word: `python -m cka_hydra -m sweep`; a
-# user's --config-dir adds the primary configs at its top (`-m my_study` for my_study.yaml).
-CONFIG_NAMES = ("sweep",)
-
-
-def hydra_argv(args: Sequence[str], config_names: Sequence[str] = CONFIG_NAMES) -> list[str]:
-    """The command line as Hydra must see it.
-
-    `sweep` -> `--config-name=sweep`; `pair=1_2` -> `pair='1_2'`; `layer=3,6` -> `layer='3','6'`.
-    """
-    out = []
-    for arg in args:
-        key, equals, value = arg.partition("=")
-        if equals and not arg.startswith("-"):  # 'layer=5 ' (a stray space inside the quotes) is layer=5
-            arg = f"{key.strip()}={value.strip()}"
-        match = _NUMERIC_GROUP.fullmatch(arg)
-        if arg in config_names:
-            arg = f"--config-name={arg}"
-        elif match:
-            arg = match["key"] + "=" + ",".join(f"'{value}'" for value in match["values"].split(","))
-        out.append(arg)
-    return out
+from cka_hydra.overrides import CONFIG_NAMES, hydra_argv
+from cka_hydra.regime_files import load_regime_file
+from cka_hydra.results_dir import enclosing_results_dir, results_dirs_in
+from cka_hydra.schema import ReportConfig
 
 
 # Hydra's flags that take the next word as their value (`--cfg job`, `-p hydra.launcher`).
@@ -147,6 +121,21 @@ def missing_extra(args: Sequence[str]) -> str | None:
     return None
 
 
+def misplaced(cwd: Path) -> str | None:
+    """The message for a run started where its default results dir (outputs/cka...) would nest in
+    results: inside a results dir, or in the folder that holds them (outputs/ itself)."""
+    inside = enclosing_results_dir(cwd)
+    if inside is not None:
+        return (f"Error: this folder is inside the results dir {inside}: run from the folder that holds outputs/ "
+                "(results would go to a results dir nested in it), or name one: hydra.sweep.dir=...")
+    held = results_dirs_in(cwd)
+    if held:
+        return (f"Error: this folder holds the results dir {held[0].name}/: run from the folder that holds "
+                f"{cwd.name}/ (results would go to {cwd.name}/outputs/, away from those), or name one: "
+                "hydra.sweep.dir=...")
+    return None
+
+
 def run() -> None:
     args = sys.argv[1:]
     config_dir = take_config_dir(args)
@@ -167,11 +156,11 @@ def run() -> None:
     showing = any(flag in args for flag in ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help"))
     if showing:  # show, not run: Hydra refuses --cfg and --info with -m
         args = [arg for arg in args if arg not in ("-m", "--multirun")]
-    inside = run_folder.enclosing_results_dir(Path.cwd())
-    if inside is not None and not showing and "report" not in args and not any(
+    if not showing and "report" not in args and not any(
             arg.startswith(("hydra.sweep.dir=", "hydra.run.dir=")) for arg in args):
-        sys.exit(f"Error: this folder is inside the results dir {inside}: run from the folder that holds outputs/ "
-                 "(results would go to a results dir nested in it), or name one: hydra.sweep.dir=...")
+        message = misplaced(Path.cwd())
+        if message:
+            sys.exit(message)
     task = main
     if "report" in args:  # a task of its own, with conf/report.yaml
         args.remove("report")

@@ -24,10 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
 
-from cka_hydra import run_folder
-from cka_hydra.app import results_dir
-from cka_hydra.config import check_regime_file, load_regime_file, run_config
+from cka_hydra import lifecycle, run_folder
+from cka_hydra.app import checked_run
 from cka_hydra.errors import InputError
+from cka_hydra.overrides import hydra_argv
+from cka_hydra.regime_files import load_regime_file
 from cka_hydra.results import collect
 
 __all__ = ["compare", "load_results"]
@@ -65,33 +66,27 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
     run folder is written as the command line writes it (`.hydra/`, the log, the result), and a
     result already there for the same settings and inputs is read, not computed again; without
     it nothing is written."""
-    from cka_hydra import engine, job
-    from cka_hydra.demo import ensure_demo_store
-    from cka_hydra.plan import preflight
+    from cka_hydra import engine
 
     if isinstance(overrides, str):
         raise InputError(f"compare({overrides!r}): expected a list of overrides, such as [\"regime=pt3\", "
                          "\"layer=5\"]")
     cfg = _composed(list(overrides), config_dir)
-    run = run_config(cfg)
-    if run.data.root is None:
-        ensure_demo_store(run.data.path)
-    run_dir = Path(cfg.hydra.run.dir).resolve()
-    results = results_dir(run_dir, cfg.hydra.sweep.dir)
+    run, run_dir, results = checked_run(cfg)
     if not write:
         start = time.perf_counter()
-        plan = preflight(run, run_dir, None)
+        plan = lifecycle.check(run, run_dir, None)
         result = engine.compute(run, plan)
-        header, rows = job.timeline_rows(run, result)
+        header, rows = lifecycle.timeline_rows(run, result)
         return _timeline(pd.DataFrame(rows, columns=header),
-                         job.result_summary(run, plan, result, time.perf_counter() - start))
-    plan = preflight(run, run_dir, results)  # refused before its folder is written, as RunChecks refuses a run
-    if run.overwrite or not run_folder.is_finished(run_dir, plan.settings, plan.inputs):  # else left as it is
+                         lifecycle.result_summary(run, plan, result, time.perf_counter() - start))
+    plan = lifecycle.check(run, run_dir, results)  # refused before its folder is written, as a run is
+    if run.overwrite or not lifecycle.is_finished(run_dir, plan.settings, plan.inputs):  # else left as it is
         _write_hydra_files(cfg, run_dir, list(overrides))
         with _job_log(run_dir / f"{cfg.hydra.job.name}.log"):
-            job.run_comparison(run, run_dir, results)
+            lifecycle.run(run, run_dir, results)
     summary = run_folder.read_result(run_dir)
-    return _timeline(pd.read_csv(run_dir / run_folder.TIMELINE_FILE), summary)
+    return _timeline(pd.read_csv(run_folder.timeline_path(run_dir, summary)), summary)
 
 
 def _timeline(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
@@ -104,8 +99,6 @@ def _timeline(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
 
 def _composed(overrides: list[str], config_dir: str | Path | None) -> DictConfig:
     """The job's config as `python -m cka_hydra` composes it, with the hydra node (its folders)."""
-    from cka_hydra.__main__ import hydra_argv
-
     folder = None
     if config_dir is not None:
         folder = Path(config_dir).expanduser().resolve()
@@ -115,12 +108,11 @@ def _composed(overrides: list[str], config_dir: str | Path | None) -> DictConfig
         for path in sorted(folder.glob("regime/*.yaml")):
             load_regime_file(path)
     with _environment(USER_CONFIG_DIR, None if folder is None else str(folder)):
-        with initialize_config_module(config_module="conf", version_base="1.3"):
+        with initialize_config_module(config_module="cka_hydra.conf", version_base="1.3"):
             try:
                 cfg = compose(config_name="config", overrides=hydra_argv(overrides), return_hydra_config=True)
             except Exception as err:  # Hydra's own errors for an unknown option or key, in one line
                 raise InputError(_one_line(err)) from None
-    check_regime_file(cfg)
     return cfg
 
 

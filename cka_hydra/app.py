@@ -1,7 +1,7 @@
-"""The Hydra tasks: one comparison per job, in single runs and sweeps alike; and the report.
+"""The Hydra app's edge: the two tasks (a comparison per job; the report), the callbacks that
+check them before Hydra writes a folder, and the schema and resolvers Hydra composes with.
 
-Also the callback that checks a single run before Hydra creates its folder: a refused run
-must not leave anything in the results dir.
+Everything here hands a typed config to cka_hydra.lifecycle (a comparison) or cka_hydra.report.
 """
 
 import logging
@@ -11,16 +11,30 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cka_hydra import run_folder
-from cka_hydra.config import check_regime_file, regime_exclusions, register, report_config, run_config
+from cka_hydra import lifecycle, run_folder
 from cka_hydra.errors import InputError
+from cka_hydra.identity import results_dir_name, run_subdir
+from cka_hydra.regime_files import check_regime_file, regime_exclusions
+from cka_hydra.schema import ReportConfig, RunConfig, report_config, run_config
 
 log = logging.getLogger(__name__)
+
+
+def register() -> None:
+    """Put the schemas in the ConfigStore and the resolvers that name result folders in OmegaConf."""
+    ConfigStore.instance().store(name="cka_hydra_schema", node=RunConfig)
+    ConfigStore.instance().store(name="cka_hydra_report_schema", node=ReportConfig)
+    if not OmegaConf.has_resolver("cka_run_subdir"):
+        OmegaConf.register_new_resolver("cka_results_dir", results_dir_name)
+        OmegaConf.register_new_resolver("cka_run_subdir", lambda *, _root_: run_subdir(run_config(_root_)))
+
+
 register()
 
 
@@ -28,6 +42,15 @@ def results_dir(run_dir: Path, sweep_dir: str) -> Path | None:
     """The results dir that holds run_dir (hydra.sweep.dir), or None for a run written elsewhere."""
     sweep = Path(sweep_dir).resolve()
     return sweep if run_dir.resolve().is_relative_to(sweep) else None
+
+
+def checked_run(cfg: DictConfig) -> tuple[RunConfig, Path, Path | None]:
+    """A composed comparison's typed config, run folder and results dir, once its regime file is
+    checked (the same for a single run and the Python API; the sweeper checks each regime once)."""
+    check_regime_file(cfg)
+    run = run_config(cfg)  # before the folders, whose names resolve the config again
+    run_dir = Path(cfg.hydra.run.dir).resolve()
+    return run, run_dir, results_dir(run_dir, cfg.hydra.sweep.dir)
 
 
 class RunChecks(Callback):
@@ -39,40 +62,28 @@ class RunChecks(Callback):
     but SystemExit is no Exception and passes through."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from cka_hydra.demo import ensure_demo_store
-        from cka_hydra.plan import check_city_filter, preflight
-
         try:
-            check_regime_file(config)
-            run = run_config(config)
-            if run.data.root is None:
-                ensure_demo_store(run.data.path)
-            run_dir = Path(config.hydra.run.dir).resolve()
-            plan = preflight(run, run_dir, results_dir(run_dir, config.hydra.sweep.dir))
-            check_city_filter(plan)
+            run, run_dir, results = checked_run(config)
+            plan = lifecycle.check(run, run_dir, results)
             for caution in run.cautions():
                 log.warning("%s", caution)
         except InputError as err:
             raise SystemExit(f"Error: {err}") from None
-        if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
+        if not run.overwrite and lifecycle.is_finished(run_dir, plan.settings, plan.inputs):
             log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
             if run.save_timeline_plot:
-                from cka_hydra.job import draw_timeline
-
-                draw_timeline(run_dir, only_if_missing=True)
+                lifecycle.draw_timeline(run_dir, only_if_missing=True)
             sys.exit(0)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://cka_hydra.conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
-    from cka_hydra.job import run_comparison
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         run = run_config(cfg, hydra_cfg.runtime.choices)
-        return run_comparison(run, run_dir, results_dir(run_dir, hydra_cfg.sweep.dir),
-                              OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
+        return lifecycle.run(run, run_dir, results_dir(run_dir, hydra_cfg.sweep.dir),
+                             OmegaConf.select(hydra_cfg, "job.num", default=0) or 0)
     except Exception as err:
         # Hydra's job log does not hold the error (hydra#2284): log it, and keep the traceback
         # beside the run unless the folder holds a result
@@ -99,7 +110,7 @@ class ReportChecks(Callback):
             raise SystemExit(f"Error: {err}") from None
 
 
-@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="report")
+@hydra.main(version_base="1.3", config_path="pkg://cka_hydra.conf", config_name="report")
 def report(cfg: DictConfig) -> None:
     from cka_hydra.report import write_report  # matplotlib and scipy: only for the report
 

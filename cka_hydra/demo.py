@@ -57,7 +57,7 @@ class DemoSpec:
 
 def load_regime(name: str) -> dict:
     """A regime file shipped in `conf/regime/`, as plain data."""
-    path = resources.files("conf") / "regime" / f"{name}.yaml"
+    path = resources.files("cka_hydra.conf") / "regime" / f"{name}.yaml"
     return OmegaConf.to_container(OmegaConf.load(str(path)))  # type: ignore[return-value]
 
 

@@ -5,7 +5,7 @@ cities, in an order that does not depend on which side of a comparison it is on,
 its measure needs (registry.Terms: the centred rows and self-term for linear CKA, the centred
 Gram matrix for RBF). `InstanceCache` keeps them up to a byte limit, the least recently used
 going first; a comparison then costs only its cross term. Knows no Hydra: it takes a JobPlan
-(cka_hydra.plan) and the run's settings, and returns a `Timeline`.
+(cka_hydra.inputs) and the run's settings, and returns a `Timeline`.
 """
 
 import functools
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from cka_hydra.cka import UndefinedMeasureError, bootstrap_interval, principal_components
-from cka_hydra.config import RunConfig
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id, id_kinds
-from cka_hydra.plan import MIN_CITIES, JobPlan, PCASpec, Side, check_device, check_pca_cities
+from cka_hydra.inputs import MIN_CITIES, JobPlan, PCASpec, Side, check_device, check_pca_cities
 from cka_hydra.registry import SIMILARITY, Terms, UndefinedValue
+from cka_hydra.schema import RunConfig
 from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, check_id_kinds, common_rows, load_cities, load_matrix
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cka_hydra import figures, run_folder
+from cka_hydra import figures, results_dir
 from cka_hydra.atomic import atomic_path, write_atomic, write_table
-from cka_hydra.config import ReportConfig
+from cka_hydra.schema import ReportConfig
 from cka_hydra.errors import InputError
 from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
 from cka_hydra.stats import (
@@ -66,7 +66,7 @@ approximate: read effect sizes and intervals first. Groups with a single seed pa
 get no interval or test."""
 
 
-REPORT_FILE = run_folder.REPORT_FILE  # what the last report found and wrote; the next one removes those files first
+REPORT_FILE = results_dir.REPORT_FILE  # what the last report found and wrote; the next one removes those files first
 
 
 def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = None,

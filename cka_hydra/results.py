@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from cka_hydra import registry, run_folder
-from cka_hydra.config import DEMO_STORE, default_settings
+from cka_hydra import results_dir as results_dirs
+from cka_hydra.identity import default_settings, describe, store_of, store_path
 from cka_hydra.errors import InputError
 from cka_hydra.pairs import shared_tasks
 
@@ -35,17 +36,17 @@ def check_sweep_dir(sweep_dir: Path, data_root: str | None, exclude: Path | None
         raise InputError(f"data.root={data_root}: no such folder (the store whose results to report; or name the "
                          "results themselves: sweep_dir=...)")
     hint = "run a sweep first (python -m cka_hydra -m sweep), or name its folder: sweep_dir=... or data.root=..."
-    inside = run_folder.enclosing_results_dir(Path.cwd())
+    inside = results_dirs.enclosing_results_dir(Path.cwd())
     if inside is not None:  # the user is in a results dir: its report is sweep_dir=<it>
         hint = (f"this folder is inside the results dir {inside}: run the report from the folder that holds "
                 f"outputs/, or give sweep_dir={inside}")
     if not sweep_dir.is_dir():
         raise InputError(f"sweep_dir={sweep_dir}: no such folder; {hint}")
-    run_dirs = run_folder.run_folders(sweep_dir, exclude)
+    run_dirs = results_dirs.run_folders(sweep_dir, exclude)
     if not run_dirs:
         raise InputError(f"no results under {sweep_dir}; {hint}")
     if data_root is not None:
-        run_folder.check_data_root(sweep_dir, data_root, overwrite=False, for_report=True)
+        results_dirs.check_data_root(sweep_dir, data_root, overwrite=False, for_report=True)
     return run_dirs
 
 
@@ -77,7 +78,7 @@ def collect(sweep_dir: Path, exclude: Path | None = None
     jobs = _jobs(sweep_dir, exclude)
     frames, left_out, summaries, roots, details = [], Counter(), [], [], []
     unchecked: Counter = Counter()
-    data_roots = functools.cache(run_folder.data_roots)  # a results dir's data_root.txt, read once
+    data_roots = functools.cache(results_dirs.data_roots)  # a results dir's data_root.txt, read once
 
     def leave(run_dir: Path, reason: str, detail: str = "") -> None:
         left_out[reason] += 1
@@ -99,14 +100,14 @@ def collect(sweep_dir: Path, exclude: Path | None = None
                 status, detail = jobs.get(run_dir, ("", ""))
                 leave(run_dir, "lost" if status == "lost" else "incomplete", detail)
             continue
-        own = run_folder.data_root_text(summary.get("settings", {}).get("data.root"))
-        results_dir = run_folder.enclosing_results_dir(run_dir)
+        own = store_of(summary.get("settings"))
+        results_dir = results_dirs.enclosing_results_dir(run_dir)
         roots_here = (data_roots(results_dir) if results_dir else []) or [own]
         if own not in roots_here:  # left by an overwrite with another store
             leave(run_dir, "of another data root (stale)", f"computed from {own}, not {roots_here[0]}")
             continue
         root_text = roots_here[0]
-        root = DEMO_STORE.resolve() if root_text == run_folder.DEMO else Path(root_text)
+        root = store_path(root_text)
         if not root.is_dir():
             unchecked[root_text] += 1
         else:
@@ -142,15 +143,15 @@ def collect(sweep_dir: Path, exclude: Path | None = None
 def _jobs(sweep_dir: Path, exclude: Path | None) -> dict[Path, tuple[str, str]]:
     """Every job that the jobs.csv files at or below sweep_dir list: run folder -> (status, error)."""
     jobs = {}
-    for manifest in sweep_dir.rglob(run_folder.JOBS_FILE):
+    for manifest in sweep_dir.rglob(results_dirs.JOBS_FILE):
         if exclude is None or exclude not in manifest.parents:
-            for row in run_folder.read_jobs(manifest.parent):
+            for row in results_dirs.read_jobs(manifest.parent):
                 jobs[manifest.parent / row["run_dir"]] = (row["status"], row["error"])
     return jobs
 
 
 def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
-    timeline = pd.read_csv(run_dir / run_folder.TIMELINE_FILE)
+    timeline = pd.read_csv(run_folder.timeline_path(run_dir, summary))
     tasks_a, tasks_b = summary["tasks_a"], summary["tasks_b"]
     measure = registry.of_summary(summary)
     value = timeline[measure.column]
@@ -180,7 +181,7 @@ def _setting_labels(summaries: list[dict], roots: list[str]) -> tuple[list[str],
     labels, meanings = [], {}
     for summary, root in zip(summaries, roots):
         label = summary["label"] or DEFAULT_SETTING
-        meaning = run_folder.describe(summary["settings"], defaults) or "every setting at its default"
+        meaning = describe(summary["settings"], defaults) or "every setting at its default"
         if len(distinct) > 1:  # a folder above several results dirs
             label += f"-data{distinct.index(root) + 1}"
             meaning += f" on data.root={root}"

@@ -34,12 +34,14 @@ _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 class Layout:
     """Where an instance's representations live below the store root.
 
-    Each template is a Python format string with the placeholders PLACEHOLDERS names; `folders`
-    names the instances whose folder is elsewhere (`pt1-5_seed2` -> `revision/exp4/pt1-5_seed3`).
+    Each template is a Python format string with the placeholders PLACEHOLDERS names ({model}:
+    the model's name, `pt2-1`; {index}: its index, 1, for a regime that reads another's folders);
+    `folders` names the instances whose folder is elsewhere (`pt1-5_seed2` -> `revision/exp4/pt1-5_seed3`).
     """
 
     PLACEHOLDERS: ClassVar[dict[str, set[str]]] = {
-        "original_dir": {"model"}, "seed_dir": {"model", "seed"}, "representations_dir": {"task", "layer"}}
+        "original_dir": {"model", "index"}, "seed_dir": {"model", "index", "seed"},
+        "representations_dir": {"task", "layer"}}
 
     original_dir: str
     seed_dir: str
@@ -51,9 +53,10 @@ class Layout:
         stand_in = self.folders.get(instance_name(model, seed))
         if stand_in is not None:
             return stand_in.strip("/")
+        index = model.rpartition("-")[2]  # pairs.model_name: <regime>-<index>
         if seed == ORIGINAL_SEED:
-            return self.original_dir.format(model=model)
-        return self.seed_dir.format(model=model, seed=seed)
+            return self.original_dir.format(model=model, index=index)
+        return self.seed_dir.format(model=model, index=index, seed=seed)
 
     def representations_path(self, root: Path, model: str, seed: str, task: str, layer: int) -> Path:
         return root / self.instance_dir(model, seed) / self.representations_dir.format(task=task, layer=layer)

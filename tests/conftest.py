@@ -22,12 +22,14 @@ from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
 
-from cka_hydra import run_folder
+from cka_hydra import identity
 from cka_hydra import __main__ as cli
-from cka_hydra.__main__ import hydra_argv
-from cka_hydra.config import default_settings, register, run_config, settings
+from cka_hydra.overrides import hydra_argv
+from cka_hydra.app import register
+from cka_hydra.identity import default_settings, settings
+from cka_hydra.schema import run_config
 from cka_hydra.demo import DemoSpec, write_store
-from cka_hydra.job import run_comparison
+from cka_hydra import lifecycle
 
 # Import every plugin now, so that the state run_app restores holds what their modules register
 # (config nodes, resolvers): a module is imported once, when the first run scans for plugins.
@@ -99,11 +101,11 @@ def run_in_process(results_dir: Path, *overrides: str) -> Path:
     """One comparison as a job runs it, in this process: the Compose API, the typed edge and
     run_comparison, into its run folder under results_dir, which is returned."""
     register()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="cka_hydra.conf", version_base="1.3"):
         cfg = compose("config", overrides=hydra_argv(overrides))
     run = run_config(cfg)
-    run_dir = results_dir / run_folder.subdir(run.comparison, settings(run), default_settings())
-    run_comparison(run, run_dir, results_dir)
+    run_dir = results_dir / identity.subdir(run.comparison, settings(run), default_settings())
+    lifecycle.run(run, run_dir, results_dir)
     return run_dir
 
 

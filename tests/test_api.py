@@ -18,7 +18,7 @@ def test_compare_equals_the_command_line(small_store, tmp_path, monkeypatch):
     cli_dir.mkdir()
     assert run_cli(*RUN, f"data.root={small_store}", "checkpoints=all", cwd=cli_dir).returncode == 0
     (cli_run,) = [p.parent for p in (cli_dir / "outputs").rglob(run_folder.SUMMARY_FILE)]
-    cli = pd.read_csv(cli_run / run_folder.TIMELINE_FILE)
+    cli = pd.read_csv(cli_run / run_folder.timeline_file("cka"))
 
     api_dir = tmp_path / "api"
     api_dir.mkdir()
@@ -28,7 +28,7 @@ def test_compare_equals_the_command_line(small_store, tmp_path, monkeypatch):
     assert timeline["step"].tolist() == cli["step"].tolist()
     assert timeline["value"].tolist() == pytest.approx(cli["cka"].tolist(), abs=1e-12)
     api_run = api_dir / cli_run.relative_to(cli_dir)  # the same folder, below the working directory
-    for name in (run_folder.SUMMARY_FILE, run_folder.TIMELINE_FILE, ".hydra/config.yaml", ".hydra/overrides.yaml",
+    for name in (run_folder.SUMMARY_FILE, run_folder.timeline_file("cka"), ".hydra/config.yaml", ".hydra/overrides.yaml",
                  ".hydra/hydra.yaml", "cka.log"):
         assert (api_run / name).is_file(), name
     assert "final cka" in (api_run / "cka.log").read_text()

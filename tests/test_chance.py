@@ -11,7 +11,7 @@ from scipy import stats
 from scipy.spatial import procrustes
 
 from cka_hydra import engine, run_folder
-from cka_hydra.config import CKAConfig, Kernel
+from cka_hydra.schema import CKAConfig, Kernel
 from cka_hydra.registry import REGISTRY
 from cka_hydra.stats import not_above_chance
 
@@ -148,7 +148,7 @@ def test_a_run_carries_its_chance_level_and_permutation_test(small_store, tmp_pa
                    cwd=tmp_path).returncode == 0
     (run_dir,) = [p.parent for p in tmp_path.rglob(run_folder.SUMMARY_FILE)]
     assert run_dir.name == "layer5-null99-nullseed3-all"
-    timeline = pd.read_csv(run_dir / run_folder.TIMELINE_FILE)
+    timeline = pd.read_csv(run_dir / run_folder.timeline_file("cka"))
     assert list(timeline.columns) == ["step", "cka", "n_cities", "chance", "null_mean", "null_std", "p_value"]
     summary = read_json(run_dir / run_folder.SUMMARY_FILE)
     assert summary["final_chance"] == timeline["chance"].iloc[-1]

@@ -6,10 +6,10 @@ import pytest
 from conftest import short_hash
 from hydra import compose, initialize_config_module
 
-from cka_hydra import run_folder
-from cka_hydra.config import (
-    CKAConfig, Kernel, RegimeConfig, RunConfig, default_settings, register, report_config, run_config, settings,
-)
+from cka_hydra import identity
+from cka_hydra.app import register
+from cka_hydra.identity import default_settings, settings
+from cka_hydra.schema import CKAConfig, Kernel, RegimeConfig, RunConfig, report_config, run_config
 from cka_hydra.errors import InputError
 from cka_hydra.filters import STUDY_FILTER
 from cka_hydra.pairs import Comparison
@@ -19,13 +19,13 @@ BASE = ["regime=pt2", "pair='1_2'", "seed_pair='orig_1'", "layer='5'"]
 
 
 def composed(*overrides, hydra=False):
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="cka_hydra.conf", version_base="1.3"):
         return compose("config", overrides=[*BASE, *overrides], return_hydra_config=hydra)
 
 
 def folder(*overrides):
     run = run_config(composed(*overrides))
-    return run_folder.subdir(run.comparison, settings(run), default_settings())
+    return identity.subdir(run.comparison, settings(run), default_settings())
 
 
 def test_the_composed_config_becomes_plain_dataclasses_with_the_defaults():
@@ -34,7 +34,7 @@ def test_the_composed_config_becomes_plain_dataclasses_with_the_defaults():
     assert (run.cka.kernel, run.checkpoints, run.city_filter, run.data.root) == (
         Kernel.linear, "final", STUDY_FILTER, None)
     assert run.comparison == Comparison("pt2", 1, 2, "orig", "1", 5, 5)
-    assert run_folder.changed(settings(run), default_settings()) == {}
+    assert identity.changed(settings(run), default_settings()) == {}
 
 
 @pytest.mark.parametrize("overrides, name", [
@@ -79,10 +79,10 @@ def test_the_resolvers_give_hydra_the_same_folder():
 
 def test_a_setting_added_later_gets_a_name_without_changes_to_the_scheme():
     defaults = {"probe.name": "ridge", "probe.folds": 3}
-    assert run_folder.settings_label({"probe.name": "ridge", "probe.folds": 5}, defaults) == "folds5"
-    assert run_folder.settings_label({"probe.name": "ridge cv", "probe.folds": 3}, defaults) == (
+    assert identity.settings_label({"probe.name": "ridge", "probe.folds": 5}, defaults) == "folds5"
+    assert identity.settings_label({"probe.name": "ridge cv", "probe.folds": 3}, defaults) == (
         f"name-{short_hash('ridge cv')}")
-    assert run_folder.settings_label({"new.flag": True}, {}) == "flagTrue"
+    assert identity.settings_label({"new.flag": True}, {}) == "flagTrue"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -132,7 +132,7 @@ def test_a_model_against_itself_is_one_comparison_whichever_seed_comes_first():
 
 
 def test_the_report_config_refuses_unknown_keys():
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="cka_hydra.conf", version_base="1.3"):
         cfg = compose("report", overrides=["+data.rot=/x"])
         assert report_config(compose("report")).sweep_dir == "outputs/cka_demo"
         assert report_config(compose("report", overrides=["data.root=/x"])).sweep_dir == "outputs/cka"
@@ -149,9 +149,9 @@ def test_the_report_config_refuses_unknown_keys():
     (dict(seed_dir="/abs/{model}_seed{seed}"), r"seed_dir='/abs/{model}_seed{seed}': expected a relative path"),
     (dict(representations_dir="x/../../{task}"), r"representations_dir='x/../../{task}'"),
     (dict(models={}), r"expected at least one model and one seed"),
-    (dict(original_dir="{foo}/{model}"), r"original_dir='{foo}/{model}': its placeholders may be {model} only"),
-    (dict(seed_dir="{model"), r"seed_dir='{model': its placeholders may be {model}, {seed} only"),
-    (dict(original_dir="{model.__class__}"), r"its placeholders may be {model} only"),
+    (dict(original_dir="{foo}/{model}"), r"original_dir='{foo}/{model}': its placeholders may be {index}, {model} only"),
+    (dict(seed_dir="{model"), r"seed_dir='{model': its placeholders may be {index}, {model}, {seed} only"),
+    (dict(original_dir="{model.__class__}"), r"its placeholders may be {index}, {model} only"),
 ])
 def test_a_regime_whose_names_or_templates_would_leave_their_folders_is_refused(change, message):
     regime = dict(name="pt2", models={1: ["distance"], 2: ["angle"]}, seeds=["orig", "1"], original_dir="{model}",

@@ -11,7 +11,7 @@ import torch
 from cka_hydra import engine, run_folder
 from cka_hydra.engine import CACHE, READS, InstanceCache, Prepared, aligned_rows
 from cka_hydra.filters import parse_filter
-from cka_hydra.plan import Side
+from cka_hydra.inputs import Side
 
 from conftest import read_json, reference_from_files, representations_dir, run_in_process, save_checkpoint
 
@@ -143,7 +143,7 @@ def test_rows_do_not_depend_on_the_side_an_instance_is_on(tmp_path):
 
 def test_prepared_values_equal_the_functions_of_two_row_sets():
     """Every built-in measure's prepared path equals its plain function of two row sets."""
-    from cka_hydra.config import CKAConfig, Kernel
+    from cka_hydra.schema import CKAConfig, Kernel
     from cka_hydra.registry import REGISTRY
 
     g = torch.Generator().manual_seed(3)
@@ -163,9 +163,10 @@ def test_prepared_values_equal_the_functions_of_two_row_sets():
 
 def test_the_engine_runs_without_hydra(small_store):
     """A plan and the settings in, a Timeline out: nothing of Hydra, no folder written."""
-    import conf
-    from cka_hydra.config import DataConfig, PairConfig, RunConfig, SeedPairConfig, load_regime_file
-    from cka_hydra.plan import plan_job
+    import cka_hydra.conf as conf
+    from cka_hydra.regime_files import load_regime_file
+    from cka_hydra.schema import DataConfig, PairConfig, RunConfig, SeedPairConfig
+    from cka_hydra.inputs import plan_job
 
     regime = load_regime_file(Path(conf.__file__).parent / "regime" / "pt2.yaml")
     run_cfg = RunConfig(regime=regime, pair=PairConfig(1, 2), seed_pair=SeedPairConfig("orig", "1"), layer=5,
@@ -180,7 +181,7 @@ def test_a_gram_too_large_to_keep_is_compared_block_by_block(monkeypatch):
     """Above the kernel size kept whole (1 GiB), an RBF instance keeps its centred rows and each
     comparison builds both Grams in blocks: the same value, memory O(256 n)."""
     from cka_hydra import cka
-    from cka_hydra.config import CKAConfig, Kernel
+    from cka_hydra.schema import CKAConfig, Kernel
     from cka_hydra.registry import REGISTRY
 
     g = torch.Generator().manual_seed(5)

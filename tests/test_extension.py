@@ -38,16 +38,16 @@ def hide_last_step(store, tmp_path):
 def test_new_steps_are_computed_alone_and_equal_a_fresh_timeline(store_copy, tmp_path, extra):
     step, restore = hide_last_step(store_copy, tmp_path)
     run_dir = run_in_process(tmp_path / "out", *PAIR, f"data.root={store_copy}", *extra)
-    before = (run_dir / run_folder.TIMELINE_FILE).read_text().splitlines()
+    before = (run_dir / run_folder.timeline_file("cka")).read_text().splitlines()
     restore()
     assert run_in_process(tmp_path / "out", *PAIR, f"data.root={store_copy}", *extra) == run_dir
-    after = (run_dir / run_folder.TIMELINE_FILE).read_text().splitlines()
+    after = (run_dir / run_folder.timeline_file("cka")).read_text().splitlines()
     assert after[:len(before)] == before and len(after) == len(before) + 1  # old rows byte for byte
     summary = read_json(run_dir / run_folder.SUMMARY_FILE)
     assert summary["computed_steps"] == [step] and summary["steps"][-1] == step
 
     fresh_dir = run_in_process(tmp_path / "fresh", *PAIR, f"data.root={store_copy}", *extra)
-    ours, fresh = (pd.read_csv(d / run_folder.TIMELINE_FILE) for d in (run_dir, fresh_dir))
+    ours, fresh = (pd.read_csv(d / run_folder.timeline_file("cka")) for d in (run_dir, fresh_dir))
     assert list(ours.columns) == list(fresh.columns)
     assert (ours - fresh).abs().max().max() < 1e-12  # intervals and p-values included: per-step streams
     fresh_summary = read_json(fresh_dir / run_folder.SUMMARY_FILE)

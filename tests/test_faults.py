@@ -20,12 +20,12 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from cka_hydra import run_folder
-from cka_hydra.config import DataConfig, PairConfig, RegimeConfig, RunConfig, SeedPairConfig
+from cka_hydra.schema import DataConfig, PairConfig, RegimeConfig, RunConfig, SeedPairConfig
 from cka_hydra.demo import load_regime
 from cka_hydra.errors import InputError
 from cka_hydra.filters import parse_filter
 from cka_hydra.engine import kept_cities
-from cka_hydra.job import run_comparison
+from cka_hydra import lifecycle
 from cka_hydra.store import common_rows, load_cities, load_matrix
 
 RUN = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5"]
@@ -324,7 +324,7 @@ def test_any_small_store_and_filter_give_a_value_or_the_projects_error(store, ci
             run = RunConfig(regime=RegimeConfig(**load_regime("pt2")), pair=PairConfig(1, 2),
                             seed_pair=SeedPairConfig("orig", "1"), layer=5, city_filter=city_filter,
                             data=DataConfig(str(root)), device="cpu")
-            run_comparison(run, root / "out")
+            lifecycle.run(run, root / "out")
         except InputError:
             event("refused with the project's error")
             return

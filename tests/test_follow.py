@@ -53,7 +53,7 @@ class Following(Background):
 
 
 def timeline(results, pair):
-    return results / FOLDERS[pair] / run_folder.TIMELINE_FILE
+    return results / FOLDERS[pair] / run_folder.timeline_file("cka")
 
 
 def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_sigint(store_copy, tmp_path,
@@ -109,7 +109,7 @@ def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_si
         assert summary["steps"] == list(STEPS) and summary["computed_steps"] == [164073]
         fresh = run_in_process(tmp_path / "fresh", *SWEEP[2:4], "seed_pair=orig_1", f"pair={pair}", "checkpoints=all",
                                f"data.root={store_copy}")
-        difference = pd.read_csv(timeline(results, pair)) - pd.read_csv(fresh / run_folder.TIMELINE_FILE)
+        difference = pd.read_csv(timeline(results, pair)) - pd.read_csv(fresh / run_folder.timeline_file("cka"))
         assert difference.abs().max().max() < 1e-12
 
     # a checkpoint both timelines hold, rewritten in place: they wait whole until it settles (never

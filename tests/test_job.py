@@ -11,7 +11,7 @@ from conftest import save_checkpoint
 from cka_hydra.errors import InputError
 from cka_hydra.filters import parse_filter
 from cka_hydra.engine import kept_cities, resolve_device
-from cka_hydra.plan import select_steps
+from cka_hydra.inputs import select_steps
 
 
 def test_auto_device_spreads_jobs_over_the_gpus_torch_sees(monkeypatch):
@@ -48,7 +48,7 @@ def test_checkpoint_selection():
 
 def test_planning_imports_no_torch():
     """The sweeper's process plans and checks every job; importing torch there costs 1.5 s a sweep."""
-    code = ("import sys, cka_hydra.app, cka_hydra.demo, cka_hydra.plan, hydra_plugins.cka_hydra_sweeper._core; "
+    code = ("import sys, cka_hydra.app, cka_hydra.demo, cka_hydra.inputs, hydra_plugins.cka_hydra_sweeper._core; "
             "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -8,8 +8,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from cka_hydra.__main__ import hydra_argv
-from cka_hydra.config import register
+from cka_hydra.overrides import hydra_argv
+from cka_hydra.app import register
 from hydra_plugins.cka_hydra_sweeper._job_configs import JobConfigLoader
 
 register()
@@ -35,7 +35,7 @@ def snapshot(config):
     (["pair.a=3"], PAIRS[:1]),  # reaches into a copied group: composed by Hydra, and still equal
 ])
 def test_copied_job_configs_equal_hydras_composition(fixed, pairs):
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="cka_hydra.conf", version_base="1.3"):
         hydra_loader = GlobalHydra.instance().config_loader()
         master = hydra_loader.load_configuration("sweep", hydra_argv(["hydra.sweep.dir=/tmp/x"]), RunMode.MULTIRUN)
         loader = JobConfigLoader(hydra_loader)

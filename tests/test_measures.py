@@ -16,10 +16,12 @@ from hydra import compose, initialize_config_module
 from scipy.spatial import procrustes
 from sklearn.decomposition import PCA
 
-from cka_hydra import run_folder
-from cka_hydra.__main__ import hydra_argv
+from cka_hydra import identity
+from cka_hydra.overrides import hydra_argv
 from cka_hydra.cka import UndefinedMeasureError, linear_cka, principal_components, procrustes_disparity
-from cka_hydra.config import default_settings, register, run_config, settings
+from cka_hydra.app import register
+from cka_hydra.identity import default_settings, settings
+from cka_hydra.schema import run_config
 from cka_hydra.errors import FilterError, InputError
 from cka_hydra.filters import STUDY_FILTER
 from cka_hydra.pairs import Comparison, plan_comparisons
@@ -117,14 +119,14 @@ def test_with_every_component_fitted_on_every_row_pca_cka_is_cka():
 
 def composed(*overrides):
     register()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="cka_hydra.conf", version_base="1.3"):
         return run_config(compose("config", overrides=hydra_argv(overrides)))
 
 
 def test_measure_cka_keeps_the_settings_and_folders_of_before_measures_existed():
     run = composed()
     assert not any(key.startswith("measure.") for key in settings(run))
-    assert run_folder.subdir(run.comparison, settings(run), default_settings()) == (
+    assert identity.subdir(run.comparison, settings(run), default_settings()) == (
         "pt2/pt2-1_vs_pt2-2_seed1/layer5")
 
 
@@ -142,7 +144,7 @@ def test_measure_cka_keeps_the_settings_and_folders_of_before_measures_existed()
 ])
 def test_measure_settings_name_their_run_folders(overrides, label):
     run = composed(*overrides)
-    assert run_folder.settings_label(settings(run), default_settings()) == label
+    assert identity.settings_label(settings(run), default_settings()) == label
 
 
 def test_pca_filter_follows_city_filter_unless_set():
@@ -207,7 +209,9 @@ def test_a_run_of_each_pca_measure_equals_the_independent_implementations(small_
     run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", f"measure={measure}", "checkpoints=all")
     assert run_dir.name == f"layer5-{measure}-all"
     summary = read_json(run_dir / "summary.json")
-    timeline = pd.read_csv(run_dir / "cka_timeline.csv")
+    # named after the measure, as the research group's scripts name it (procrustes_timeline.csv)
+    assert not (run_dir / "cka_timeline.csv").exists()
+    timeline = pd.read_csv(run_dir / f"{measure}_timeline.csv")
     column = {"pca_cka": "pca_cka", "procrustes": "procrustes_disparity"}[measure]
     # linear CKA of the components has an exact chance level; Procrustes has none (null.permutations tests it)
     assert list(timeline.columns) == ["step", column, "n_cities", *(["chance"] if measure == "pca_cka" else [])]

@@ -16,8 +16,9 @@ from conftest import (
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
-from cka_hydra.config import register, run_config
-from cka_hydra.job import run_comparison
+from cka_hydra.app import register
+from cka_hydra.schema import run_config
+from cka_hydra import lifecycle
 
 RUN_DIR = "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5"
 
@@ -286,7 +287,7 @@ def test_bad_input_gets_one_clear_line(store_copy, tmp_path, args, breakage, exp
 
 def test_compose_api_builds_the_same_job(small_store, tmp_path):
     register()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="cka_hydra.conf", version_base="1.3"):
         cfg = compose("config", overrides=["regime=pt3", "pair='2_3'", "seed_pair='1_2'", "layer='5'",
                                            f"data.root={small_store}"])
         with pytest.raises(ConfigCompositionException, match="cka.kernel"):
@@ -296,7 +297,7 @@ def test_compose_api_builds_the_same_job(small_store, tmp_path):
     assert list(cfg.regime.models[2]) == ["compass", "inside", "perimeter"]
     assert cfg.checkpoints == "final" and cfg.device == "auto"
 
-    assert run_comparison(run_config(cfg), tmp_path / "direct")["status"] == "done"
+    assert lifecycle.run(run_config(cfg), tmp_path / "direct")["status"] == "done"
     result = run_app("regime=pt3", "pair=2_3", "seed_pair=1_2", "layer=5", f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     via_cli = read_json(tmp_path / "outputs/cka/pt3/pt3-2_seed1_vs_pt3-3_seed2/layer5/summary.json")

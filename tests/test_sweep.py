@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import DISJOINT, jobs_csv, readers_of, representations_dir, run_app, run_cli
 
-from cka_hydra.__main__ import hydra_argv, stray_word
+from cka_hydra.__main__ import stray_word
+from cka_hydra.overrides import hydra_argv
 
 PT3_FOLDERS = {  # pt3, layer 5, the study's seed pairs: 7 disjoint pairs x 3
     f"pt3/pt3-{a}{sa}_vs_pt3-{b}{sb}/layer5"

@@ -68,7 +68,7 @@ def test_a_user_measure_sweeps_fails_alone_and_reports(small_store, user_dir):
         assert run_dir.name.endswith("-full_procrustes")
         summary = run_folder.read_result(run_dir)
         assert (summary["measure_kind"], summary["measure_target"]) == ("distance", "mymeasures.full_procrustes")
-        timeline = pd.read_csv(run_dir / run_folder.TIMELINE_FILE)
+        timeline = pd.read_csv(run_folder.timeline_path(run_dir, summary))
         step = summary["steps"][-1]
         expected, n = reference_from_files(
             *(representations_dir(small_store, folder, task, 5) / f"checkpoint-{step}"

@@ -4,7 +4,7 @@ packaged ones, and the `cka-pairs` source (index_pairs) comes after them.
 Hydra's own `--config-dir` puts DIR after the app's configs, so a regime file of the user's named
 like a packaged one (`regime/pt1.yaml`) would never be read. `cka_hydra.__main__` takes the flag
 and names DIR in the environment variable USER_CONFIG_DIR; this plugin puts it first, before the
-app's `pkg://conf`. Only cka_hydra's own search path is touched: other Hydra apps in the
+app's `pkg://cka_hydra.conf`. Only cka_hydra's own search path is touched: other Hydra apps in the
 environment see no change.
 """
 # No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
@@ -16,7 +16,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra_plugins.cka_hydra_configs.index_pairs import SCHEME
 
 USER_CONFIG_DIR = "CKA_HYDRA_CONFIG_DIR"
-APP_CONFIGS = "pkg://conf"
+APP_CONFIGS = "pkg://cka_hydra.conf"
 
 
 class CKAHydraSearchPath(SearchPathPlugin):

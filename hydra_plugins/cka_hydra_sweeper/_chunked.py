@@ -21,7 +21,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
-from ._core import in_order, pack, sharing_key
+from ._launch import in_order, pack, sharing_key
 
 log = logging.getLogger(__name__)
 

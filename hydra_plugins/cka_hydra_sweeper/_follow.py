@@ -16,12 +16,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
-from cka_hydra import run_folder
+from cka_hydra import lifecycle, run_folder
 from cka_hydra.errors import InputError
-from cka_hydra.plan import data_root, preflight, sides
+from cka_hydra.inputs import data_root, sides
 from cka_hydra.store import checkpoint_folders, file_stamps
 
-from ._core import Job
+from ._jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,10 @@ def _due(jobs: List[Job], scan: Scan, previous: Scan) -> Tuple[List[Job], int]:
             continue
         run = dataclasses.replace(job.run, until_step=step)
         try:
-            plan = preflight(run, job.run_dir, job.results_dir)
+            plan = lifecycle.check_job(run, job.run_dir)
         except InputError:  # e.g. a list of steps that the sides do not hold yet
             continue
-        if run_folder.is_finished(job.run_dir, plan.settings, plan.inputs) or (
+        if lifecycle.is_finished(job.run_dir, plan.settings, plan.inputs) or (
                 job.status == "failed" and job.plan is not None and job.plan.inputs == plan.inputs):
             continue  # nothing new; or it failed on these very inputs (a re-run of the sweep retries it)
         job.run, job.plan, job.status, job.error, job.seconds = run, plan, "pending", "", None

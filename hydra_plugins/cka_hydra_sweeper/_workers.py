@@ -13,7 +13,7 @@ from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_jobli
 from joblib import Parallel, delayed, effective_n_jobs
 from omegaconf import DictConfig
 
-from ._core import pieces, sharing_key
+from ._launch import pieces, sharing_key
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from omegaconf import OmegaConf
 
-from ._core import in_order
+from ._launch import in_order
 
 
 class WorkersLauncher(JoblibLauncher):

@@ -1,9 +1,11 @@
-"""The schema of a comparison job: types, defaults and value checks, registered in Hydra's ConfigStore.
+"""The settings of a comparison and of the report: types, defaults and value checks.
 
-The settings' defaults live here; the options of the groups `regime`, `pair`, `seed_pair`,
-`layer` and `measure` live in `conf/`. Hydra composes a config onto these dataclasses, so a
-mistyped value fails at composition; `run_config` then turns it into plain dataclasses once,
-refusing keys the schema does not know. Below that edge nothing sees a `DictConfig`.
+The settings' defaults live here, each value's check beside it (in `__post_init__`), and what a
+section's settings make irrelevant (`unused()`); the options of the groups `regime`, `pair`,
+`seed_pair`, `layer` and `measure` live in `conf/`. Hydra composes a config onto these
+dataclasses (cka_hydra.app registers them), so a mistyped value fails at composition;
+`run_config` then turns it into plain dataclasses once, refusing keys the schema does not know.
+Below that edge nothing sees a `DictConfig`.
 """
 
 import functools
@@ -12,26 +14,19 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional
 
-import yaml
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from cka_hydra import registry, run_folder
+from cka_hydra import registry
 from cka_hydra.errors import InputError
 from cka_hydra.filters import STUDY_FILTER, parse_filter
 from cka_hydra.pairs import Comparison, instance_name, model_name, regime_instances
 from cka_hydra.store import Layout
 
+# where the demo store is written, and read when no data.root is given
 DEMO_STORE = Path("outputs", "demo_store")
-# Keys that say which comparison a job is: they make the run folder's path.
-COMPARISON_KEYS = ("regime", "pair", "seed_pair", "layer", "layer_b")
-# Keys that decide how or whether a job runs, never what it computes.
-HOW_TO_RUN_KEYS = ("device", "overwrite", "allow_overlap", "allow_excluded", "save_timeline_plot", "cache_mb",
-                   "until_step")
 
 
 @dataclass
@@ -409,112 +404,6 @@ def run_config(cfg: DictConfig, choices: Any = None) -> RunConfig:
     return _typed(cfg, RunConfig)
 
 
-def check_regime_file(cfg: DictConfig) -> None:
-    """Check the composed config's regime: the file it came from as load_regime_file does, naming
-    the file and line of what is wrong (a key listed twice: OmegaConf's YAML loader checks only
-    string keys and keeps the last of two `1:` entries), then the regime with the command line's
-    overrides. The file is found as Hydra finds it, in the first config source holding it. Called
-    where a run or sweep is checked before it starts, not per job: it reads the file."""
-    hydra = cfg.hydra
-    path = regime_files(hydra.runtime.config_sources).get(hydra.runtime.choices.regime)
-    if path is not None:
-        load_regime_file(path)
-    OmegaConf.to_object(cfg.regime)  # what the command line changed: RegimeError names the setting
-
-
-def load_regime_file(path: Path) -> RegimeConfig:
-    """A regime file as the app reads it, with every check of check_regime_file and more (a key
-    listed twice in any mapping, an unknown key), each error naming the file and line: for the
-    files of a user's --config-dir, checked before Hydra reads them, and for the report."""
-    text = path.read_text()
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except _RepeatedKey as err:
-        raise InputError(f"{path}, line {err.line}: {err.key} is listed twice (YAML would keep only the last)") from None
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
-    known = [f.name for f in fields(RegimeConfig)]
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a regime: a mapping with the keys {', '.join(known)}")
-    for key in data:
-        if key not in known:
-            raise InputError(f"{path}, line {_line(yaml.compose(text), (key,))}: {key}: unknown key; a regime has: "
-                             f"{', '.join(known)}")
-    missing = [f.name for f in fields(RegimeConfig) if f.default is MISSING and f.name not in data]
-    if missing:
-        raise InputError(f"{path}: expected the keys {', '.join(missing)} as well")
-    try:
-        models = {int(index): [str(task) for task in tasks] for index, tasks in (data["models"] or {}).items()}
-        seeds = [str(seed) for seed in data["seeds"] or []]
-        return RegimeConfig(**{**data, "models": models, "seeds": seeds})
-    except (TypeError, ValueError, AttributeError):
-        raise InputError(f"{path}: models: expected index -> list of tasks, seeds: a list of names") from None
-    except RegimeError as err:
-        raise InputError(f"{path}, line {_line(yaml.compose(text), err.key) or '?'}: {err}") from None
-
-
-def regime_files(config_sources: Any) -> dict[str, Path]:
-    """Every regime file of the config sources (a Hydra config's hydra.runtime.config_sources),
-    by option name, each the first one Hydra finds: a user's --config-dir before the package."""
-    found: dict[str, Path] = {}
-    for source in config_sources:
-        if source.schema == "pkg":
-            folder: Any = resources.files(source.path).joinpath("regime")
-        elif source.schema == "file":
-            folder = Path(source.path, "regime")
-        else:
-            continue
-        if folder.is_dir():
-            for entry in folder.iterdir():
-                if entry.name.endswith(".yaml"):
-                    found.setdefault(entry.name[:-len(".yaml")], Path(str(entry)))
-    return found
-
-
-def regime_exclusions(config_sources: Any) -> dict[str, str]:
-    """What the regime files of the config sources exclude: model or instance -> reason (and file).
-    Each file is checked as a run checks it (load_regime_file)."""
-    reasons = {}
-    for choice, path in regime_files(config_sources).items():
-        exclude = load_regime_file(path).exclude
-        reasons |= {str(name): f"{reason} (regime/{choice}.yaml)" for name, reason in exclude.items()}
-    return reasons
-
-
-def _line(node: Any, key: tuple) -> int | None:
-    """The line of a key path in a composed YAML document, or None where it is not there."""
-    line = None
-    for part in key:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if k.value == str(part)]
-            if not match:
-                return line
-            line, node = match[0][0].start_mark.line + 1, match[0][1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-class _RepeatedKey(Exception):
-    def __init__(self, key: str, line: int) -> None:
-        super().__init__(key)
-        self.key, self.line = key, line
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise _RepeatedKey(str(key), key_node.start_mark.line + 1)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def report_config(cfg: DictConfig) -> ReportConfig:
     """The composed config of the report as plain dataclasses (see run_config)."""
     return _typed(cfg, ReportConfig)
@@ -547,50 +436,3 @@ def _refuse_unknown_keys(node: DictConfig, path: str) -> None:
             _refuse_unknown_keys(child, f"{path}.{key}")
 
 
-def settings(run: RunConfig) -> dict[str, Any]:
-    """Every setting that decides a comparison's result, besides which comparison it is, by
-    dotted key as plain JSON values. Settings that the others make irrelevant are left out
-    (`cka.sigma_frac` unless the kernel is rbf), so that runs bound to agree compare equal.
-
-    Derived from the schema: a setting added to it later takes part without changes here."""
-    unused = set(COMPARISON_KEYS) | run.unused()
-    return _flatten({f.name: getattr(run, f.name) for f in fields(run) if f.name not in unused})
-
-
-def default_settings() -> dict[str, Any]:
-    """The default of every setting that `settings` may hold, irrelevant ones included: the
-    study's defaults, against which run folder names say what differs. measure.pca_filter's
-    default is whatever city_filter is (run_folder.Follows)."""
-    defaults = _flatten({
-        f.name: f.default_factory() if callable(f.default_factory) else f.default
-        for f in fields(RunConfig) if f.name not in COMPARISON_KEYS
-    }, keep_unused=True)
-    return defaults | {"measure.pca_filter": run_folder.Follows("city_filter")}
-
-
-def _flatten(values: dict[str, Any], prefix: str = "", keep_unused: bool = False) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for name, value in values.items():
-        if name in HOW_TO_RUN_KEYS:
-            continue
-        if is_dataclass(value):
-            unused = value.unused() if hasattr(value, "unused") and not keep_unused else set()
-            flat |= _flatten({f.name: getattr(value, f.name) for f in fields(value) if f.name not in unused},
-                             f"{prefix}{name}.", keep_unused)
-        else:
-            flat[prefix + name] = value.value if isinstance(value, Enum) else value
-    return flat
-
-
-def register() -> None:
-    """Put the schemas in the ConfigStore and the resolvers that name result folders in OmegaConf."""
-    ConfigStore.instance().store(name="cka_hydra_schema", node=RunConfig)
-    ConfigStore.instance().store(name="cka_hydra_report_schema", node=ReportConfig)
-    if not OmegaConf.has_resolver("cka_run_subdir"):
-        OmegaConf.register_new_resolver("cka_results_dir", run_folder.results_dir_name)
-        OmegaConf.register_new_resolver("cka_run_subdir", _run_subdir)
-
-
-def _run_subdir(*, _root_: DictConfig) -> str:
-    run = run_config(_root_)
-    return run_folder.subdir(run.comparison, settings(run), default_settings())

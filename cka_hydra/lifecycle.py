@@ -1,27 +1,142 @@
-"""Running one comparison: its plan, the engine's timeline, and the run folder it leaves.
+"""A comparison's lifecycle, in one place: check, then skip, extend or compute, then write.
 
-Knows nothing of Hydra: `run_comparison` takes the job's `RunConfig` and the folders to write
-to, so the Hydra job and the Python API (cka_hydra.api) both call it. Planning
-(`cka_hydra.plan`) comes first and needs no torch; the computing is `cka_hydra.engine`'s.
+    check(run, run_dir, results_dir)    everything that can be refused before computing, in one
+                                        line: the store (the demo store written when no data.root
+                                        is named), the device, the config against the regime and
+                                        the store's folders, the results dir's data root, a result
+                                        of other settings in run_dir, the city filter
+    is_finished / extendable            whether run_dir holds this result, or an earlier part of it
+    run(run, run_dir, results_dir)      the whole lifecycle of one job: checked, then skipped,
+                                        extended or computed, and written whole or not at all
+
+The Hydra app, its callback, the sweeper, the follower and the Python API all call these; none
+repeats a check. Knows nothing of Hydra; torch only once something is computed (cka_hydra.engine).
 """
 
 import csv
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cka_hydra import engine, registry, run_folder
-from cka_hydra.config import Kernel, RunConfig, default_settings
-from cka_hydra.plan import JobPlan, preflight
+from cka_hydra import registry, results_dir as results_dirs, run_folder
+from cka_hydra.demo import ensure_demo_store
+from cka_hydra.errors import InputError
+from cka_hydra.identity import default_settings, override_text, result_identity, settings_label, store_of
+from cka_hydra.inputs import JobPlan, check_city_filter, check_device, data_root, plan_job
+from cka_hydra.schema import DataConfig, RunConfig
+
+if TYPE_CHECKING:
+    from cka_hydra.engine import Timeline
 
 log = logging.getLogger(__name__)
 
 
-def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num: int = 0) -> dict[str, Any]:
+# --- check ---
+
+def store_root(data: DataConfig, write_demo: bool = True) -> Path:
+    """The store a run reads: data.root, or the demo store (written first, unless write_demo is
+    false: a dry run writes nothing)."""
+    if data.root is None and write_demo:
+        ensure_demo_store(data.path)
+    return data_root(data)
+
+
+def check_setup(run: RunConfig, results_dir: Path | None, write_demo: bool = True) -> None:
+    """What every job of one store, device and results dir shares: the store is there, torch sees
+    the device, and the results dir holds no other store's results (unless overwrite)."""
+    store_root(run.data, write_demo)
+    check_device(run.device)
+    if results_dir is not None and not run.overwrite:
+        results_dirs.check_data_root(results_dir, run.data.root, overwrite=False)
+
+
+def check_job(run: RunConfig, run_dir: Path) -> JobPlan:
+    """One job's own checks: the config against the regime and the store's folders (reading
+    folder listings only), and that run_dir holds no result of other settings (unless overwrite)."""
+    plan = plan_job(run)
+    if not run.overwrite:
+        reason = conflict(run_dir, plan.settings)
+        if reason:
+            raise InputError(reason)
+    return plan
+
+
+def check(run: RunConfig, run_dir: Path, results_dir: Path | None, write_demo: bool = True) -> JobPlan:
+    """Everything a run needs that can be checked without computing (check_setup, check_job, and
+    the city filter against the first step's city lists); raises InputError, one line."""
+    check_setup(run, results_dir, write_demo)
+    plan = check_job(run, run_dir)
+    check_city_filter(plan)
+    return plan
+
+
+# --- whether a result holds ---
+
+def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str, Any],
+                since: float | None = None) -> bool:
+    """Whether run_dir holds the result of these settings on these inputs (representation
+    folders, steps and the identity of each file read: a store that gained a final checkpoint
+    makes `final` stale, and so does a file replaced in place), written at or after `since` (a
+    time.time()) when given: the result an overwrite has yet to replace is not its own. The data
+    root is the results dir's (check_data_root), not the result's: a store that moved keeps it."""
+    summary = run_folder.read_result(run_dir)
+    if summary is None or result_identity(summary.get("settings")) != result_identity(settings) \
+            or summary.get("inputs") != inputs or not _of_this_store(run_dir, summary, settings):
+        return False
+    try:
+        return since is None or (run_dir / run_folder.SUMMARY_FILE).stat().st_mtime >= since
+    except OSError:
+        return False
+
+
+def extendable(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of run_dir's result when it is an earlier part of this one: the same settings
+    and representation folders, steps that are all among these (some missing: the store gained
+    checkpoints), each of their files as it was; else None (computed whole)."""
+    summary = run_folder.read_result(run_dir)
+    if summary is None or result_identity(summary.get("settings")) != result_identity(settings) \
+            or not _of_this_store(run_dir, summary, settings):
+        return None
+    theirs = summary.get("inputs") or {}
+    files = theirs.get("files") or {}
+    if any(theirs.get(key) != inputs[key] for key in ("representations_a", "representations_b")) \
+            or not files or not set(theirs.get("steps") or [None]) < set(inputs["steps"]) \
+            or any(inputs["files"].get(name) != stamp for name, stamp in files.items()):
+        return None
+    return summary
+
+
+def _of_this_store(run_dir: Path, summary: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """Whether a result was computed from the store these settings name: the same data root, or
+    one its results dir records the store moved from."""
+    theirs, ours = store_of(summary.get("settings")), store_of(settings)
+    results_dir = results_dirs.enclosing_results_dir(run_dir)
+    roots = results_dirs.data_roots(results_dir) if results_dir else []
+    return theirs == ours or (theirs in roots and roots[0] == ours)
+
+
+def conflict(run_dir: Path, settings: Mapping[str, Any]) -> str | None:
+    """Why run_dir's result may not be replaced by one of these settings, or None when it holds
+    none, or one of the same settings (on whichever data root: the results dir's is checked on
+    its own, and a result of another is stale)."""
+    summary = run_folder.read_result(run_dir)
+    theirs = result_identity((summary or {}).get("settings"))
+    ours = result_identity(settings)
+    differ = sorted(k for k in {*ours, *theirs} if ours.get(k) != theirs.get(k))
+    if summary is None or not differ:
+        return None
+    return (f"{run_dir} holds a result of other settings ({', '.join(f'{k}={override_text(theirs.get(k))}' for k in differ)}); "
+            "set overwrite=true to replace it, or hydra.sweep.dir=... to write elsewhere")
+
+
+# --- skip, extend or compute, then write ---
+
+def run(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num: int = 0) -> dict[str, Any]:
     """Compute one comparison's timeline of its measure and write it to run_dir, a folder of results_dir.
 
     Skips the work when run_dir already holds the result of the same settings on the same
@@ -30,15 +145,16 @@ def run_comparison(run: RunConfig, run_dir: Path, results_dir: Path | None = Non
     extended by the steps the store gained (status `extended`) rather than computed again.
     Returns a small dict: status (done/skipped/extended), seconds.
     """
-    plan = preflight(run, run_dir, results_dir)
+    check_setup(run, results_dir, write_demo=False)
+    plan = check_job(run, run_dir)
     with run_folder.computing(run_dir):  # another sweep or run may be computing it right now
         start = time.perf_counter()  # its seconds: this job's work, not the wait
-        if not run.overwrite and run_folder.is_finished(run_dir, plan.settings, plan.inputs):
+        if not run.overwrite and is_finished(run_dir, plan.settings, plan.inputs):
             log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
             if run.save_timeline_plot:
                 draw_timeline(run_dir, only_if_missing=True)
             return {"status": "skipped", "seconds": time.perf_counter() - start}
-        part = None if run.overwrite else run_folder.extendable(run_dir, plan.settings, plan.inputs)
+        part = None if run.overwrite else extendable(run_dir, plan.settings, plan.inputs)
         if part is not None:  # the store gained checkpoints: compute only theirs
             result = _extend(run, plan, part, run_dir, job_num, start)
             if result is not None:
@@ -80,7 +196,7 @@ def draw_timeline(run_dir: Path, only_if_missing: bool = False) -> None:
     layers = (f"layer {summary['layer']}" if summary["layer"] == summary["layer_b"]
               else f"layers {summary['layer']} vs {summary['layer_b']}")
     label = summary.get("label") or "default settings"
-    run_timeline_figure(pd.read_csv(run_dir / run_folder.TIMELINE_FILE), column, column,
+    run_timeline_figure(pd.read_csv(run_folder.timeline_path(run_dir, summary)), column, column,
                         f"{summary['exp1']} vs {summary['exp2']}, {layers}\n[{label}]", path)
     log.info("drew %s", path)
 
@@ -95,14 +211,15 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
     if run.checkpoints == "final" and last_a != last_b:  # one side has later steps: say which step "final" is
         log.warning("checkpoints=final: %s's last step is %d, %s's is %d; comparing step %d, the last both hold",
                     a.instance, last_a, b.instance, last_b, steps[-1])
+    from cka_hydra import engine
+
     result = engine.compute(run, plan, job_num)
     summary = result_summary(run, plan, result, time.perf_counter() - start)
     header, rows = timeline_rows(run, result)
     run_folder.write_result(run_dir, summary, header, rows)
     run_folder.clear_error(run_dir)
-    if results_dir is not None:
-        if run_folder.recorded_data_root(results_dir) != run_folder.data_root_text(run.data.root):
-            run_folder.record_data_root(results_dir, run.data.root)  # the first result here, or an overwrite
+    if results_dir is not None and results_dirs.recorded_data_root(results_dir) != store_of(plan.settings):
+        results_dirs.record_data_root(results_dir, run.data.root)  # the first result here, or an overwrite
     log.info("%s, layer %d vs %s, layer %d: final %s %.6f (%d cities, %d checkpoint(s), %.2f s on %s; %d of its %d "
              "prepared instances from the cache) in %s", a.instance, run.layer, b.instance, run.layer_b,
              measure.column, result.values[-1], result.n_cities[-1], len(steps), summary["seconds"], result.device,
@@ -117,8 +234,10 @@ def _extend(run: RunConfig, plan: JobPlan, earlier: dict[str, Any], run_dir: Pat
     the summary's statistics taken over the whole timeline. None where the earlier timeline's
     columns are not the new ones' (it was computed by a version without them): computed whole."""
     new_steps = [step for step in plan.steps if step not in earlier["inputs"]["steps"]]
-    with open(run_dir / run_folder.TIMELINE_FILE, newline="") as f:
+    with open(run_folder.timeline_path(run_dir, earlier), newline="") as f:
         header, *kept = list(csv.reader(f))
+    from cka_hydra import engine
+
     added = engine.compute(run, dataclasses.replace(plan, steps=new_steps), job_num)
     new_header, new_rows = timeline_rows(run, added)
     if header != new_header:
@@ -135,8 +254,8 @@ def _extend(run: RunConfig, plan: JobPlan, earlier: dict[str, Any], run_dir: Pat
     return {"status": "extended", "seconds": summary["seconds"]}
 
 
-def _timeline_of(header: list[str], rows: list[list[Any]], added: engine.Timeline,
-                 earlier: dict[str, Any]) -> engine.Timeline:
+def _timeline_of(header: list[str], rows: list[list[Any]], added: "Timeline",
+                 earlier: dict[str, Any]) -> "Timeline":
     """The whole timeline of an extended result, from its rows (the kept ones as read)."""
     columns = {name: [float(row[i]) for row in rows] for i, name in enumerate(header)}
     null = list(zip(columns["null_mean"], columns["null_std"], columns["p_value"])) if "p_value" in columns else []
@@ -148,7 +267,7 @@ def _timeline_of(header: list[str], rows: list[list[Any]], added: engine.Timelin
         pca_cities=added.pca_cities if last_is_new else earlier.get("pca_cities"))
 
 
-def result_summary(run: RunConfig, plan: JobPlan, result: engine.Timeline, seconds: float) -> dict[str, Any]:
+def result_summary(run: RunConfig, plan: JobPlan, result: "Timeline", seconds: float) -> dict[str, Any]:
     """What summary.json says of a computed comparison: which it is, its statistics over the
     timeline, its settings and inputs (its identity), and how it ran."""
     a, b, steps = plan.a, plan.b, plan.steps
@@ -184,7 +303,7 @@ def result_summary(run: RunConfig, plan: JobPlan, result: engine.Timeline, secon
         "seconds": seconds,
         "bytes_read": result.bytes_read,  # prepared instances already in the cache read none
         "data_root": str(plan.root),
-        "label": run_folder.settings_label(plan.settings, default_settings()),
+        "label": settings_label(plan.settings, default_settings()),
         "settings": plan.settings,
         "inputs": plan.inputs,
     }
@@ -199,8 +318,7 @@ def result_summary(run: RunConfig, plan: JobPlan, result: engine.Timeline, secon
     if measure.name in ("cka", "pca_cka"):  # the CKA measures keep the names they always had
         summary.update({f"{name}_cka": value for name, value in statistics.items()})
     if measure.name == "cka":
-        summary.update(kernel=run.cka.kernel.name,
-                       sigma_frac=run.cka.sigma_frac if run.cka.kernel is Kernel.rbf else None,
+        summary.update(kernel=run.cka.kernel.name, sigma_frac=plan.settings.get("cka.sigma_frac"),
                        debiased=run.cka.debiased, precision=run.cka.precision.name)
     if result.intervals:
         summary.update(bootstrap=run.cka.bootstrap, confidence=run.cka.confidence,
@@ -214,7 +332,7 @@ def result_summary(run: RunConfig, plan: JobPlan, result: engine.Timeline, secon
     return summary
 
 
-def timeline_rows(run: RunConfig, result: engine.Timeline) -> tuple[list[str], list[list[Any]]]:
+def timeline_rows(run: RunConfig, result: "Timeline") -> tuple[list[str], list[list[Any]]]:
     """The timeline file's header and rows: step, the measure's value, the cities compared, the
     exact chance level where the measure has one, the permutation test and the bootstrap
     interval when they were asked for."""

@@ -1,6 +1,7 @@
-"""Planning one comparison: what it will compare, checked against the regime and the store's
-folder listings, before anything is computed. Reads no data file but the first step's city
-lists, and imports no torch: the sweeper's process plans every job with it.
+"""A comparison's inputs: its two instances, their checkpoints, the steps compared and the files
+read, worked out from the config and the store's folder listings and checked against the regime,
+before anything is computed. Reads no data file but the first step's city lists (the filter's
+check), and imports no torch: the sweeper's process works out every job's inputs with it.
 """
 
 import logging
@@ -9,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cka_hydra import run_folder
-from cka_hydra.config import DEVICE, DataConfig, RunConfig, settings
 from cka_hydra.errors import FilterError, InputError
-from cka_hydra.filters import CityFilter, parse_filter
-from cka_hydra.filters import id_kinds
+from cka_hydra.filters import CityFilter, id_kinds, parse_filter
+from cka_hydra.identity import settings
 from cka_hydra.pairs import excluded, instance_name, model_name, shared_tasks
+from cka_hydra.schema import DEVICE, DataConfig, RunConfig
 from cka_hydra.store import METADATA_FILE, Layout, check_id_kinds, file_stamps, list_checkpoints, load_cities
 
 log = logging.getLogger(__name__)
@@ -128,19 +128,6 @@ class JobPlan:
     inputs: dict[str, Any]
 
 
-def check_device(spec: str) -> None:
-    """Refuse a GPU that torch does not see. (`auto` and `cpu` need no torch to check.)"""
-    match = DEVICE.fullmatch(spec)
-    if match is None:
-        raise InputError(f"device={spec}: expected auto, cpu, cuda or cuda:N")
-    if spec.startswith("cuda"):
-        import torch
-
-        count = torch.cuda.device_count()
-        if int(match.group(1) or 0) >= count:
-            raise InputError(f"device={spec}: torch sees {count} CUDA device(s)")
-
-
 def plan_job(run: RunConfig) -> JobPlan:
     """Check the config against the regime and the store's folders, and list what the job will
     compare. Reads folder listings only, no data file."""
@@ -222,18 +209,16 @@ def check_pca_cities(pca: PCASpec, kept: int, of: int, instance: str, step: int)
                           f"measure.components={pca.components} is fitted on at least {needed}")
 
 
-def preflight(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPlan:
-    """Everything a run needs that can be checked without computing: the config against the
-    regime and the store, the device, and that its result may go to run_dir (the results dir
-    holds no other data root's results, run_dir no other settings' result) unless overwrite."""
-    plan = plan_job(run)
-    check_device(run.device)
-    if not run.overwrite:
-        if results_dir is not None:
-            run_folder.check_data_root(results_dir, run.data.root, overwrite=False)
-        reason = run_folder.conflict(run_dir, plan.settings)
-        if reason:
-            raise InputError(reason)
-    return plan
 
 
+def check_device(spec: str) -> None:
+    """Refuse a GPU that torch does not see. (`auto` and `cpu` need no torch to check.)"""
+    match = DEVICE.fullmatch(spec)
+    if match is None:
+        raise InputError(f"device={spec}: expected auto, cpu, cuda or cuda:N")
+    if spec.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count()
+        if int(match.group(1) or 0) >= count:
+            raise InputError(f"device={spec}: torch sees {count} CUDA device(s)")

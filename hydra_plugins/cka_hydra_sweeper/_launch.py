@@ -1,0 +1,143 @@
+"""Launching: jobs in batches that keep the jobs sharing instances together, each recorded as its
+part of the launch ends; Ctrl-C and SIGTERM end a sweep alike."""
+
+import itertools
+import logging
+import math
+import signal
+import sys
+import time
+from contextlib import closing, contextmanager
+from typing import Any, Iterator, List, Sequence, Tuple
+
+from hydra.core.utils import JobReturn, configure_log
+
+from ._jobs import Job, log_progress, record, settle, write_jobs
+
+log = logging.getLogger(__name__)
+
+
+# jobs a launch takes at most: the study's 252 in one, so that its workers' chunks follow its groups
+DEFAULT_BATCH_SIZE = 256
+
+
+def launch_all(sweeper: Any, jobs: List[Job], todo: List[Job], received: List[int], started: float,
+                progress: bool = True) -> None:
+    """Launch the jobs of todo in batches, recording each in jobs.csv as its part ends (a worker's
+    chunk, an array task); with progress, a console line as each part ends."""
+    start = time.perf_counter()
+    first = 0
+    for batch in pack(todo, _batch_size(sweeper, len(todo)), lambda job: sharing_key(job.overrides)):
+        for job in batch:
+            job.status = "running"
+        try:
+            with closing(_launch(sweeper, batch, first)) as parts:  # closed on an interrupt: the launcher cancels
+                for positions, results in parts:
+                    # a job run in this process (basic launcher, one joblib worker) set logging up for its folder
+                    configure_log(sweeper.config.hydra.hydra_logging, sweeper.config.hydra.verbose)
+                    part = [batch[p] for p in positions]
+                    for job, result in zip(part, results):
+                        record(job, result, started)
+                    write_jobs(part)
+                    if received:
+                        raise KeyboardInterrupt
+                    if progress and any(job.status == "running" for job in batch):  # the batch's other parts run
+                        log_progress(jobs, first + sum(job.status != "running" for job in batch), len(todo),
+                                      time.perf_counter() - start)
+        except Exception as err:  # a worker died hard: only this batch's jobs without a record are lost
+            log.error("the launcher failed (%s: %s): its batch's jobs without a result are lost",
+                      type(err).__name__, err)
+            unrecorded = [job for job in batch if job.status == "running"]
+            settle(unrecorded, f"launcher failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
+                    started)
+            write_jobs(unrecorded)
+        finally:
+            configure_log(sweeper.config.hydra.hydra_logging, sweeper.config.hydra.verbose)
+        first += len(batch)
+        if progress:
+            log_progress(jobs, first, len(todo), time.perf_counter() - start)
+    if progress and not todo:
+        log_progress(jobs, 0, 0, 0.0)
+
+
+def _launch(sweeper: Any, batch: List[Job], first: int) -> Iterator[Tuple[Sequence[int], List[JobReturn]]]:
+    """The batch's returns, with their jobs' positions in it: part by part as they end with this
+    project's launchers (launch_parts), else all at once."""
+    launcher, overrides = sweeper.launcher, [job.overrides for job in batch]
+    if hasattr(launcher, "launch_parts"):
+        yield from launcher.launch_parts(overrides, first)
+    else:
+        yield range(len(batch)), launcher.launch(overrides, initial_job_idx=first)
+
+
+@contextmanager
+def interruptible() -> Iterator[List[int]]:
+    """Ctrl-C and SIGTERM (a scheduler's, or kill's) end the sweep alike: KeyboardInterrupt, so the
+    launcher stops its workers and jobs.csv records what finished. (By default SIGTERM would end
+    this process alone, leaving the workers running and jobs.csv unwritten.) Yields the signals
+    received: an interrupt that lands in a garbage collector's callback is lost there, so the
+    sweep also checks this list between batches."""
+    received: List[int] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    def unraisable(info: Any) -> None:  # that lost interrupt would print a traceback
+        if not issubclass(info.exc_type, KeyboardInterrupt):
+            default_hook(info)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    default_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    try:
+        yield received
+    finally:
+        sys.unraisablehook = default_hook
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def sharing_key(overrides: List[str]) -> Tuple[str, ...]:
+    """What the jobs that read the same instances share: every override but the pair's and the
+    seed pair's (regime, layer, layer_b and the settings)."""
+    return tuple(o for o in overrides if not o.startswith(("pair=", "seed_pair=")))
+
+
+def pieces(items: List[Any], size: int, key: Any) -> List[List[Any]]:
+    """Consecutive items of one key in pieces of at most size, each run of a key split evenly."""
+    result = []
+    for _, run in itertools.groupby(items, key):
+        group = list(run)
+        step = math.ceil(len(group) / math.ceil(len(group) / size))
+        result += [group[i:i + step] for i in range(0, len(group), step)]
+    return result
+
+
+def pack(items: List[Any], size: int, key: Any) -> List[List[Any]]:
+    """Items in batches of at most size, each holding whole runs of a key where they fit (pieces
+    of a run longer than size otherwise): a batch's jobs share instances."""
+    batches: List[List[Any]] = []
+    for piece in pieces(items, size, key):
+        if batches and len(batches[-1]) + len(piece) <= size:
+            batches[-1] += piece
+        else:
+            batches.append(list(piece))
+    return batches
+
+
+def in_order(parts: Iterator[Tuple[List[int], List[JobReturn]]], n_jobs: int) -> List[JobReturn]:
+    """A launch's returns in its jobs' order, from its parts as they ended (launch_parts)."""
+    returns: List[Any] = [None] * n_jobs
+    for positions, part in parts:
+        for position, job_return in zip(positions, part):
+            returns[position] = job_return
+    return returns
+
+
+def _batch_size(sweeper: Any, n_jobs: int) -> int:
+    """hydra.sweeper.batch_size, else 256: when one worker dies, joblib (or the plugin's submitit
+    launchers) lose the whole launch() call. A launcher whose array tasks fail alone takes every
+    job at once, since the sweeper waits for each call to finish before the next."""
+    if sweeper.batch_size is not None:
+        return sweeper.batch_size
+    return max(1, n_jobs) if getattr(sweeper.launcher, "array_tasks_fail_alone", False) else DEFAULT_BATCH_SIZE
