@@ -54,7 +54,7 @@ def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpo
     estimator = rbf_cka if kernel == "rbf" else linear_cka
     from cka_hydra.demo import load_regime
     from cka_hydra.filters import STUDY_FILTER, city_id, parse_filter
-    from cka_hydra.pairs import SeedPolicy, model_name, plan_comparisons, seed_pairs
+    from cka_hydra.pairs import SeedPolicy, model_name, valid_comparisons, seed_pairs
     from cka_hydra.store import Layout, common_rows, list_checkpoints, load_cities, load_matrix
 
     city_filter = parse_filter(STUDY_FILTER)
@@ -63,7 +63,7 @@ def floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpo
         regime = load_regime(regime_name)
         models = {int(k): v for k, v in regime["models"].items()}
         layout = Layout(regime["original_dir"], regime["seed_dir"], regime["representations_dir"])
-        comparisons, _ = plan_comparisons(regime_name, models, list(layers),
+        comparisons, _ = valid_comparisons(regime_name, models, list(layers),
                                           seed_pairs(SeedPolicy.study, regime["seeds"]), None, False)
         for layer in layers:
             loaded = {}  # checkpoint folder -> (matrix, kept rows, their ids): one read per file

@@ -85,7 +85,7 @@ class Comparison:
         return f"{self.seed_a}_{self.seed_b}"
 
 
-def plan_comparisons(
+def valid_comparisons(
     regime: str,
     models: Mapping[int, Sequence[str]],
     layers: Sequence[int],

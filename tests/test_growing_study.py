@@ -13,7 +13,7 @@ from conftest import DISJOINT, read_json, representations_dir, run_app
 
 from cka_hydra.cka import UndefinedMeasureError, rbf_cka
 from cka_hydra.demo import load_regime
-from cka_hydra.pairs import plan_comparisons
+from cka_hydra.pairs import valid_comparisons
 from cka_hydra.report import colour_scales
 from cka_hydra.stats import final_values, group_summary
 
@@ -27,14 +27,14 @@ def tasks(regime):
 
 
 def test_overlap_sweeps_plan_the_pairs_that_share_a_task():
-    kept, removed = plan_comparisons("pt3", tasks("pt3"), [5], [("orig", "1")], allow_overlap=True)
+    kept, removed = valid_comparisons("pt3", tasks("pt3"), [5], [("orig", "1")], allow_overlap=True)
     assert len(kept) == 21 and removed["shared training task"] == 0
-    kept, removed = plan_comparisons("pt3", tasks("pt3"), [5], [("orig", "1")])
+    kept, removed = valid_comparisons("pt3", tasks("pt3"), [5], [("orig", "1")])
     assert len(kept) == len(DISJOINT["pt3"]) and removed["shared training task"] == 14
 
 
 def test_self_pairs_with_narrowed_pairs_add_each_named_models_self_pairs():
-    kept, _ = plan_comparisons("pt3", tasks("pt3"), [5], [("orig", "1"), ("1", "2")], pairs=[(1, 2)], self_pairs=True)
+    kept, _ = valid_comparisons("pt3", tasks("pt3"), [5], [("orig", "1"), ("1", "2")], pairs=[(1, 2)], self_pairs=True)
     assert sorted({(c.a, c.b) for c in kept}) == [(1, 1), (1, 2), (2, 2)] and len(kept) == 6
 
 

@@ -24,7 +24,7 @@ from cka_hydra.identity import default_settings, settings
 from cka_hydra.schema import run_config
 from cka_hydra.errors import FilterError, InputError
 from cka_hydra.filters import STUDY_FILTER
-from cka_hydra.pairs import Comparison, plan_comparisons
+from cka_hydra.pairs import Comparison, valid_comparisons
 
 FINAL = 164073  # the small store's last step of pt2
 
@@ -174,13 +174,13 @@ def test_a_model_against_itself_at_two_layers_is_one_comparison_either_way_round
 
 def test_layer_maps_keep_both_orders_of_two_models_and_one_of_an_instance_with_itself():
     models = {1: ["a"], 2: ["b"], 3: ["a", "c"]}
-    kept, removed = plan_comparisons("r", models, [3, 5], [("orig", "1")], layers_b=[3, 5])
+    kept, removed = valid_comparisons("r", models, [3, 5], [("orig", "1")], layers_b=[3, 5])
     pairs_12 = {(c.layer, c.layer_b) for c in kept if (c.a, c.b) == (1, 2)}
     assert pairs_12 == {(3, 3), (3, 5), (5, 3), (5, 5)}  # model 1 at 3 against 2 at 5 is not 2 at 3 against 1 at 5
     assert removed["shared training task"] == 4  # (1, 3) at every layer pair
 
     every_seed = [(a, b) for a in ("orig", "1") for b in ("orig", "1")]
-    kept, removed = plan_comparisons("r", {1: ["a"]}, [3, 5], every_seed, self_pairs=True, layers_b=[3, 5])
+    kept, removed = valid_comparisons("r", {1: ["a"]}, [3, 5], every_seed, self_pairs=True, layers_b=[3, 5])
     sides = [frozenset({(c.seed_a, c.layer), (c.seed_b, c.layer_b)}) for c in kept]
     # the 4 (seed, layer) instances of model 1: 6 pairs and 4 with themselves, each once
     assert len(kept) == len(set(sides)) == 10 and removed["same comparison twice"] == 6

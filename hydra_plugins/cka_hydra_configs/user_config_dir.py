@@ -7,7 +7,7 @@ and names DIR in the environment variable USER_CONFIG_DIR; this plugin puts it f
 app's `pkg://cka_hydra.conf`. Only cka_hydra's own search path is touched: other Hydra apps in the
 environment see no change.
 """
-# No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
+# No `from __future__ import annotations` here: it breaks the plugin discovery of Hydra 1.3.8.
 import os
 
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery

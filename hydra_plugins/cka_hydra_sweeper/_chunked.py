@@ -5,7 +5,7 @@ runs `jobs_per_task` jobs one after another, each through the plugin's own per-j
 so through Hydra's run_job), so that each still gets its own run folder, `.hydra/` and log.
 Imported only where the optional extra is installed (pip install "cka-hydra[slurm]").
 """
-# No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
+# No `from __future__ import annotations` here: it breaks the plugin discovery of Hydra 1.3.8.
 import logging
 import math
 import signal

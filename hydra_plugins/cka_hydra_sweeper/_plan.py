@@ -19,7 +19,7 @@ from cka_hydra import lifecycle
 from cka_hydra.errors import FilterError, InputError
 from cka_hydra.identity import data_root_text, default_settings, describe, settings, subdir
 from cka_hydra.inputs import StepsError, check_city_filter
-from cka_hydra.pairs import SeedPolicy, plan_comparisons, seed_pairs, shared_tasks
+from cka_hydra.pairs import SeedPolicy, valid_comparisons, seed_pairs, shared_tasks
 from cka_hydra.regime_files import check_regime_file
 from cka_hydra.schema import PairConfig, SeedPairConfig, run_config
 
@@ -69,7 +69,7 @@ def plan_jobs(sweeper: Any, choices: Dict[str, List[str]], swept: List[List[str]
                 raise SweepError(f"{name}: regime {regime} has no {what} {', '.join(missing)} "
                                  f"(it has {', '.join(map(str, known))})")
         exclude = {} if base.allow_excluded else base.regime.exclude
-        comparisons, removed = plan_comparisons(regime, models, layers, seed_list, pairs, self_pairs, layers_b,
+        comparisons, removed = valid_comparisons(regime, models, layers, seed_list, pairs, self_pairs, layers_b,
                                                 exclude, base.allow_overlap)
         if combination == first_combination:  # the rules give the same counts for every combination
             overlapping = sum(c.a != c.b and bool(shared_tasks(models[c.a], models[c.b])) for c in comparisons)

@@ -1,4 +1,4 @@
-# No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
+# No `from __future__ import annotations` here: it breaks the plugin discovery of Hydra 1.3.8.
 from dataclasses import dataclass
 from typing import Dict, Optional
 

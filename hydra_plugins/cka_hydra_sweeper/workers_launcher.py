@@ -1,5 +1,5 @@
 """hydra-joblib-launcher, handing each worker its jobs in chunks (`hydra/launcher=workers`)."""
-# No `from __future__ import annotations` here: it breaks Hydra's plugin discovery (hydra-notes).
+# No `from __future__ import annotations` here: it breaks the plugin discovery of Hydra 1.3.8.
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Sequence, Tuple
