@@ -2,10 +2,11 @@
 
 import pytest
 
+import hashlib
+import json
+
+from cka_hydra import identity, lifecycle, run_folder
 from cka_hydra import results_dir as results_dirs
-from cka_hydra import lifecycle
-from cka_hydra import identity
-from cka_hydra import run_folder
 from cka_hydra.errors import InputError
 
 SETTINGS = {"data.root": "/data", "checkpoints": "final"}
@@ -95,3 +96,23 @@ def test_a_result_older_than_an_overwrite_is_not_its_own(tmp_path):
     written = (tmp_path / "summary.json").stat().st_mtime
     assert lifecycle.is_finished(tmp_path, SETTINGS, INPUTS, since=written)
     assert not lifecycle.is_finished(tmp_path, SETTINGS, INPUTS, since=written + 1)
+
+
+def test_a_timeline_is_named_after_its_measure_and_one_written_before_still_counts(tmp_path):
+    # as a version before timelines were named after their measure wrote a Procrustes result
+    timeline = b"step,procrustes_disparity,n_cities\n7,0.25,100\n"
+    (tmp_path / "cka_timeline.csv").write_bytes(timeline)
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "measure": "procrustes", "settings": SETTINGS, "inputs": INPUTS,
+        "timeline_sha256": hashlib.sha256(timeline).hexdigest()}))
+    assert run_folder.read_result(tmp_path)["measure"] == "procrustes"
+    assert lifecycle.is_finished(tmp_path, SETTINGS, INPUTS)
+    # recomputed: the new name, and the old file gone with the result it held
+    run_folder.write_result(tmp_path, {"measure": "procrustes", "settings": SETTINGS, "inputs": INPUTS},
+                            ["step", "procrustes_disparity", "n_cities"], [[7, 0.5, 100]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["procrustes_timeline.csv", "summary.json"]
+    assert run_folder.read_result(tmp_path)["timeline_file"] == "procrustes_timeline.csv"
+    # a summary may not point outside its folder
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "timeline_file": "../procrustes_timeline.csv"}))
+    assert run_folder.read_result(tmp_path) is None
