@@ -14,6 +14,7 @@ from cka_hydra.errors import FilterError, InputError
 from cka_hydra.filters import CityFilter, id_kinds, parse_filter
 from cka_hydra.identity import settings
 from cka_hydra.pairs import excluded, instance_name, model_name, shared_tasks
+from cka_hydra.registry import Needs
 from cka_hydra.schema import DEVICE, DataConfig, RunConfig
 from cka_hydra.store import METADATA_FILE, Layout, check_id_kinds, file_stamps, list_checkpoints, load_cities
 
@@ -148,7 +149,7 @@ def plan_job(run: RunConfig) -> JobPlan:
               "files": file_stamps(root, [checkpoints[step] for step in steps
                                           for checkpoints in (checkpoints_a, checkpoints_b)])}
     pca = None
-    if run.measure.uses_pca:
+    if run.measure.registered.needs is Needs.pca_scores:
         # named as the user set it: a city_filter that keeps too few for a PCA is city_filter's fault
         setting = "measure.pca_filter" + (" (following city_filter)" if run.measure.pca_filter == run.city_filter
                                           else "")

@@ -315,11 +315,7 @@ def result_summary(run: RunConfig, plan: JobPlan, result: "Timeline", seconds: f
     if plan.pca is not None:  # and how many cities each side's last PCA was fitted on
         summary.update(components=plan.pca.components, pca_filter=run.measure.pca_filter,
                        pca_cities=result.pca_cities)
-    if measure.name in ("cka", "pca_cka"):  # the CKA measures keep the names they always had
-        summary.update({f"{name}_cka": value for name, value in statistics.items()})
-    if measure.name == "cka":
-        summary.update(kernel=run.cka.kernel.name, sigma_frac=plan.settings.get("cka.sigma_frac"),
-                       debiased=run.cka.debiased, precision=run.cka.precision.name)
+    summary.update(measure.record(run.cka, plan.settings, statistics))
     if result.intervals:
         summary.update(bootstrap=run.cka.bootstrap, confidence=run.cka.confidence,
                        final_cka_ci=list(result.intervals[-1]))

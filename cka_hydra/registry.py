@@ -19,7 +19,8 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, NamedTuple
 
 from cka_hydra.errors import InputError
 
@@ -30,8 +31,8 @@ SIMILARITY, DISTANCE = "similarity", "distance"
 class Terms:
     """A measure as computed for one run's settings.
 
-    prepare: one side's aligned rows (n, d) -> its state (centred rows, self-terms, a Gram
-    matrix): computed once per instance and kept in the engine's cache; compare: two states ->
+    prepare: one side's aligned rows (n, d) (or its principal components) -> its state (a named
+    tuple: RowState, GramState, ...): computed once per instance and kept in the engine's cache; compare: two states ->
     the value; function: the measure of two row sets, batched (..., n, d), for the bootstrap;
     key: what a state depends on besides the rows (two Terms with one key share states);
     permute: a state and permutations of its rows, (n,) or (B, n) -> the state of the permuted
@@ -48,6 +49,14 @@ class Terms:
     chance: Callable[[Any, Any], Any] = lambda a, b: None
 
 
+class Needs(Enum):
+    """What a measure is computed on, per instance: prepared once, shared by every measure of the
+    same needs and settings (the engine's cache key)."""
+
+    rows = "rows"  # the instance's rows of the compared cities
+    pca_scores = "pca_scores"  # its first measure.components principal components (fitted on measure.pca_filter)
+
+
 @dataclass(frozen=True)
 class Measure:
     name: str
@@ -56,12 +65,38 @@ class Measure:
     label: str  # what its similarity is, for axis labels; {k}: the number of principal components
     description: str  # what it computes, for messages
     terms: Callable[[Any], Terms] | None  # the run's CKAConfig -> how it is computed (None: read from a result)
-    uses_pca: bool = False  # computed on each instance's first principal components
+    needs: Needs = Needs.rows
     target: str | None = None  # a user measure's function, as its file names it
+    # what a result of it records beside its statistics: (the run's CKAConfig, its settings, the
+    # statistics final/mean/std/min/max) -> summary.json's extra keys
+    record: Callable[[Any, Mapping[str, Any], Mapping[str, float]], dict[str, Any]] = lambda cka, settings, stats: {}
 
     def similarity(self, value: Any) -> Any:
         """The value as "higher is more alike" (a number or a pandas column)."""
         return value if self.kind == SIMILARITY else 1 - value
+
+
+class RowState(NamedTuple):
+    """Linear CKA's prepared instance: the centred rows X_c, HSIC(X, X), and ||X_c||_F^2 = tr(K_c)."""
+
+    rows: Any
+    self_term: Any
+    trace: Any
+
+
+class GramState(NamedTuple):
+    """RBF CKA's prepared instance: the centred Gram K_c, HSIC(K, K), tr(K_c)."""
+
+    gram: Any
+    self_term: Any
+    trace: Any
+
+
+class BlockState(NamedTuple):
+    """RBF CKA's prepared instance whose Gram is too large to keep: its centred rows, from which
+    each comparison builds both Grams block by block."""
+
+    rows: Any
 
 
 def _cka_terms(cka: Any) -> Terms:
@@ -73,28 +108,30 @@ def _cka_terms(cka: Any) -> Terms:
     if cka.kernel.value != "rbf":
         return _linear_terms(cka.debiased, dtype)
 
-    def prepare(x: Any) -> Any:  # (the centred Gram, its self-term, its trace)
+    def prepare(x: Any) -> GramState | BlockState:
         xc = math_.centred(x, dtype, "compared")
-        if xc.element_size() * x.shape[0] ** 2 > math_.DEFAULT_CACHE_BYTES:  # too large to keep: its centred
-            return xc, None, None  # rows, and each comparison builds both Grams block by block (gram_cka)
+        if xc.element_size() * x.shape[0] ** 2 > math_.DEFAULT_CACHE_BYTES:
+            return BlockState(xc)
         gram = math_.centred_gram(math_.rbf_gram(xc, cka.sigma_frac), cka.debiased)
-        return gram, math_.gram_hsic(gram, gram), gram.diagonal().sum()
+        return GramState(gram, math_.gram_hsic(gram, gram), gram.diagonal().sum())
 
     def compare(a: Any, b: Any) -> Any:
-        if a[1] is None:
-            if b[0].dim() == 3:  # permuted rows, B at a time
-                return torch.stack([compare(a, (rows, None, None)) for rows in b[0]])
-            return math_.gram_cka(math_.rbf_kernel(a[0], cka.sigma_frac), math_.rbf_kernel(b[0], cka.sigma_frac),
-                                  a[0].shape[0], cka.debiased)
-        return math_.cka_ratio(math_.gram_hsic(a[0], b[0]), a[1], b[1])
+        if isinstance(a, BlockState):
+            if b.rows.dim() == 3:  # permuted rows, B at a time
+                return torch.stack([compare(a, BlockState(rows)) for rows in b.rows])
+            return math_.gram_cka(math_.rbf_kernel(a.rows, cka.sigma_frac), math_.rbf_kernel(b.rows, cka.sigma_frac),
+                                  a.rows.shape[0], cka.debiased)
+        return math_.cka_ratio(math_.gram_hsic(a.gram, b.gram), a.self_term, b.self_term)
 
     def permute(state: Any, perms: Any) -> Any:
-        if state[1] is None:
-            return state[0][perms], None, None
-        return state[0][perms[..., :, None], perms[..., None, :]], state[1], state[2]
+        if isinstance(state, BlockState):
+            return BlockState(state.rows[perms])
+        return state._replace(gram=state.gram[perms[..., :, None], perms[..., None, :]])
 
     def chance(a: Any, b: Any) -> Any:
-        return None if a[1] is None else _chance(a[2], b[2], a[1], b[1], a[0].shape[-1], cka.debiased)
+        if isinstance(a, BlockState):
+            return None
+        return _chance(a.trace, b.trace, a.self_term, b.self_term, a.gram.shape[-1], cka.debiased)
 
     return Terms(("rbf", cka.sigma_frac, cka.debiased, str(dtype)), prepare, compare,
                  functools.partial(math_.rbf_cka, sigma_frac=cka.sigma_frac, debiased=cka.debiased, dtype=dtype),
@@ -126,15 +163,15 @@ def _chance(trace_k: Any, trace_l: Any, self_k: Any, self_l: Any, n: int, debias
 def _linear_terms(debiased: bool, dtype: Any) -> Terms:
     from cka_hydra import cka as math_
 
-    def prepare(x: Any) -> Any:  # (the centred rows, the self-term, ||X_c||_F^2: the trace of K_c)
+    def prepare(x: Any) -> RowState:
         xc = math_.centred(x, dtype, "compared")
-        return xc, math_.linear_hsic(xc, xc, debiased), (xc * xc).sum()
+        return RowState(xc, math_.linear_hsic(xc, xc, debiased), (xc * xc).sum())
 
     return Terms(("linear", debiased, str(dtype)), prepare,
-                 lambda a, b: math_.cka_ratio(math_.linear_hsic(a[0], b[0], debiased), a[1], b[1]),
+                 lambda a, b: math_.cka_ratio(math_.linear_hsic(a.rows, b.rows, debiased), a.self_term, b.self_term),
                  functools.partial(math_.linear_cka, debiased=debiased, dtype=dtype),
-                 lambda state, perms: (state[0][perms], state[1], state[2]),
-                 chance=lambda a, b: _chance(a[2], b[2], a[1], b[1], a[0].shape[-2], debiased))
+                 lambda state, perms: state._replace(rows=state.rows[perms]),
+                 chance=lambda a, b: _chance(a.trace, b.trace, a.self_term, b.self_term, a.rows.shape[-2], debiased))
 
 
 def _pca_cka_terms(cka: Any) -> Terms:
@@ -154,18 +191,31 @@ REGISTRY: dict[str, Measure] = {}
 
 
 def register(measure: Measure) -> Measure:
-    """Add a measure (or replace one of the same name); returns it."""
+    """Add a measure (or replace one of the same name); returns it. A measure of your own from
+    Python: `register(Measure("mine", "mine", SIMILARITY, "mine", "my measure", my_terms))`."""
     REGISTRY[measure.name] = measure
     return measure
 
 
-BUILT_IN = ("cka", "pca_cka", "procrustes")
+def _cka_record(cka: Any, settings: Mapping[str, Any], statistics: Mapping[str, float]) -> dict[str, Any]:
+    """CKA's results keep the names they always had: final_cka, ..., and the kernel's settings."""
+    return {**_cka_statistics(cka, settings, statistics), "kernel": cka.kernel.name,
+            "sigma_frac": settings.get("cka.sigma_frac"), "debiased": cka.debiased, "precision": cka.precision.name}
+
+
+def _cka_statistics(cka: Any, settings: Mapping[str, Any], statistics: Mapping[str, float]) -> dict[str, Any]:
+    return {f"{name}_cka": value for name, value in statistics.items()}
+
+
+# The built-in measures: one declaration each.
 register(Measure("cka", "cka", SIMILARITY, "CKA", "CKA of the whole representations, as the cka.* settings say",
-                 _cka_terms))
+                 _cka_terms, record=_cka_record))
 register(Measure("pca_cka", "pca_cka", SIMILARITY, "CKA of the first {k} PCs",
-                 "linear CKA of the first principal components", _pca_cka_terms, uses_pca=True))
+                 "linear CKA of the first principal components", _pca_cka_terms, Needs.pca_scores,
+                 record=_cka_statistics))
 register(Measure("procrustes", "procrustes_disparity", DISTANCE, "Procrustes similarity, 1 - disparity ({k} PCs)",
-                 "the Procrustes disparity of the first principal components", _procrustes_terms, uses_pca=True))
+                 "the Procrustes disparity of the first principal components", _procrustes_terms, Needs.pca_scores))
+BUILT_IN = tuple(REGISTRY)
 
 
 def get(name: str) -> Measure:

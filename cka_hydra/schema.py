@@ -246,17 +246,14 @@ class MeasureConfig:
             return registry.get(str(self.name))
         return registry.user_measure(str(self.name), self._target_, self.kind)
 
-    @property
-    def uses_pca(self) -> bool:
-        return self.registered.uses_pca
-
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others. With measure=cka all of them:
         its results keep the settings, and so the run folders, they had before measures existed."""
         user = {"_target_", "kind"}
         if self.registered.target is not None:
             return {"components", "pca_filter"}
-        return user if self.uses_pca else user | {"name", "components", "pca_filter"}
+        return user if self.registered.needs is registry.Needs.pca_scores else user | {"name", "components",
+                                                                                      "pca_filter"}
 
 
 def _filter_text(text: Optional[str], setting: str) -> Optional[str]:
