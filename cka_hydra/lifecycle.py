@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from cka_hydra import registry, results_dir as results_dirs, run_folder
 from cka_hydra.demo import ensure_demo_store
 from cka_hydra.errors import InputError
-from cka_hydra.identity import default_settings, override_text, result_identity, settings_label, store_of
+from cka_hydra.identity import default_settings, override_text, result_identity, settings_label, store_of, store_path
 from cka_hydra.inputs import JobPlan, check_city_filter, check_device, data_root, plan_job
 from cka_hydra.schema import DataConfig, RunConfig
 
@@ -132,6 +133,48 @@ def conflict(run_dir: Path, settings: Mapping[str, Any]) -> str | None:
         return None
     return (f"{run_dir} holds a result of other settings ({', '.join(f'{k}={override_text(theirs.get(k))}' for k in differ)}); "
             "set overwrite=true to replace it, or hydra.sweep.dir=... to write elsewhere")
+
+
+NO_RESULT = "no result"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Whether a run folder's result counts, on its own (the report's and load_results' question,
+    where no settings are asked for): its summary, or the reason it does not count."""
+
+    summary: dict[str, Any] | None
+    reason: str = ""  # "" when it counts; NO_RESULT, failed, stale, of another data root (stale)
+    detail: str = ""
+    data_root: str = ""  # the store it counts for, as data_root.txt names it
+    checked: bool = True  # against its input files (False: that store is not on this machine)
+
+
+def standing(run_dir: Path, roots: list[str]) -> Standing:
+    """Whether run_dir's result counts, for a results dir of these data roots (data_roots: the
+    store, then where it moved from): a complete result, no error.txt beside it (its recompute
+    failed: the result is stale), of that store, and its input files unchanged there."""
+    summary = run_folder.read_result(run_dir)
+    error = run_dir / run_folder.ERROR_FILE
+    if error.exists():
+        detail = (error.read_text().splitlines() or [""])[0]
+        if summary is not None:
+            changed = run_folder.stale_inputs(summary)
+            detail += f" (the result there is stale: {', '.join(changed[:3])} changed since)"
+        return Standing(None, "failed", detail)
+    if summary is None:
+        return Standing(None, NO_RESULT)
+    own = store_of(summary.get("settings"))
+    roots = roots or [own]
+    if own not in roots:  # left by an overwrite with another store
+        return Standing(None, "of another data root (stale)", f"computed from {own}, not {roots[0]}")
+    root = store_path(roots[0])
+    if not root.is_dir():
+        return Standing(summary, data_root=roots[0], checked=False)
+    changed = run_folder.stale_inputs(summary, root)
+    if changed:
+        return Standing(None, "stale", f"{len(changed)} input file(s) changed or gone since: {', '.join(changed[:3])}")
+    return Standing(summary, data_root=roots[0])
 
 
 # --- skip, extend or compute, then write ---

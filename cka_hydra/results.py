@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cka_hydra import registry, run_folder
+from cka_hydra import lifecycle, registry, run_folder
 from cka_hydra import results_dir as results_dirs
-from cka_hydra.identity import default_settings, describe, store_of, store_path
+from cka_hydra.identity import default_settings, describe
 from cka_hydra.errors import InputError
 from cka_hydra.pairs import shared_tasks
 
@@ -87,34 +87,18 @@ def collect(sweep_dir: Path, exclude: Path | None = None
     for count, run_dir in enumerate(run_dirs, 1):
         if len(run_dirs) > PROGRESS_EVERY and count % PROGRESS_EVERY == 0:
             log.info("read %d/%d run folders", count, len(run_dirs))
-        summary = run_folder.read_result(run_dir)
-        error = run_dir / run_folder.ERROR_FILE
-        if summary is None or error.exists():  # (beside a result: its recompute failed, the result is stale)
-            if error.exists():
-                detail = (error.read_text().splitlines() or [""])[0]
-                if summary is not None:
-                    changed = run_folder.stale_inputs(summary)
-                    detail += f" (the result there is stale: {', '.join(changed[:3])} changed since)"
-                leave(run_dir, "failed", detail)
-            else:
-                status, detail = jobs.get(run_dir, ("", ""))
-                leave(run_dir, "lost" if status == "lost" else "incomplete", detail)
-            continue
-        own = store_of(summary.get("settings"))
         results_dir = results_dirs.enclosing_results_dir(run_dir)
-        roots_here = (data_roots(results_dir) if results_dir else []) or [own]
-        if own not in roots_here:  # left by an overwrite with another store
-            leave(run_dir, "of another data root (stale)", f"computed from {own}, not {roots_here[0]}")
+        standing = lifecycle.standing(run_dir, data_roots(results_dir) if results_dir else [])
+        if standing.reason == lifecycle.NO_RESULT:
+            status, detail = jobs.get(run_dir, ("", ""))
+            leave(run_dir, "lost" if status == "lost" else "incomplete", detail)
             continue
-        root_text = roots_here[0]
-        root = store_path(root_text)
-        if not root.is_dir():
+        if standing.reason:
+            leave(run_dir, standing.reason, standing.detail)
+            continue
+        summary, root_text = standing.summary, standing.data_root
+        if not standing.checked:
             unchecked[root_text] += 1
-        else:
-            changed = run_folder.stale_inputs(summary, root)
-            if changed:
-                leave(run_dir, "stale", f"{len(changed)} input file(s) changed or gone since: {', '.join(changed[:3])}")
-                continue
         try:
             frames.append(_rows(run_dir, summary))
         except (OSError, ValueError, KeyError) as err:
