@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +33,10 @@ from cka_hydra.schema import run_config
 from cka_hydra.demo import DemoSpec, write_store
 from cka_hydra import lifecycle
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs a worker per core: torch's own threads in each would only fight over them
+    torch.set_num_threads(1)
+
 # Import every plugin now, so that the state run_app restores holds what their modules register
 # (config nodes, resolvers): a module is imported once, when the first run scans for plugins.
 Plugins.instance()
@@ -38,19 +44,33 @@ Plugins.instance()
 SMALL = DemoSpec(n_cities=60, hidden=6, n_tokens=2, n_checkpoints=3, layers=(3, 5), regimes=("pt1", "pt2", "pt3"))
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that build(folder) fills, built once per test session and shared by every xdist
+    worker (a session fixture alone is built once per worker); tests must not modify it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder = root / f"shared-{name}"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def small_store(tmp_path_factory) -> Path:
     """A demo store small enough for many CLI runs; tests must not modify it."""
-    root = tmp_path_factory.mktemp("store")
-    write_store(root, SMALL)
-    return root
+    return built_once(tmp_path_factory, "store", lambda root: write_store(root, SMALL))
 
 
 @pytest.fixture
 def store_copy(small_store, tmp_path) -> Path:
     """A private copy of the small store that a test may break."""
-    import shutil
-
     root = tmp_path / "store"
     shutil.copytree(small_store, root)
     return root
@@ -229,13 +249,20 @@ def readers_of(path: Path) -> list[int]:
 
 class Background:
     """`python -m cka_hydra ARGS` running in cwd in the background, as a user runs it (env: added
-    variables); its console in console.log."""
+    variables; own_group: in a process group of its own, as a terminal starts it); its console in
+    console.log."""
 
-    def __init__(self, cwd: Path, *args: str, **env: str) -> None:
+    def __init__(self, cwd: Path, *args: str, own_group: bool = False, **env: str) -> None:
         self.cwd, self.log = cwd, cwd / "console.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "cka_hydra", *args], cwd=cwd, stdout=out,
-                                         stderr=subprocess.STDOUT, env=os.environ | env)
+                                         stderr=subprocess.STDOUT, env=os.environ | env,
+                                         start_new_session=own_group)
+
+    def finish(self, timeout: float = 120) -> str:
+        """Its console once it has ended by itself."""
+        self.proc.wait(timeout=timeout)
+        return self.output
 
     @property
     def output(self) -> str:
@@ -261,6 +288,48 @@ class Background:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class BlockedRead:
+    """A checkpoint's metadata.json made a FIFO: the job that reads it blocks there, so that a test
+    can act while a sweep is surely mid-way (interrupt it, kill the reader as a scheduler would)."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.path = checkpoint / "metadata.json"
+        self.original = self.path.read_bytes()
+        self.path.unlink()
+        os.mkfifo(self.path)
+        self.writer: int | None = None
+
+    def reader_opened(self) -> bool:
+        """Whether a reader has opened it (opening the write end succeeds only then); the write end
+        is then held open until release(), or the reader would see end-of-file."""
+        try:
+            self.writer = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            return True
+        except OSError:
+            return False
+
+    def kill_readers(self, wait: float = 30) -> list[int]:
+        """SIGKILL the processes that hold it open (their descriptor shows in /proc a moment after
+        their open() returns)."""
+        deadline = time.monotonic() + wait
+        while not (readers := readers_of(self.path)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for pid in readers:
+            os.kill(pid, signal.SIGKILL)
+        return readers
+
+    def release(self) -> None:
+        if self.writer is not None:
+            os.close(self.writer)
+            self.writer = None
+
+    def restore(self) -> None:
+        """The metadata file as it was."""
+        self.release()
+        self.path.unlink()
+        self.path.write_bytes(self.original)
 
 
 @pytest.fixture

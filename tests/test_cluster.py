@@ -2,7 +2,6 @@
 hydra/launcher=slurm_local, the launcher of hydra/launcher=slurm with submitit's local executor."""
 
 import csv
-import os
 import re
 import shutil
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import read_json, readers_of, representations_dir, run_app, run_in_process
+from conftest import Background, BlockedRead, read_json, readers_of, representations_dir, run_app, run_in_process
 
 from cka_hydra.__main__ import missing_extra
 
@@ -40,51 +39,28 @@ def test_hydras_submitit_launcher_gives_the_same_result(small_store, tmp_path):
 FIFO_INSTANCE = ("revision/exp2/pt3-6_seed1", "trianglearea", 5)  # pt3-6_seed1 is in the job (5_6, orig_1) alone
 
 
-def blocked_sweep(store: Path, cwd: Path) -> tuple[subprocess.Popen, int, Path]:
+def blocked_sweep(background, store: Path, cwd: Path) -> tuple[Background, BlockedRead]:
     """A slurm_local sweep (4 jobs per array task) whose job (5_6, orig_1) blocks on a metadata file
-    that is a FIFO. Returns once a task has opened the FIFO: the process, the FIFO's write end
-    (keep it open, or the reader sees end-of-file), and the FIFO."""
-    fifo = representations_dir(store, *FIFO_INSTANCE) / "checkpoint-164073/metadata.json"
-    fifo.unlink()
-    os.mkfifo(fifo)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cka_hydra", *SMALL_SWEEP, f"data.root={store}", "hydra/launcher=slurm_local",
-         "hydra.launcher.jobs_per_task=4"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:  # opening the write end succeeds only once a task has opened the FIFO to read
-            return proc, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), fifo
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail("no array task opened the FIFO")
-
-
-def kill_readers(fifo: Path, wait: float = 30) -> None:
-    deadline = time.monotonic() + wait
-    while not (readers := readers_of(fifo)) and time.monotonic() < deadline:
-        time.sleep(0.01)  # the reader's descriptor shows in /proc a moment after its open() returns
-    for pid in readers:
-        os.kill(pid, signal.SIGKILL)
-
-
-def restore(fifo: Path, store: Path) -> None:
-    fifo.unlink()
-    fifo.write_bytes((representations_dir(store, *FIFO_INSTANCE) / "checkpoint-164073/metadata.json").read_bytes())
+    that is a FIFO, once a task has opened the FIFO."""
+    blocked = BlockedRead(representations_dir(store, *FIFO_INSTANCE) / "checkpoint-164073")
+    sweep = background(Background, cwd, *SMALL_SWEEP, f"data.root={store}", "hydra/launcher=slurm_local",
+                       "hydra.launcher.jobs_per_task=4")
+    sweep.wait_until(blocked.reader_opened, "no array task opened the FIFO")
+    return sweep, blocked
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the array task through /proc")
-def test_array_tasks_fail_alone_and_a_rerun_picks_up_their_jobs(small_store, store_copy, tmp_path):
+def test_array_tasks_fail_alone_and_a_rerun_picks_up_their_jobs(small_store, store_copy, tmp_path, background):
     """Two array tasks of up to 4 jobs. In the first, the job (1_2, orig_1) reads a broken file:
     it fails alone. The second blocks on a FIFO, and the test kills it, as a scheduler does at
     a timeout: its jobs are lost. Each job keeps its own folder, record and log."""
     broken = representations_dir(store_copy, "revision/exp2/pt3-2_seed1", "compass", 5) / "checkpoint-164073"
     (broken / "representations.pt").write_text("truncated")
-    proc, writer, fifo = blocked_sweep(store_copy, tmp_path)
-    kill_readers(fifo)
-    os.close(writer)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 1, output
+    sweep, blocked = blocked_sweep(background, store_copy, tmp_path)
+    blocked.kill_readers()
+    blocked.release()
+    output = sweep.finish()
+    assert sweep.proc.returncode == 1, output
     assert "submitted 7 jobs as 2 array task(s) of up to 4 jobs" in output
     # the second task held (4_5, orig_1), which finished first, (5_6, orig_1), and (6_7, orig_1), never started
     assert "3 of 7 jobs did not finish" in output
@@ -99,7 +75,7 @@ def test_array_tasks_fail_alone_and_a_rerun_picks_up_their_jobs(small_store, sto
     error = (results / "pt3/pt3-1_vs_pt3-2_seed1/layer5/error.txt").read_text()
     assert "not a readable torch.save file" in error
 
-    restore(fifo, small_store)
+    blocked.restore()
     shutil.copy(representations_dir(small_store, "revision/exp2/pt3-2_seed1", "compass", 5)
                 / "checkpoint-164073/representations.pt", broken / "representations.pt")
     retry = run_app(*SMALL_SWEEP, f"data.root={store_copy}", "hydra/launcher=slurm_local", cwd=tmp_path)
@@ -118,20 +94,22 @@ def test_array_tasks_fail_alone_and_a_rerun_picks_up_their_jobs(small_store, sto
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the array task through /proc")
-def test_ctrl_c_on_the_submitting_process_ends_its_local_tasks_and_leaves_jobs_csv_true(small_store, store_copy, tmp_path):
-    proc, writer, fifo = blocked_sweep(store_copy, tmp_path)
+def test_ctrl_c_on_the_submitting_process_ends_its_local_tasks_and_leaves_jobs_csv_true(store_copy, tmp_path,
+                                                                                          background):
+    sweep, blocked = blocked_sweep(background, store_copy, tmp_path)
+    proc = sweep.proc
     deadline = time.monotonic() + 60  # let the other array task, and this one's first job, finish
     while len(summaries(tmp_path / "outputs/cka")) < 5 and time.monotonic() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)  # to the submitting process alone, as `kill -INT` sends it
     returncode = proc.wait(timeout=60)
     deadline = time.monotonic() + 10
-    while readers_of(fifo) and time.monotonic() < deadline:
+    while readers_of(blocked.path) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left_running = readers_of(fifo)
-    kill_readers(fifo, wait=0)
-    os.close(writer)
-    output, _ = proc.communicate(timeout=60)
+    left_running = readers_of(blocked.path)
+    blocked.kill_readers(wait=0)
+    blocked.release()
+    output = sweep.output
     assert returncode == 1, output
     assert not left_running  # the blocked task ended with the sweep
     # a local task is this machine's process: it ends with the sweep (at least the blocked one; the

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import read_json, representations_dir, run_app, run_in_process, save_checkpoint
+from conftest import Background, BlockedRead, read_json, representations_dir, run_app, run_in_process, save_checkpoint
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -177,27 +177,18 @@ def _group_alive(pgid: int) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="watches the processes through /proc")
 @pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
                          ids=["ctrl-c to the terminal's process group", "sigterm to the sweep"])
-def test_an_interrupted_sweep_stops_its_workers_records_its_jobs_and_resumes(store_copy, small_store, tmp_path,
+def test_an_interrupted_sweep_stops_its_workers_records_its_jobs_and_resumes(store_copy, tmp_path, background,
                                                                               signum, to_group):
     """A job blocks on a metadata file that is a FIFO, so the sweep is surely mid-way when the signal comes."""
-    fifo = representations_dir(store_copy, "revision/exp2/pt3-3_seed2", "crossing", 5) / FINAL / "metadata.json"
-    fifo.unlink()
-    os.mkfifo(fifo)
-    proc = subprocess.Popen([sys.executable, "-m", "cka_hydra", "-m", "sweep", "regime=pt3", "layer=5",
-                             f"data.root={store_copy}", "hydra.launcher.n_jobs=2"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while True:  # opening the write end succeeds once a worker has opened the FIFO to read
-        try:
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "no worker opened the FIFO"
-            time.sleep(0.05)
+    blocked = BlockedRead(representations_dir(store_copy, "revision/exp2/pt3-3_seed2", "crossing", 5) / FINAL)
+    sweep = background(Background, tmp_path, "-m", "sweep", "regime=pt3", "layer=5", f"data.root={store_copy}",
+                       "hydra.launcher.n_jobs=2", own_group=True)
+    proc = sweep.proc
+    sweep.wait_until(blocked.reader_opened, "no worker opened the FIFO", timeout=60)
     os.killpg(proc.pid, signum) if to_group else proc.send_signal(signum)
     sent = time.monotonic()
-    output, _ = proc.communicate(timeout=60)
-    os.close(writer)
+    output = sweep.finish(timeout=60)
+    blocked.release()
     assert time.monotonic() - sent < 15
     assert proc.returncode == 1 and "Error: interrupted:" in output and "Traceback" not in output, output
     while _group_alive(proc.pid) and time.monotonic() - sent < 15:  # no worker lingers
@@ -214,9 +205,7 @@ def test_an_interrupted_sweep_stops_its_workers_records_its_jobs_and_resumes(sto
 
     if signum == signal.SIGINT:
         return  # the re-run, once
-    fifo.unlink()
-    fifo.write_bytes((representations_dir(small_store, "revision/exp2/pt3-3_seed2", "crossing", 5) / FINAL
-                      / "metadata.json").read_bytes())
+    blocked.restore()
     again = run_app("-m", "sweep", "regime=pt3", "layer=5", f"data.root={store_copy}", cwd=tmp_path)
     n_done = sum(r["status"] == "done" for r in rows)
     assert f"{n_done} jobs already have results for the same settings (skipped); 0 failed before launch; " \

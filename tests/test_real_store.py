@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import read_json, reference_from_files, representations_dir, run_app, run_cli
+from conftest import built_once, read_json, reference_from_files, representations_dir, run_app, run_cli
 
 from cka_hydra.demo import DemoSpec, write_store
 
@@ -41,16 +41,17 @@ def readme_example():
 def real_pt1(tmp_path_factory):
     """pt1 as the group's store holds it: seeds orig, 1, 2, 3 for every model; pt1-5_seed2 failed
     (its files hold NaN: reading them fails a job), pt1-5_seed4 exists. Layer 5 only."""
-    root = tmp_path_factory.mktemp("real_pt1")
-    write_store(root, DemoSpec(n_cities=60, hidden=6, n_checkpoints=3, layers=(5,), regimes=("pt1",),
-                               seeds=("orig", "1", "2", "3", "4")))
-    for index in (1, 2, 3, 4, 6, 7):
-        shutil.rmtree(root / f"revision/exp4/pt1-{index}_seed4")
-    for checkpoint in representations_dir(root, "revision/exp4/pt1-5_seed2", "inside", 5).iterdir():
-        data = torch.load(checkpoint / "representations.pt", weights_only=True)
-        torch.save({key: value.fill_(float("nan")) if key.startswith("representations") else value
-                    for key, value in data.items()}, checkpoint / "representations.pt")
-    return root
+    def build(root):
+        write_store(root, DemoSpec(n_cities=60, hidden=6, n_checkpoints=3, layers=(5,), regimes=("pt1",),
+                                   seeds=("orig", "1", "2", "3", "4")))
+        for index in (1, 2, 3, 4, 6, 7):
+            shutil.rmtree(root / f"revision/exp4/pt1-{index}_seed4")
+        for checkpoint in representations_dir(root, "revision/exp4/pt1-5_seed2", "inside", 5).iterdir():
+            data = torch.load(checkpoint / "representations.pt", weights_only=True)
+            torch.save({key: value.fill_(float("nan")) if key.startswith("representations") else value
+                        for key, value in data.items()}, checkpoint / "representations.pt")
+
+    return built_once(tmp_path_factory, "real_pt1", build)
 
 
 def folder(instance):

@@ -4,7 +4,6 @@ command line shows it (the launcher's processes, the console, a killed worker), 
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DISJOINT, jobs_csv, readers_of, representations_dir, run_app, run_cli
+from conftest import DISJOINT, Background, BlockedRead, jobs_csv, representations_dir, run_app, run_cli
 
 from cka_hydra.__main__ import stray_word
 from cka_hydra.overrides import hydra_argv
@@ -147,48 +146,34 @@ def test_failing_jobs_do_not_stop_the_others_and_are_retried(small_store, store_
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker through /proc")
-def test_a_killed_worker_loses_only_its_batch(small_store, store_copy, tmp_path):
+def test_a_killed_worker_loses_only_its_batch(store_copy, tmp_path, background):
     """A metadata file that is a FIFO blocks the job reading it; the test kills that worker process.
 
     The sweep is pt3's 7 jobs at seed pair orig_2, in batches of 4. The FIFO is pt3-6_seed2's,
     which takes part in (5_6, orig_2) alone, in the last batch: no fresh worker pool needs to
     start after the kill (and the sweeper reads only the first job's metadata before launching)."""
-    fifo = (representations_dir(store_copy, "revision/exp2/pt3-6_seed2", "trianglearea", 5)
-            / "checkpoint-164073/metadata.json")
-    fifo.unlink()
-    os.mkfifo(fifo)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cka_hydra", "-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_2",
-         f"data.root={store_copy}", "hydra.launcher.n_jobs=2", "hydra.sweeper.batch_size=4"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    blocked = BlockedRead(representations_dir(store_copy, "revision/exp2/pt3-6_seed2", "trianglearea", 5)
+                          / "checkpoint-164073")
+    running = background(Background, tmp_path, "-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_2",
+                       f"data.root={store_copy}", "hydra.launcher.n_jobs=2", "hydra.sweeper.batch_size=4")
     kills, seen_pending = [], []
 
     def kill_readers():
-        while proc.poll() is None:
-            try:  # opening the write end succeeds only once a worker has opened the FIFO to read
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
+        while running.proc.poll() is None:
+            if not blocked.reader_opened():
                 time.sleep(0.05)
                 continue
             seen_pending.append(sum(r["status"] == "pending" for r in jobs_csv(tmp_path)))
-            # the reader's descriptor can show in /proc a moment after its open() let ours succeed;
-            # keep the write end open until then, or the reader would see end-of-file and fail
-            deadline = time.monotonic() + 30
-            while not (readers := readers_of(fifo)) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            for pid in readers:
-                os.kill(pid, signal.SIGKILL)
-                kills.append(pid)
-            os.close(writer)
+            kills.extend(blocked.kill_readers())
+            blocked.release()
             time.sleep(0.5)  # let the killed reader go before looking again
 
     watcher = threading.Thread(target=kill_readers)
     watcher.start()
-    output, _ = proc.communicate(timeout=300)
+    output = running.finish(timeout=300)
     watcher.join()
 
-    assert proc.returncode == 1, output
+    assert running.proc.returncode == 1, output
     assert kills, output
     assert seen_pending and seen_pending[0] > 0  # jobs.csv was there, with work left, while the sweep ran
     rows = jobs_csv(tmp_path)
@@ -201,9 +186,7 @@ def test_a_killed_worker_loses_only_its_batch(small_store, store_copy, tmp_path)
     # a lost batch's other jobs may have written their results before the worker died
     assert len(result_folders(tmp_path)) >= 7 - len(lost)
 
-    fifo.unlink()
-    shutil.copy(representations_dir(small_store, "revision/exp2/pt3-6_seed2", "trianglearea", 5)
-                / "checkpoint-164073/metadata.json", fifo)
+    blocked.restore()
     retry = sweep(tmp_path, store_copy, "seed_pair=orig_2")
     assert retry.returncode == 0, retry.stdout
     assert {r["status"] for r in jobs_csv(tmp_path)} <= {"done", "skipped"}
