@@ -15,7 +15,8 @@ from cka_hydra.config import ReportConfig
 from cka_hydra.errors import InputError
 from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
 from cka_hydra.stats import (
-    ALPHA, DIFFERENT_TASK, compare_kinds, compare_regimes, final_values, group_summary, not_above_chance,
+    ALPHA, DIFFERENT_TASK, INCOMPLETE, compare_kinds, compare_regimes, comparisons_that_count, final_values,
+    group_summary, left_out_pairings, not_above_chance,
 )
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,10 @@ confidence intervals and tests count seed pairings, not comparisons.
   pairings they all have; the pairings held by only some are named (left_out, or on the
   figure) and take no part. A sweep that adds pairings to one group therefore moves its
   own mean, never a comparison. A pairing with fewer than half as many comparisons as
-  its group's fullest one (one-off runs beside a sweep) is incomplete: it is no unit,
-  and is named (incomplete_pairings).
+  its group's fullest one, or, all kinds of a regime and layer pair together (the cells
+  of one matrix), as its fullest group's fullest one, is incomplete (one-off runs beside
+  a sweep): its comparisons count nowhere, in no mean, n, std, chance level, matrix
+  cell, trend or timeline, and it is named (incomplete_pairings, and as left out).
 - Same-task cross-seed against different-task (the "intra-task vs inter-task"
   comparison; it needs hydra.sweeper.self_pairs=true): both means come from the seed
   pairings both kinds have, so the test is a paired t-test over seed pairings; effect size
@@ -119,9 +122,13 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     except ImportError:
         log.info("no Parquet engine (pip install pyarrow): wrote the CSV only")
 
-    final = final_values(results)
+    # the comparisons that count, once, for every table and figure below (like for like)
+    final, not_counted = comparisons_that_count(final_values(results))
+    pairings_left_out = left_out_pairings(not_counted)
+    for line in pairings_left_out["text"]:
+        log.info("left out as an %s: %s", INCOMPLETE, line)
     tables = {
-        "groups": group_summary(final),
+        "groups": group_summary(final, not_counted),
         "same-task vs different-task": compare_kinds(final),
         "regime vs regime": compare_regimes(final),
     }
