@@ -401,3 +401,15 @@ def test_a_one_off_run_at_another_pairing_changes_no_number_and_is_named(small_s
     group = (groups["regime"] == "pt3") & (groups["layer"] == 5) & (groups["layer_b"] == 5) & (
         groups["kind"] == "different-task")
     assert named[group[group].index].tolist() == ["2_1"] and named.drop(group[group].index).isna().all()
+
+    assert before["left_out_pairings"] == []
+    assert after["left_out_pairings"] == [dict(setting="all", measure="cka", regime="pt3", layer=5, layer_b=5,
+                                               kind="different-task", seed_pairing="2_1", comparisons=1,
+                                               why=INCOMPLETE, runs=[str(one_off)])]
+    assert json.loads((tmp_path / "after/report.json").read_text())["left_out_pairings"] == after["left_out_pairings"]
+    said = "Left out as an incomplete seed pairing: 2_1 (1 different-task comparison of pt3 at layer 5 [all])."
+    for page in ("index.html", "stats.md"):
+        assert said in (tmp_path / "after" / page).read_text()
+        assert "Seed pairings left out: none" in (tmp_path / "before" / page).read_text()
+    assert "left out: none; 1 comparison at incomplete seed pairings (see Left out)." in (
+        tmp_path / "after/index.html").read_text()
