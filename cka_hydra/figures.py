@@ -1,5 +1,7 @@
 """The report's figures and a run's own timeline figure, drawn with matplotlib's `Figure` API
-(no pyplot, no display, no global state)."""
+(no pyplot, no display, no global state). Each figure draws the rows it is given, all of them:
+which comparisons count is the report's to decide, once for every figure and table
+(stats.comparisons_that_count); where a figure compares groups it uses the pairings they share."""
 
 import textwrap
 from pathlib import Path

@@ -15,7 +15,8 @@ from cka_hydra.schema import ReportConfig
 from cka_hydra.errors import InputError
 from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
 from cka_hydra.stats import (
-    ALPHA, DIFFERENT_TASK, compare_kinds, compare_regimes, final_values, group_summary, not_above_chance,
+    ALPHA, DIFFERENT_TASK, INCOMPLETE, compare_kinds, compare_regimes, comparisons_that_count, final_values,
+    group_summary, left_out_pairings, not_above_chance,
 )
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,10 @@ confidence intervals and tests count seed pairings, not comparisons.
   pairings they all have; the pairings held by only some are named (left_out, or on the
   figure) and take no part. A sweep that adds pairings to one group therefore moves its
   own mean, never a comparison. A pairing with fewer than half as many comparisons as
-  its group's fullest one (one-off runs beside a sweep) is incomplete: it is no unit,
-  and is named (incomplete_pairings).
+  its group's fullest one, or, all kinds of a regime and layer pair together (the cells
+  of one matrix), as its fullest group's fullest one, is incomplete (one-off runs beside
+  a sweep): its comparisons count nowhere, in no mean, n, std, chance level, matrix
+  cell, trend or timeline, and it is named (incomplete_pairings, and as left out).
 - Same-task cross-seed against different-task (the "intra-task vs inter-task"
   comparison; it needs hydra.sweeper.self_pairs=true): both means come from the seed
   pairings both kinds have, so the test is a paired t-test over seed pairings; effect size
@@ -119,9 +122,13 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     except ImportError:
         log.info("no Parquet engine (pip install pyarrow): wrote the CSV only")
 
-    final = final_values(results)
+    # the comparisons that count, once, for every table and figure below (like for like)
+    final, not_counted = comparisons_that_count(final_values(results))
+    pairings_left_out = left_out_pairings(not_counted)
+    for line in pairings_left_out["text"]:
+        log.info("left out as an %s: %s", INCOMPLETE, line)
     tables = {
-        "groups": group_summary(final),
+        "groups": group_summary(final, not_counted),
         "same-task vs different-task": compare_kinds(final),
         "regime vs regime": compare_regimes(final),
     }
@@ -141,7 +148,7 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
                                                                      .value_counts().items())} for setting in settings}
     mixed = [f"- {setting}: " + ", ".join(f"{n} at step {step}" for step, n in steps.items())
              for setting, steps in final_steps.items() if len(steps) > 1]
-    markdown = ["# Statistics", "", METHOD, ""] + (
+    markdown = ["# Statistics", "", METHOD, "", _left_out_text(pairings_left_out), ""] + (
         ["Final values from different steps (a study still growing, or a side that lacks the later checkpoints), "
          "pooled in these tables:", "", *mixed, ""] if mixed else [])
     for name, table in tables.items():
@@ -153,14 +160,27 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name], "figures": name in drawn,
                            "final_steps": final_steps[name]} for name in settings}
     write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, excluded, kept, setting_rows, min_runs,
-                                               images, tables))
+                                               images, tables, pairings_left_out))
     written.append("index.html")
     found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "left_out_runs": left_out_runs,
              "excluded": excluded, "kept_although_excluded": kept,
+             "left_out_pairings": json.loads(pairings_left_out.drop(columns="text").to_json(orient="records")),
              "min_runs": min_runs, "settings": setting_rows, "files": written}
     write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
     log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
     return found
+
+
+def _left_out_text(pairings: pd.DataFrame) -> str:
+    """What comparisons_that_count left out, and why, in a sentence (stats.left_out_pairings' rows)."""
+    if pairings.empty:
+        return "Seed pairings left out: none (no incomplete seed pairing)."
+    return (f"Left out as an {INCOMPLETE}: {'; '.join(pairings['text'])}. A seed pairing is incomplete when "
+            "it has fewer than half as many comparisons as the fullest pairing of its group or, counting all "
+            "kinds of its regime and layer pair together (the cells of one matrix), as the fullest pairing of any "
+            "group there: it would weigh as much as a sweep's pairings in every mean, and make some cells of a "
+            "matrix average more pairings than the others. Its comparisons take no part in any table, figure or "
+            "test (they stay in cka_results.csv; report.json lists their run folders under left_out_pairings).")
 
 
 def _shown(table: pd.DataFrame) -> pd.DataFrame:
@@ -263,7 +283,8 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
 
 
 def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict], kept: dict[str, int],
-          settings: dict[str, dict], min_runs: int, images: list[str], tables: dict[str, pd.DataFrame]) -> str:
+          settings: dict[str, dict], min_runs: int, images: list[str], tables: dict[str, pd.DataFrame],
+          pairings_left_out: pd.DataFrame) -> str:
     """One page beside its figures: trends and timelines, then statistics, then the model matrices
     in a grid and the instance matrices one per row."""
 
@@ -272,6 +293,7 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
                 f"<figcaption>{name} (click for full size)</figcaption></figure>")
 
     matrices = [name for name in images if name.startswith(("matrix_", "models_"))]
+    n_left = int(pairings_left_out["comparisons"].sum())
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>CKA report</title><style>"
         "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
@@ -281,7 +303,10 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         "td,th{border:1px solid #ccc;padding:2px 6px}"
         "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>",
         f"<h1>CKA report</h1><p>{n_runs} runs from <code>{html.escape(str(sweep_dir))}</code>; left out: "
-        f"{html.escape(skipped)}. Data: <a href='cka_results.csv'>cka_results.csv</a>, "
+        f"{html.escape(skipped)}"
+        + (f"; {n_left} comparison{'' if n_left == 1 else 's'} at incomplete seed pairings (see Left out)"
+           if n_left else "")
+        + ". Data: <a href='cka_results.csv'>cka_results.csv</a>, "
         "<a href='stats.csv'>stats.csv</a>, <a href='stats.md'>stats.md</a>.</p>",
         "<h2>Left out</h2>" + (pd.DataFrame([{"model or instance": name, **what} for name, what in excluded.items()])
                                .to_html(index=False) if excluded else "<p>No model or instance.</p>")
@@ -289,7 +314,8 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         "the report's <code>exclude=[...]</code>, the regimes' <code>exclude</code> entries, and runs computed with "
         "<code>allow_excluded=true</code> (<code>report allow_excluded=true</code> keeps the last two).</p>"
         + "".join(f"<p>Kept although excluded (allow_excluded=true): {html.escape(why)}: {n} runs.</p>"
-                  for why, n in kept.items()),
+                  for why, n in kept.items())
+        + f"<p>{html.escape(_left_out_text(pairings_left_out))}</p>",
         "<h2>Settings</h2><p>Results of different settings are never pooled. A setting with fewer than "
         f"{min_runs} runs (<code>min_runs</code>; the narrowest sweep, pt3 at one layer and seed pairing, has 7) is "
         "a one-off check: it is listed here and in the statistics, without figures of its own.</p>",

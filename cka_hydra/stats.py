@@ -7,7 +7,9 @@ Each group states its chance level (the mean of its values' chance levels, as si
 Comparisons are not independent: every instance (a model at a seed) takes part in many
 of them. So values are first averaged within each seed pairing (e.g. all orig-vs-seed1
 comparisons of a regime and layer), and the seed pairings are the units: n is their
-number, not the number of comparisons. Pure functions of the results table.
+number, not the number of comparisons. Which comparisons count at all, in every table and
+figure of the report, is decided once, by comparisons_that_count: the tables here take its
+rows. Pure functions of the results table.
 """
 
 import numpy as np
@@ -61,27 +63,60 @@ def not_above_chance(values: pd.DataFrame) -> pd.Series:
     return flags
 
 
-def _pairings(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean similarity per group and seed pairing, and whether the pairing is complete: one with
-    fewer than half as many comparisons as the group's fullest is not (one-off runs beside a
-    sweep: one comparison would weigh as much as a sweep's seven)."""
-    pairings = final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].agg(["mean", "size"])
-    fullest = pairings.groupby(by)["size"].transform("max") if by else pairings["size"].max()
-    return pairings.assign(complete=2 * pairings["size"] >= fullest)
+# why comparisons are left out of every table and figure of the report (comparisons_that_count)
+INCOMPLETE = "incomplete seed pairing"
+
+
+def comparisons_that_count(final: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The report's like-for-like rule, in this one place: of final_values' rows, those that count
+    in every table and figure, and those left out (with `why`).
+
+    Values are averaged within each seed pairing and the pairings are the units, so a pairing with
+    a few comparisons would weigh as much as a sweep's: a seed pairing is incomplete, and all its
+    comparisons are left out, when it has fewer than half as many comparisons as
+    - the fullest pairing of its group (setting, regime, layer pair and kind: a one-off run beside a
+      sweep, at a pairing the sweep did not run); or
+    - all kinds together, the fullest pairing of the fullest group of its regime and layer pair
+      (the comparisons one matrix draws, whose cells are compared with each other: a one-off of
+      another kind, at a pairing no other comparison there has).
+    Every other pairing counts, in full: a sweep with more pairings (seed_policy=cross, all,
+    matrix) is reported over all of them. Which pairings of those that count two groups share
+    is for whatever compares them (on_common_pairings). Applying the rule again to its own
+    result leaves it as it is."""
+    group = [*KEYS, "kind"]
+    counts = final.groupby([*group, "seed_pairing"], as_index=False, dropna=False).size()
+    counts = counts[2 * counts["size"] >= counts.groupby(group, dropna=False)["size"].transform("max")]
+    held = counts.groupby([*KEYS, "seed_pairing"], dropna=False)["size"].transform("sum")
+    counts = counts[2 * held >= counts.groupby(KEYS, dropna=False)["size"].transform("max")]
+    columns = [*group, "seed_pairing"]
+    counted = pd.MultiIndex.from_frame(final[columns]).isin(pd.MultiIndex.from_frame(counts[columns]))
+    return final[counted], final[~counted].assign(why=INCOMPLETE)
 
 
 def unit_means(final: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean similarity per group and seed pairing: the independent units, the complete pairings."""
-    pairings = _pairings(final, by)
-    return pairings[pairings["complete"]].rename(columns={"mean": "similarity"})[[*by, "seed_pairing", "similarity"]]
+    """Mean similarity per group and seed pairing: the independent units, of the comparisons
+    that count (comparisons_that_count)."""
+    return final.groupby([*by, "seed_pairing"], as_index=False)["similarity"].mean()[[*by, "seed_pairing",
+                                                                                      "similarity"]]
 
 
-def incomplete(final: pd.DataFrame, by: list[str]) -> pd.Series:
-    """Per group, the seed pairings unit_means leaves out as incomplete, as text."""
-    left = _pairings(final, by).query("~complete")
-    if left.empty:
-        return pd.Series(dtype=str, name="incomplete_pairings")
-    return left.groupby(by)["seed_pairing"].agg(lambda p: pairings_text(sorted(p))).rename("incomplete_pairings")
+def left_out_pairings(left_out: pd.DataFrame) -> pd.DataFrame:
+    """What comparisons_that_count left out, one row per setting, regime, layer pair, kind and seed
+    pairing: its number of comparisons, why, their run folders, and a line saying so
+    ("2_1 (1 different-task comparison of pt3 at layer 5 [default])")."""
+    columns = [*KEYS, "kind", "seed_pairing"]
+    if left_out.empty:
+        return pd.DataFrame(columns=[*columns, "comparisons", "why", "runs", "text"])
+    rows = left_out.groupby(columns, as_index=False).agg(comparisons=("similarity", "size"), why=("why", "first"),
+                                                         runs=("run_dir", lambda r: sorted(map(str, r))))
+
+    def text(row: pd.Series) -> str:
+        layers = f"layer {row['layer']}" + (f" against layer {row['layer_b']}" if row["layer_b"] != row["layer"]
+                                            else "")
+        return (f"{row['seed_pairing']} ({row['comparisons']} {row['kind']} comparison"
+                f"{'' if row['comparisons'] == 1 else 's'} of {row['regime']} at {layers} [{row['setting']}])")
+
+    return rows.assign(text=rows.apply(text, axis=1))
 
 
 def on_common_pairings(units: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -106,13 +141,19 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
     return mean, mean - half, mean + half
 
 
-def group_summary(final: pd.DataFrame) -> pd.DataFrame:
+def group_summary(final: pd.DataFrame, left_out: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per setting, regime, layer pair and kind: comparisons, units and which seed pairings they
-    are, mean, std, 95% CI over units. Each group over all of its own pairings: tests and figures
-    that compare groups restrict them to the pairings they share."""
+    are, mean, std, chance, 95% CI over units, all of the comparisons that count (final:
+    comparisons_that_count's, left_out: what it left out, named per group in
+    incomplete_pairings; without left_out, final is every comparison and is selected here by
+    that rule). Each group over all of its own pairings: tests and figures that compare groups
+    restrict them to the pairings they share."""
+    if left_out is None:
+        final, left_out = comparisons_that_count(final)
     keys = [*KEYS, "kind"]
     units = dict(iter(unit_means(final, keys).groupby(keys)))
-    left_out = incomplete(final, keys).to_dict()
+    left_out = {} if left_out.empty else left_out.groupby(keys)["seed_pairing"].agg(
+        lambda p: pairings_text(sorted(set(p)))).to_dict()
     rows = []
     for key, group in final.groupby(keys):
         unit_values = units[key]["similarity"].to_numpy()
@@ -139,7 +180,8 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
     inter-task"), per setting, regime and layer pair.
 
     Paired over seed pairings (both kinds' means come from the same seeds): paired t-test
-    on the per-pairing differences, effect size d_z = mean difference / its std.
+    on the per-pairing differences, effect size d_z = mean difference / its std. Of the
+    comparisons that count (comparisons_that_count).
     """
     units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], [*KEYS, "kind"])
     wide = units.pivot_table(index=[*KEYS, "seed_pairing"], columns="kind", values="similarity").dropna()
@@ -170,7 +212,7 @@ def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
     """Different-task similarity between each two regimes, per setting and layer pair, over the
     seed pairings both regimes have (like for like; `left_out` names the others): Welch's
     t-test on the seed-pairing means (different regimes are different training runs: unpaired),
-    effect size Hedges' g."""
+    effect size Hedges' g. Of the comparisons that count (comparisons_that_count)."""
     keys = [key for key in KEYS if key != "regime"]
     units = unit_means(final[final["kind"] == DIFFERENT_TASK], [*keys, "regime"])
     chances = final[final["kind"] == DIFFERENT_TASK].groupby([*keys, "regime"])["chance_similarity"].mean()

@@ -369,3 +369,43 @@ def pytest_collection_modifyitems(items: list) -> None:
     """The scheduler's tests first: they mostly wait on it (a time limit takes a minute), and so
     wait while the other tests run on the other workers."""
     items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
+
+
+# --- the report ---
+
+def final_rows(*groups: tuple) -> list[dict]:
+    """Rows of a results table's final values, as stats.final_values reads them, from
+    (setting, regime, layer, layer_b, kind, seed pairing, n comparisons, similarity) tuples,
+    kind "different" (models 1 and 2, 3, ...), "same" (model i against itself) or "shared" (a
+    shared task, allow_overlap)."""
+    rows = []
+    for setting, regime, layer, layer_b, kind, pairing, n, similarity in groups:
+        seed_a, seed_b = pairing.split("_")
+        for i in range(n):
+            a, b = (i + 1, i + 1) if kind == "same" else (1, i + 2)
+            rows.append(dict(setting=setting, measure="cka", regime=regime, layer=layer, layer_b=layer_b,
+                             model_a=f"{regime}-{a}", seed_a=seed_a, model_b=f"{regime}-{b}", seed_b=seed_b,
+                             n_shared_tasks=0 if kind == "different" else 1 if kind == "shared" else 2,
+                             final=True, similarity=similarity + 0.01 * i, measure_kind="similarity", chance=0.04,
+                             null_mean=float("nan"), p_value=float("nan"),
+                             run_dir=f"{setting}/{regime}/{a}_{b}/{pairing}/{layer}_{layer_b}"))
+    return rows
+
+
+FIGURES = ("matrix_figure", "trends_figure", "kinds_figure", "layer_map_figure", "timelines_figure")
+
+
+@pytest.fixture
+def figure_data(monkeypatch) -> dict:
+    """What the report hands each figure it draws, by the figure's file name: the matrix of a
+    matrix figure, the rows (or table) the others average (recorded, then drawn as usual)."""
+    from cka_hydra import figures
+
+    handed = {}
+    for name in FIGURES:
+        def record(data, *args, _draw=getattr(figures, name), **kwargs):
+            handed[next(a for a in args if isinstance(a, Path)).name] = data.copy()
+            return _draw(data, *args, **kwargs)
+
+        monkeypatch.setattr(figures, name, record)
+    return handed

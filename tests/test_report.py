@@ -9,13 +9,14 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import representations_dir, run_app, run_cli
+from conftest import final_rows, representations_dir, run_app, run_cli
 
 from cka_hydra.figures import timeline_curves
 from cka_hydra.report import write_report
 from cka_hydra.results import COLUMNS, collect, leave_out
 from cka_hydra.stats import (
-    compare_kinds, compare_regimes, final_values, group_summary, on_common_pairings, unit_means,
+    INCOMPLETE, compare_kinds, compare_regimes, comparisons_that_count, final_values, group_summary,
+    left_out_pairings, on_common_pairings, unit_means,
 )
 
 
@@ -300,3 +301,115 @@ def test_an_exclusion_reason_may_hold_semicolons_and_colons():
     kept, excluded = leave_out(rows, {})
     assert kept["run_dir"].tolist() == ["y"]
     assert excluded == {"pt1-7_seed1": {"reason": "failed; retried: no luck", "runs": 1}}
+
+
+def test_one_rule_selects_the_comparisons_that_count():
+    """comparisons_that_count, the report's one like-for-like rule: a pairing with fewer than half
+    as many comparisons as its group's fullest, or as its matrix's fullest group's fullest, is left
+    out; a sweep's pairings all count, whatever its seed policy, and a few failed runs."""
+    study = [("orig_1", 0.7), ("orig_2", 0.8), ("1_2", 0.75)]
+    cross = ["orig_1", "1_orig", "orig_2", "2_orig", "1_2", "2_1"]
+    final = final_values(pd.DataFrame(final_rows(
+        *[("default", "pt3", 5, 5, "different", p, 7, v) for p, v in study],
+        *[("default", "pt3", 5, 5, "same", p, 7, 0.9) for p, _ in study],  # self_pairs=true
+        ("default", "pt3", 5, 5, "different", "2_1", 1, 0.95),  # the issue's one-off run
+        ("default", "pt3", 5, 5, "shared", "2_orig", 1, 0.6),  # a one-off of another kind at a pairing none here has
+        ("default", "pt3", 5, 5, "shared", "orig_1", 1, 0.6),  # and at one of the study's: a cell of its own
+        ("default", "pt3", 3, 5, "different", "orig_1", 7, 0.5),  # a layer map, three runs of orig_2 failed
+        ("default", "pt3", 3, 5, "different", "orig_2", 4, 0.5),
+        *[("cross", "pt3", 5, 5, "different", p, 7, 0.7) for p in cross],  # seed_policy=cross, self_pairs=true:
+        *[("cross", "pt3", 5, 5, "same", p, 7, 0.9) for p, _ in study],  # one model's seeds, each pair once
+        *[("matrix", "pt3", 5, 5, "different", p, 7, 0.7) for p in [*cross, "1_1", "2_2"]],  # seed_policy=matrix,
+        ("matrix", "pt3", 5, 5, "different", "orig_orig", 6, 0.7),  # one run failed
+        *[("matrix", "pt3", 5, 5, "same", p, 7, 0.9) for p, _ in study],
+    )))
+    counted, left_out = comparisons_that_count(final)
+    assert len(counted) + len(left_out) == len(final) and set(left_out["why"]) == {INCOMPLETE}
+    assert sorted(zip(left_out["setting"], left_out["kind"], left_out["seed_pairing"])) == [
+        ("default", "different-task", "2_1"), ("default", "shared-task", "2_orig")]
+    pairings = counted.groupby(["setting", "layer"])["seed_pairing"].nunique().to_dict()
+    assert pairings == {("cross", 5): 6, ("default", 3): 2, ("default", 5): 3, ("matrix", 5): 9}
+    again, none = comparisons_that_count(counted)  # its own result is left as it is
+    assert again.equals(counted) and none.empty
+    assert left_out_pairings(left_out)["text"].tolist() == [
+        "2_1 (1 different-task comparison of pt3 at layer 5 [default])",
+        "2_orig (1 shared-task comparison of pt3 at layer 5 [default])"]
+
+    groups = group_summary(counted, left_out).set_index(["setting", "layer", "kind"])
+    assert groups.equals(group_summary(final).set_index(["setting", "layer", "kind"]))  # selected by the same rule
+    different = groups.loc[("default", 5, "different-task")]
+    assert (different["n_comparisons"], different["n_units"], different["seed_pairings"],
+            different["incomplete_pairings"]) == (21, 3, "1_2 orig_1 orig_2", "2_1")
+    assert different["std"] == pytest.approx(final.query("setting == 'default' and layer == 5 and kind == "
+                                                         "'different-task' and seed_pairing != '2_1'")["similarity"]
+                                             .std(ddof=1), abs=1e-15)
+    assert groups.loc[("default", 5, "shared-task"), ["n_comparisons", "incomplete_pairings"]].tolist() == [1, "2_orig"]
+    assert groups.loc[("cross", 5, "different-task"), "n_units"] == 6
+
+
+# the issue's one-off run, in the setting of the study below (checkpoints=all: its timelines)
+ONE_OFF = ["regime=pt3", "pair=1_2", "seed_pair=2_1", "layer=5", "checkpoints=all"]
+
+
+def sorted_rows(data: pd.DataFrame) -> pd.DataFrame:
+    """A figure's rows in one order, whatever rows the results table held beside them."""
+    by = [c for c in ("run_dir", "step", "layer", "layer_b", "regime") if c in data]
+    return data.sort_values(by).reset_index(drop=True) if by else data
+
+
+def test_a_one_off_run_at_another_pairing_changes_no_number_and_is_named(small_store, tmp_path, figure_data):
+    """The issue's finding: one run at another seed pairing in the study's folder was left out of
+    the tests as incomplete, yet the model matrix's pt3-1/pt3-2 cell averaged 4 pairings where
+    every other cell averaged 3, the groups table's n_comparisons, std and chance moved with it,
+    and the page said nothing. Here every figure the report draws (matrices, trends, intra/inter,
+    a layer map, timelines) and every table is the same before and after, number for number."""
+    result = run_app("-m", "sweep", "regime=pt2,pt3", "pair=1_2,2_3", "layer=5", "layer_b=3,5",
+                     "hydra.sweeper.self_pairs=true", "checkpoints=all", f"data.root={small_store}",
+                     "hydra/launcher=basic", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    results_dir = tmp_path / "outputs/cka"
+    before = write_report(results_dir, tmp_path / "before")
+    drawn = dict(figure_data)
+    figure_data.clear()
+    result = run_app(*ONE_OFF, f"data.root={small_store}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    one_off = results_dir / "pt3/pt3-1_seed2_vs_pt3-2_seed1/layer5-all"
+    after = write_report(results_dir, tmp_path / "after")
+    assert (before["runs"], after["runs"]) == (60, 61)  # read, then left out
+
+    images = [name for name in before["files"] if name.endswith(".png")]
+    assert sorted(images) == sorted(drawn) == sorted(figure_data) == sorted(
+        [f"{kind}_{regime}_layer5_all.png" for kind in ("matrix", "models") for regime in ("pt2", "pt3")]
+        + ["trends_all.png", "intra_inter_all.png", "layer_map_all.png", "timelines_all.png"])
+    for name in images:  # the same numbers handed to every figure, and the same figure
+        pd.testing.assert_frame_equal(sorted_rows(figure_data[name]), sorted_rows(drawn[name]), check_exact=True)
+        assert (tmp_path / "after" / name).read_bytes() == (tmp_path / "before" / name).read_bytes(), name
+    models = figure_data["models_pt3_layer5_all.png"]
+    cell = models.loc[models.index.str.startswith("pt3-1:"), models.columns.str.startswith("pt3-2:")].iat[0, 0]
+    results = pd.read_csv(tmp_path / "after/cka_results.csv", dtype={"seed_a": str, "seed_b": str})
+    pair = results.query("final and model_a == 'pt3-1' and model_b == 'pt3-2' and layer == 5 and layer_b == 5")
+    assert len(pair) == 4 and str(one_off) in set(pair["run_dir"])  # in the table, in no figure
+    assert cell == pytest.approx(pair.loc[pair["run_dir"] != str(one_off), "similarity"].mean(), abs=1e-15)
+    assert cell != pytest.approx(pair["similarity"].mean(), abs=1e-6)  # which the run would have moved
+
+    stats_before, stats_after = (pd.read_csv(tmp_path / side / "stats.csv") for side in ("before", "after"))
+    named = stats_after.pop("incomplete_pairings")
+    stats_before.pop("incomplete_pairings")
+    pd.testing.assert_frame_equal(stats_after, stats_before, check_exact=True)  # every table, every number
+    groups = stats_after[stats_after["table"] == "groups"]
+    assert groups[["n_comparisons", "std", "mean", "chance"]].notna().all().all()
+    group = (groups["regime"] == "pt3") & (groups["layer"] == 5) & (groups["layer_b"] == 5) & (
+        groups["kind"] == "different-task")
+    assert named[group[group].index].tolist() == ["2_1"] and named.drop(group[group].index).isna().all()
+
+    assert before["left_out_pairings"] == []
+    assert after["left_out_pairings"] == [dict(setting="all", measure="cka", regime="pt3", layer=5, layer_b=5,
+                                               kind="different-task", seed_pairing="2_1", comparisons=1,
+                                               why=INCOMPLETE, runs=[str(one_off)])]
+    assert json.loads((tmp_path / "after/report.json").read_text())["left_out_pairings"] == after["left_out_pairings"]
+    said = "Left out as an incomplete seed pairing: 2_1 (1 different-task comparison of pt3 at layer 5 [all])."
+    for page in ("index.html", "stats.md"):
+        assert said in (tmp_path / "after" / page).read_text()
+        assert "Seed pairings left out: none" in (tmp_path / "before" / page).read_text()
+    assert "left out: none; 1 comparison at incomplete seed pairings (see Left out)." in (
+        tmp_path / "after/index.html").read_text()
