@@ -11,9 +11,9 @@ import pandas as pd
 
 from cka_hydra import figures, results_dir
 from cka_hydra.atomic import atomic_path, write_atomic, write_table
-from cka_hydra.schema import ReportConfig
 from cka_hydra.errors import InputError
 from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
+from cka_hydra.schema import ReportConfig
 from cka_hydra.stats import (
     ALPHA, DIFFERENT_TASK, INCOMPLETE, compare_kinds, compare_regimes, comparisons_that_count, final_values,
     group_summary, left_out_pairings, not_above_chance,

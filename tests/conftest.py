@@ -52,13 +52,13 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the session's folder, above each worker's own
-    folder = root / f"shared-{name}"
+    folder, built = root / f"shared-{name}", root / f"shared-{name}.built"  # the mark beside it, not in it
     with FileLock(f"{folder}.lock"):
-        if not (folder / ".built").exists():
+        if not built.exists():
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             build(folder)
-            (folder / ".built").touch()
+            built.touch()
     return folder
 
 

@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import final_rows, representations_dir, run_app, run_cli
+from conftest import built_once, final_rows, representations_dir, run_app, run_cli
 
 from cka_hydra.figures import timeline_curves
 from cka_hydra.report import write_report
@@ -23,11 +23,12 @@ from cka_hydra.stats import (
 @pytest.fixture(scope="module")
 def sweep_dir(small_store, tmp_path_factory):
     """pt1 and pt3 at layer 5, every model also against itself, full timelines: 126 runs."""
-    cwd = tmp_path_factory.mktemp("report")
-    result = run_app("-m", "sweep", "regime=pt1,pt3", "layer=5", "hydra.sweeper.self_pairs=true", "checkpoints=all",
-                     f"data.root={small_store}", "hydra.launcher.n_jobs=2", cwd=cwd)
-    assert result.returncode == 0, result.stdout
-    return cwd / "outputs/cka"
+    def build(cwd):
+        result = run_app("-m", "sweep", "regime=pt1,pt3", "layer=5", "hydra.sweeper.self_pairs=true",
+                         "checkpoints=all", f"data.root={small_store}", "hydra.launcher.n_jobs=2", cwd=cwd)
+        assert result.returncode == 0, result.stdout
+
+    return built_once(tmp_path_factory, "report", build) / "outputs/cka"
 
 
 def report(sweep_dir, cwd, *args, run=run_app):
@@ -223,16 +224,19 @@ ONE_OFF_RUNS = {  # one of each kind of comparison, each in a setting of its own
 @pytest.fixture(scope="module")
 def study_with_one_offs(small_store, tmp_path_factory):
     """A narrow study (pt3 at layer 5, one seed pairing: 7 runs) and, in its folder, the one-off runs."""
-    cwd = tmp_path_factory.mktemp("one_offs")
-    result = run_app("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", f"data.root={small_store}",
-                     "hydra/launcher=basic", cwd=cwd)
-    assert result.returncode == 0, result.stdout
-    runs = {}
-    for kind, overrides in ONE_OFF_RUNS.items():
-        result = run_app("regime=pt3", *overrides, f"data.root={small_store}", cwd=cwd)
+    def build(cwd):
+        result = run_app("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", f"data.root={small_store}",
+                         "hydra/launcher=basic", cwd=cwd)
         assert result.returncode == 0, result.stdout
-        runs[kind] = Path(re.search(r" in (\S+)$", result.stdout.strip().splitlines()[-1]).group(1))
-    return cwd / "outputs/cka", runs
+        runs = {}
+        for kind, overrides in ONE_OFF_RUNS.items():
+            result = run_app("regime=pt3", *overrides, f"data.root={small_store}", cwd=cwd)
+            assert result.returncode == 0, result.stdout
+            runs[kind] = re.search(r" in (\S+)$", result.stdout.strip().splitlines()[-1]).group(1)
+        (cwd / "one_offs.json").write_text(json.dumps(runs))
+
+    cwd = built_once(tmp_path_factory, "one_offs", build)
+    return cwd / "outputs/cka", {kind: Path(path) for kind, path in json.loads((cwd / "one_offs.json").read_text()).items()}
 
 
 def test_one_off_runs_in_a_study_folder_are_listed_without_figures(study_with_one_offs, tmp_path):
