@@ -1,12 +1,13 @@
 """A regime is named after its file: the renamed copy refused in one line, a second view of a store
 under a new name, another store layout, a project folder of the user's own, a run started in
-outputs/. Each runs `python -m cka_hydra` as a user would (the installed package, a new process)."""
+outputs/. What each case is about runs `python -m cka_hydra` as a user would (the installed
+package, a new process); what merely sets it up runs in this process."""
 
 import shutil
 from pathlib import Path
 
 import yaml
-from conftest import read_json, run_cli
+from conftest import read_json, run_app, run_cli
 
 from cka_hydra.regime_files import load_regime_file
 
@@ -30,8 +31,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_a_copy_saved_under_a_new_name_is_refused_in_one_line_before_anything_is_written(small_store, tmp_path):
     shutil.copytree(PACKAGED, tmp_path / "conf" / "regime")
     (tmp_path / "conf/regime/pt1.yaml").rename(tmp_path / "conf/regime/pt1_real.yaml")  # keeps `name: pt1`
-    for args in (["-m", "sweep", "regime=pt1_real", *NARROW], ["regime=pt1_real", "pair=1_2", *NARROW]):
-        result = run_cli(*args, f"data.root={small_store}", "--config-dir", "conf", cwd=tmp_path)
+    for run, args in ((run_cli, ["-m", "sweep", "regime=pt1_real", *NARROW]),
+                      (run_app, ["regime=pt1_real", "pair=1_2", *NARROW])):
+        result = run(*args, f"data.root={small_store}", "--config-dir", "conf", cwd=tmp_path)
         assert result.returncode == 1
         assert result.stdout.strip().splitlines() == [
             f"Error: {tmp_path}/conf/regime/pt1_real.yaml, line 3: name: pt1: a regime is named after its file, so "
@@ -39,7 +41,7 @@ def test_a_copy_saved_under_a_new_name_is_refused_in_one_line_before_anything_is
             'original_dir: "pt1-{index}", seed_dir: "revision/exp4/pt1-{index}_seed{seed}"']
         assert not (tmp_path / "outputs").exists()
     # regime.name on the command line is the same mistake
-    result = run_cli("regime=pt2", "regime.name=pt9", "pair=1_2", *NARROW, f"data.root={small_store}", cwd=tmp_path)
+    result = run_app("regime=pt2", "regime.name=pt9", "pair=1_2", *NARROW, f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stdout.strip().splitlines()[-1] == (
         "Error: regime.name=pt9: a regime is named after its file, regime/pt2.yaml (name: pt2); choose another "
@@ -48,7 +50,7 @@ def test_a_copy_saved_under_a_new_name_is_refused_in_one_line_before_anything_is
 
 def test_a_second_view_of_a_store_is_a_regime_of_its_own_and_touches_no_other_regimes_results(small_store, tmp_path):
     store = f"data.root={small_store}"
-    study = run_cli("-m", "sweep", "regime=pt2", *NARROW, store, cwd=tmp_path)
+    study = run_app("-m", "sweep", "regime=pt2", *NARROW, store, cwd=tmp_path)
     assert study.returncode == 0, study.stdout
     results = tmp_path / "outputs" / "cka"
     pt2_before = snapshot(results / "pt2")
@@ -99,7 +101,7 @@ def test_a_regime_of_another_store_layout_reads_its_own_folders(small_store, tmp
     assert result.returncode == 0, result.stdout
     ours = read_json(tmp_path / "outputs/cka/lab/lab-1_vs_lab-2_seed1/layer5/summary.json")
     assert ours["folder_a"] == "runs/lab-pt3-1/seed-orig" and ours["folder_b"] == "runs/lab-pt3-2/seed-1"
-    packaged = run_cli("regime=pt3", "pair=1_2", *NARROW, f"data.root={small_store}", "hydra.run.dir=pt3_run",
+    packaged = run_app("regime=pt3", "pair=1_2", *NARROW, f"data.root={small_store}", "hydra.run.dir=pt3_run",
                        cwd=tmp_path)
     assert packaged.returncode == 0, packaged.stdout
     assert ours["final_cka"] == read_json(tmp_path / "pt3_run/summary.json")["final_cka"]  # the same files
@@ -119,7 +121,7 @@ def test_a_project_folder_with_its_own_conf_package_and_a_run_started_in_outputs
 
     before = snapshot(project / "outputs")
     for args in (["-m", "sweep", "regime=pt3", *NARROW, store], ["regime=pt3", "pair=1_2", *NARROW, store]):
-        refused = run_cli(*args, cwd=project / "outputs")
+        refused = run_app(*args, cwd=project / "outputs")
         assert refused.returncode == 1
         assert refused.stdout.strip().splitlines() == [
             "Error: this folder holds the results dir cka/: run from the folder that holds outputs/ (results would "
