@@ -61,7 +61,8 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
 
     Returns the timeline: `step`, `value`, `n_cities`, `chance` (the exact chance level, for CKA),
     `null_mean`, `null_std` and `p_value` with null.permutations, and `cka_low` and `cka_high`
-    with a bootstrap; `attrs["summary"]` is the result's summary.json. Raises InputError, one
+    with a bootstrap; `attrs["summary"]` is the result's summary.json, and `attrs["run_dir"]` (with
+    write) its run folder. Raises InputError, one
     line, for bad overrides or inputs. With write (the default) the
     run folder is written as the command line writes it (`.hydra/`, the log, the result), and a
     result already there for the same settings and inputs is read, not computed again; without
@@ -86,14 +87,16 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
         with _job_log(run_dir / f"{cfg.hydra.job.name}.log"):
             lifecycle.run(run, run_dir, results)
     summary = run_folder.read_result(run_dir)
-    return _timeline(pd.read_csv(run_folder.timeline_path(run_dir, summary)), summary)
+    return _timeline(pd.read_csv(run_folder.timeline_path(run_dir, summary)), summary, run_dir)
 
 
-def _timeline(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
+def _timeline(frame: pd.DataFrame, summary: dict, run_dir: Path | None = None) -> pd.DataFrame:
     from cka_hydra import registry
 
     frame = frame.rename(columns={registry.of_summary(summary).column: "value"})
     frame.attrs["summary"] = summary
+    if run_dir is not None:
+        frame.attrs["run_dir"] = str(run_dir)
     return frame
 
 

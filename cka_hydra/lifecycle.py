@@ -15,6 +15,7 @@ repeats a check. Knows nothing of Hydra; torch only once something is computed (
 
 import csv
 import dataclasses
+import importlib
 import logging
 import time
 from collections.abc import Mapping
@@ -67,10 +68,10 @@ def check_job(run: RunConfig, run_dir: Path) -> JobPlan:
     return plan
 
 
-def check(run: RunConfig, run_dir: Path, results_dir: Path | None, write_demo: bool = True) -> JobPlan:
+def check(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPlan:
     """Everything a run needs that can be checked without computing (check_setup, check_job, and
     the city filter against the first step's city lists); raises InputError, one line."""
-    check_setup(run, results_dir, write_demo)
+    check_setup(run, results_dir)
     plan = check_job(run, run_dir)
     check_city_filter(plan)
     return plan
@@ -188,6 +189,8 @@ def run(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num:
     extended by the steps the store gained (status `extended`) rather than computed again.
     Returns a small dict: status (done/skipped/extended), seconds.
     """
+    importlib.import_module("cka_hydra.engine")  # torch: imported before the job's clock starts
+
     check_setup(run, results_dir, write_demo=False)
     plan = check_job(run, run_dir)
     with run_folder.computing(run_dir):  # another sweep or run may be computing it right now
@@ -302,7 +305,8 @@ def _timeline_of(header: list[str], rows: list[list[Any]], added: "Timeline",
     """The whole timeline of an extended result, from its rows (the kept ones as read)."""
     columns = {name: [float(row[i]) for row in rows] for i, name in enumerate(header)}
     null = list(zip(columns["null_mean"], columns["null_std"], columns["p_value"])) if "p_value" in columns else []
-    intervals = list(zip(columns["cka_low"], columns["cka_high"])) if "cka_low" in columns else []
+    low, high = interval_columns(header[1])
+    intervals = list(zip(columns[low], columns[high])) if low in columns else []
     last_is_new = max(added.steps) > max(earlier["inputs"]["steps"])
     return dataclasses.replace(
         added, steps=[int(step) for step in columns["step"]], values=columns[header[1]],
@@ -371,6 +375,11 @@ def result_summary(run: RunConfig, plan: JobPlan, result: "Timeline", seconds: f
     return summary
 
 
+def interval_columns(column: str) -> tuple[str, str]:
+    """The bootstrap interval's columns, named after the value's: cka_low, cka_high."""
+    return f"{column}_low", f"{column}_high"
+
+
 def timeline_rows(run: RunConfig, result: "Timeline") -> tuple[list[str], list[list[Any]]]:
     """The timeline file's header and rows: step, the measure's value, the cities compared, the
     exact chance level where the measure has one, the permutation test and the bootstrap
@@ -385,6 +394,6 @@ def timeline_rows(run: RunConfig, result: "Timeline") -> tuple[list[str], list[l
         header += ["null_mean", "null_std", "p_value"]
         rows = [[*row, *test] for row, test in zip(rows, result.null)]
     if result.intervals:
-        header += ["cka_low", "cka_high"]
+        header += list(interval_columns(measure.column))
         rows = [[*row, low, high] for row, (low, high) in zip(rows, result.intervals)]
     return header, rows

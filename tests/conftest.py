@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -19,19 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from hydra import compose, initialize_config_module
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra_plugins.cka_hydra_configs.user_config_dir import USER_CONFIG_DIR
 
-from cka_hydra import identity
 from cka_hydra import __main__ as cli
-from cka_hydra.overrides import hydra_argv
-from cka_hydra.app import register
-from cka_hydra.identity import default_settings, settings
-from cka_hydra.schema import run_config
 from cka_hydra.demo import DemoSpec, write_store
-from cka_hydra import lifecycle
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # the suite runs a worker per core: torch's own threads in each would only fight over them
@@ -76,12 +70,16 @@ def store_copy(small_store, tmp_path) -> Path:
     return root
 
 
+# Three ways in, one per door: run_app (the command line, in this process: most tests), run_cli
+# and Background (the command line in a process of its own: the installed package, signals,
+# processes killed), compare_into (the Python API).
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m cka_hydra ARGS` as a user would, in cwd; `.stdout` holds stdout and stderr."""
-    return subprocess.run(
-        [sys.executable, "-m", "cka_hydra", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=timeout,
-    )
+    """Run `python -m cka_hydra ARGS` as a user would, in cwd, to its end; `.stdout` holds stdout
+    and stderr."""
+    process = Background(cwd, *args)
+    output = process.finish(timeout)
+    return subprocess.CompletedProcess(args, process.proc.returncode, output)
 
 
 def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -117,16 +115,12 @@ def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, output.getvalue())
 
 
-def run_in_process(results_dir: Path, *overrides: str) -> Path:
-    """One comparison as a job runs it, in this process: the Compose API, the typed edge and
-    run_comparison, into its run folder under results_dir, which is returned."""
-    register()
-    with initialize_config_module(config_module="cka_hydra.conf", version_base="1.3"):
-        cfg = compose("config", overrides=hydra_argv(overrides))
-    run = run_config(cfg)
-    run_dir = results_dir / identity.subdir(run.comparison, settings(run), default_settings())
-    lifecycle.run(run, run_dir, results_dir)
-    return run_dir
+def compare_into(results_dir: Path, *overrides: str) -> Path:
+    """One comparison through the Python API (cka_hydra.compare), into its run folder under
+    results_dir, which is returned."""
+    from cka_hydra import compare
+
+    return Path(compare([*overrides, f"hydra.sweep.dir={results_dir}"]).attrs["run_dir"])
 
 
 def jobs_csv(cwd: Path) -> list[dict]:
@@ -250,10 +244,12 @@ def readers_of(path: Path) -> list[int]:
 class Background:
     """`python -m cka_hydra ARGS` running in cwd in the background, as a user runs it (env: added
     variables; own_group: in a process group of its own, as a terminal starts it); its console in
-    console.log."""
+    a file of its own, outside cwd."""
 
     def __init__(self, cwd: Path, *args: str, own_group: bool = False, **env: str) -> None:
-        self.cwd, self.log = cwd, cwd / "console.log"
+        handle, log = tempfile.mkstemp(prefix="cka-hydra-console-", suffix=".log")
+        os.close(handle)
+        self.cwd, self.log = cwd, Path(log)
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "cka_hydra", *args], cwd=cwd, stdout=out,
                                          stderr=subprocess.STDOUT, env=os.environ | env,

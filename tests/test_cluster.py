@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import Background, BlockedRead, read_json, readers_of, representations_dir, run_app, run_in_process
+from conftest import Background, BlockedRead, read_json, readers_of, representations_dir, run_app, compare_into
 
 from cka_hydra.__main__ import missing_extra
 
@@ -30,7 +30,7 @@ def test_hydras_submitit_launcher_gives_the_same_result(small_store, tmp_path):
     assert "[1/1] done 1, skipped 0, failed 0, lost 0" in plugin.stdout
     by_plugin = summaries(tmp_path / "outputs/cka")
     assert by_plugin.keys() == {"pt3/pt3-2_vs_pt3-3_seed1/layer5"}
-    direct = run_in_process(tmp_path / "direct", "regime=pt3", "pair=2_3", "seed_pair=orig_1", "layer=5",
+    direct = compare_into(tmp_path / "direct", "regime=pt3", "pair=2_3", "seed_pair=orig_1", "layer=5",
                             f"data.root={small_store}")
     assert by_plugin["pt3/pt3-2_vs_pt3-3_seed1/layer5"]["final_cka"] == pytest.approx(
         read_json(direct / "summary.json")["final_cka"], abs=1e-12)
@@ -88,7 +88,7 @@ def test_array_tasks_fail_alone_and_a_rerun_picks_up_their_jobs(small_store, sto
         run_dir = results / folder
         assert (run_dir / ".hydra/overrides.yaml").is_file() and summary["exp1"] in (run_dir / "cka.log").read_text()
         c = summary
-        direct = run_in_process(tmp_path / "direct", f"regime={c['regime']}", f"pair={c['pair']}",
+        direct = compare_into(tmp_path / "direct", f"regime={c['regime']}", f"pair={c['pair']}",
                                 f"seed_pair={c['seed_pair']}", f"layer={c['layer']}", f"data.root={small_store}")
         assert summary["final_cka"] == pytest.approx(read_json(direct / "summary.json")["final_cka"], abs=1e-12)
 

@@ -13,7 +13,7 @@ from cka_hydra.engine import CACHE, READS, InstanceCache, Prepared, aligned_rows
 from cka_hydra.filters import parse_filter
 from cka_hydra.inputs import Side
 
-from conftest import read_json, reference_from_files, representations_dir, run_in_process, save_checkpoint
+from conftest import read_json, reference_from_files, representations_dir, compare_into, save_checkpoint
 
 PAIR = ["regime=pt2", "layer=5"]
 
@@ -32,7 +32,7 @@ def counts():
 
 
 def run(results_dir, store, *overrides):
-    run_dir = run_in_process(results_dir, *PAIR, f"data.root={store}", *overrides)
+    run_dir = compare_into(results_dir, *PAIR, f"data.root={store}", *overrides)
     return read_json(run_dir / run_folder.SUMMARY_FILE), run_dir
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from cka_hydra import run_folder
 
-from conftest import jobs_csv, read_json, representations_dir, run_app, run_in_process
+from conftest import jobs_csv, read_json, representations_dir, run_app, compare_into
 
 PAIR = ["regime=pt2", "pair=1_2", "seed_pair=orig_1", "layer=5", "checkpoints=all"]
 SIDES = (("pt2-1", "distance"), ("revision/exp2/pt2-2_seed1", "angle"))
@@ -37,16 +37,16 @@ def hide_last_step(store, tmp_path):
                          ids=["plain", "intervals", "rbf"])
 def test_new_steps_are_computed_alone_and_equal_a_fresh_timeline(store_copy, tmp_path, extra):
     step, restore = hide_last_step(store_copy, tmp_path)
-    run_dir = run_in_process(tmp_path / "out", *PAIR, f"data.root={store_copy}", *extra)
+    run_dir = compare_into(tmp_path / "out", *PAIR, f"data.root={store_copy}", *extra)
     before = (run_dir / run_folder.timeline_file("cka")).read_text().splitlines()
     restore()
-    assert run_in_process(tmp_path / "out", *PAIR, f"data.root={store_copy}", *extra) == run_dir
+    assert compare_into(tmp_path / "out", *PAIR, f"data.root={store_copy}", *extra) == run_dir
     after = (run_dir / run_folder.timeline_file("cka")).read_text().splitlines()
     assert after[:len(before)] == before and len(after) == len(before) + 1  # old rows byte for byte
     summary = read_json(run_dir / run_folder.SUMMARY_FILE)
     assert summary["computed_steps"] == [step] and summary["steps"][-1] == step
 
-    fresh_dir = run_in_process(tmp_path / "fresh", *PAIR, f"data.root={store_copy}", *extra)
+    fresh_dir = compare_into(tmp_path / "fresh", *PAIR, f"data.root={store_copy}", *extra)
     ours, fresh = (pd.read_csv(d / run_folder.timeline_file("cka")) for d in (run_dir, fresh_dir))
     assert list(ours.columns) == list(fresh.columns)
     assert (ours - fresh).abs().max().max() < 1e-12  # intervals and p-values included: per-step streams
@@ -58,11 +58,11 @@ def test_new_steps_are_computed_alone_and_equal_a_fresh_timeline(store_copy, tmp
 
 def test_a_replaced_file_makes_the_whole_timeline_computed_again(store_copy, tmp_path):
     step, restore = hide_last_step(store_copy, tmp_path)
-    run_dir = run_in_process(tmp_path / "out", *PAIR, f"data.root={store_copy}")
+    run_dir = compare_into(tmp_path / "out", *PAIR, f"data.root={store_copy}")
     restore()
     first = checkpoint_dirs(store_copy, 0)[0] / "metadata.json"
     first.write_text(first.read_text())  # rewritten since: its stamp changed
-    run_in_process(tmp_path / "out", *PAIR, f"data.root={store_copy}")
+    compare_into(tmp_path / "out", *PAIR, f"data.root={store_copy}")
     summary = read_json(run_dir / run_folder.SUMMARY_FILE)
     assert "computed_steps" not in summary and summary["steps"][-1] == step
 

@@ -12,7 +12,7 @@ import pytest
 
 from cka_hydra import run_folder
 
-from conftest import Background, jobs_csv, read_json, representations_dir, run_app, run_in_process
+from conftest import Background, jobs_csv, read_json, representations_dir, run_app, compare_into
 
 POLL_S = 0.5
 SWEEP = ["-m", "sweep", "regime=pt2", "layer=5", "seed_pair=orig_1", "pair=1_2,1_3", "checkpoints=all"]
@@ -107,7 +107,7 @@ def test_rounds_extend_new_checkpoints_wait_for_half_written_ones_and_stop_on_si
             assert ours.startswith(first)
         summary = read_json(results / FOLDERS[pair] / run_folder.SUMMARY_FILE)
         assert summary["steps"] == list(STEPS) and summary["computed_steps"] == [164073]
-        fresh = run_in_process(tmp_path / "fresh", *SWEEP[2:4], "seed_pair=orig_1", f"pair={pair}", "checkpoints=all",
+        fresh = compare_into(tmp_path / "fresh", *SWEEP[2:4], "seed_pair=orig_1", f"pair={pair}", "checkpoints=all",
                                f"data.root={store_copy}")
         difference = pd.read_csv(timeline(results, pair)) - pd.read_csv(fresh / run_folder.timeline_file("cka"))
         assert difference.abs().max().max() < 1e-12

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import RUN, read_json, reference_from_files, representations_dir, run_app, run_in_process, short_hash, study_rows
+from conftest import RUN, read_json, reference_from_files, representations_dir, run_app, compare_into, short_hash, study_rows
 from hydra import compose, initialize_config_module
 from scipy.spatial import procrustes
 from sklearn.decomposition import PCA
@@ -206,7 +206,7 @@ REFERENCES = {"pca_cka": ckatorch_linear, "procrustes": lambda x, y: procrustes(
 
 @pytest.mark.parametrize("measure", ["pca_cka", "procrustes"])
 def test_a_run_of_each_pca_measure_equals_the_independent_implementations(small_store, tmp_path, measure):
-    run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", f"measure={measure}", "checkpoints=all")
+    run_dir = compare_into(tmp_path, *RUN, f"data.root={small_store}", f"measure={measure}", "checkpoints=all")
     assert run_dir.name == f"layer5-{measure}-all"
     summary = read_json(run_dir / "summary.json")
     # named after the measure, as the research group's scripts name it (procrustes_timeline.csv)
@@ -231,7 +231,7 @@ def test_a_run_of_each_pca_measure_equals_the_independent_implementations(small_
 
 
 def test_layer_b_reads_the_second_instance_at_its_layer(small_store, tmp_path):
-    run_dir = run_in_process(tmp_path, *RUN[:3], "layer=3", "layer_b=5", f"data.root={small_store}")
+    run_dir = compare_into(tmp_path, *RUN[:3], "layer=3", "layer_b=5", f"data.root={small_store}")
     assert run_dir.relative_to(tmp_path).as_posix() == "pt2/pt2-1_vs_pt2-2_seed1/layer3_vs_layer5"
     summary = read_json(run_dir / "summary.json")
     expected, _ = reference_from_files(
@@ -244,7 +244,7 @@ def test_layer_b_reads_the_second_instance_at_its_layer(small_store, tmp_path):
 def test_too_many_components_fail_the_job_naming_the_setting(small_store, tmp_path):
     with pytest.raises(InputError, match=r"measure.components=13: pt2-1 at step \d+: 13 principal components "
                                          r"need at least 13 fitted rows and 13 features, got \d+ rows of 12"):
-        run_in_process(tmp_path, *RUN, f"data.root={small_store}", "measure=pca_cka", "measure.components=13")
+        compare_into(tmp_path, *RUN, f"data.root={small_store}", "measure=pca_cka", "measure.components=13")
 
 
 def test_a_measure_and_layer_map_sweep_and_its_report(small_store, tmp_path):

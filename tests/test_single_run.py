@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import (
     RUN, read_json, reference_cka, reference_from_files, reference_rbf_cka, representations_dir, run_app, run_cli,
-    run_in_process, save_checkpoint,
+    compare_into, save_checkpoint,
 )
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
@@ -62,7 +62,7 @@ def test_single_run_writes_its_folder_and_matches_an_independent_reference(small
 
 
 def test_timeline_over_all_common_steps(small_store, tmp_path):
-    run_dir = run_in_process(tmp_path, "regime=pt3", "pair=1_2", "seed_pair=1_2", "layer=3", "checkpoints=all",
+    run_dir = compare_into(tmp_path, "regime=pt3", "pair=1_2", "seed_pair=1_2", "layer=3", "checkpoints=all",
                              f"data.root={small_store}")
     assert run_dir == tmp_path / "pt3/pt3-1_seed1_vs_pt3-2_seed2/layer3-all"
     lines = (run_dir / "cka_timeline.csv").read_text().splitlines()
@@ -100,7 +100,7 @@ def final_reference(store, estimator=reference_cka):
     ],
 )
 def test_other_estimators_match_the_reference(small_store, tmp_path, options, label, reference):
-    run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", *options)
+    run_dir = compare_into(tmp_path, *RUN, f"data.root={small_store}", *options)
     assert run_dir.name == f"layer5-{label}"
     summary = read_json(run_dir / "summary.json")
     assert summary["final_cka"] == pytest.approx(final_reference(small_store, reference), abs=1e-9)
@@ -110,7 +110,7 @@ def test_other_estimators_match_the_reference(small_store, tmp_path, options, la
 
 
 def test_bootstrap_interval_in_timeline_and_summary(small_store, tmp_path):
-    run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200")
+    run_dir = compare_into(tmp_path, *RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200")
     assert run_dir.name == "layer5-boot200-all"
     lines = (run_dir / "cka_timeline.csv").read_text().splitlines()
     assert lines[0] == "step,cka,n_cities,chance,cka_low,cka_high"
@@ -124,7 +124,7 @@ def test_bootstrap_interval_in_timeline_and_summary(small_store, tmp_path):
     summary = read_json(run_dir / "summary.json")
     assert summary["bootstrap"] == 200 and summary["confidence"] == 0.95
     assert summary["final_cka_ci"] == [float(x) for x in lines[-1].split(",")[4:]]
-    reseeded = run_in_process(tmp_path, *RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200",
+    reseeded = compare_into(tmp_path, *RUN, f"data.root={small_store}", "checkpoints=all", "cka.bootstrap=200",
                               "cka.seed=1")
     assert reseeded.name == "layer5-boot200-seed1-all"
     assert read_json(reseeded / "summary.json")["final_cka_ci"] != summary["final_cka_ci"]
@@ -132,14 +132,14 @@ def test_bootstrap_interval_in_timeline_and_summary(small_store, tmp_path):
 
 
 def test_float32_precision_is_close_to_float64(small_store, tmp_path):
-    run_dir = run_in_process(tmp_path, *RUN, f"data.root={small_store}", "cka.precision=float32")
+    run_dir = compare_into(tmp_path, *RUN, f"data.root={small_store}", "cka.precision=float32")
     summary = read_json(run_dir / "summary.json")
     assert run_dir.name == "layer5-f32" and summary["precision"] == "float32"
     assert summary["final_cka"] == pytest.approx(final_reference(small_store), abs=1e-5)
 
 
 def test_explicit_steps_and_pt1_seed_layout(small_store, tmp_path):
-    run_dir = run_in_process(tmp_path, "regime=pt1", "pair=2_6", "seed_pair=2_orig", "layer=3",
+    run_dir = compare_into(tmp_path, "regime=pt1", "pair=2_6", "seed_pair=2_orig", "layer=3",
                              "checkpoints=[328146,0]", f"data.root={small_store}")
     assert run_dir == tmp_path / "pt1/pt1-2_seed2_vs_pt1-6/layer3-steps0+328146"
     assert read_json(run_dir / "summary.json")["steps"] == [0, 328146]
