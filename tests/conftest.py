@@ -361,6 +361,12 @@ def slurm() -> None:
         pytest.skip(reason)
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: a worker per core, and one more where the scheduler's tests run: they mostly
+    wait on it, and would otherwise keep a core's worker idle for minutes."""
+    return len(os.sched_getaffinity(0)) + (slurm_missing() is None)
+
+
 def pytest_collection_modifyitems(items: list) -> None:
     """The scheduler's tests first: they mostly wait on it (a time limit takes a minute), and so
     wait while the other tests run on the other workers."""
