@@ -12,7 +12,7 @@ import functools
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional
@@ -303,10 +303,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.checkpoints = _checkpoint_spec(self.checkpoints)
         self.city_filter = _filter_text(self.city_filter, "city_filter")
-        if self.measure.pca_filter == FOLLOWS_CITY_FILTER:  # a RunConfig made in Python, not composed
-            self.measure.pca_filter = self.city_filter
-        # checked after city_filter, which it follows by default: an error names the setting given
-        self.measure.pca_filter = _filter_text(self.measure.pca_filter, "measure.pca_filter")
+        pca_filter = self.measure.pca_filter
+        if pca_filter == FOLLOWS_CITY_FILTER:  # a RunConfig made in Python, not composed
+            pca_filter = self.city_filter
+        # checked after city_filter, which it follows by default: an error names the setting given;
+        # a new MeasureConfig, so that the one passed in is never changed after its own checks
+        self.measure = replace(self.measure, pca_filter=_filter_text(pca_filter, "measure.pca_filter"))
         for name, layer in (("layer", self.layer), ("layer_b", self.layer_b)):
             if layer is not None and layer < 0:
                 raise InputError(f"{name}={layer}: expected a layer index, 0 or more")
