@@ -16,6 +16,14 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+# The tests exercise the package as installed (`pip install ".[test]"`): `python -m pytest` (and
+# each xdist worker) puts the folder it starts in on the import path ahead of site-packages, where
+# the checkout would shadow an installed, not editable, package. An editable install's entry, after
+# site-packages, stays.
+_SITE = next((i for i, entry in enumerate(sys.path) if entry.endswith("site-packages")), len(sys.path))
+sys.path[:_SITE] = [entry for entry in sys.path[:_SITE]
+                    if Path(entry or ".").resolve() != Path(__file__).resolve().parents[1]]
+
 import numpy as np
 import pytest
 import torch
