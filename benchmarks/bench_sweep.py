@@ -244,7 +244,8 @@ def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tu
         row["main_mb"], row["worker_mb"] = (b / 2**20 for b in memory.main_and_workers())
         if rerun:
             row["rerun_s"], _ = run_sweep(root, results_dir, *overrides, python=python)
-        summaries = [run_folder.read_result(results_dir / job["run_dir"]) for job in results_dirs.read_jobs(results_dir)]
+        summaries = [run_folder.read_result(results_dir / job["run_dir"])
+                     for job in results_dirs.read_jobs(results_dir)]
         row["jobs"] = len(summaries)
         row["job_s"] = sum(summary["seconds"] for summary in summaries)
         theirs, ours = json.loads(floor_file.read_text()), sweep_values(results_dir)

@@ -132,7 +132,8 @@ def conflict(run_dir: Path, settings: Mapping[str, Any]) -> str | None:
     differ = sorted(k for k in {*ours, *theirs} if ours.get(k) != theirs.get(k))
     if summary is None or not differ:
         return None
-    return (f"{run_dir} holds a result of other settings ({', '.join(f'{k}={override_text(theirs.get(k))}' for k in differ)}); "
+    found = ", ".join(f"{k}={override_text(theirs.get(k))}" for k in differ)
+    return (f"{run_dir} holds a result of other settings ({found}); "
             "set overwrite=true to replace it, or hydra.sweep.dir=... to write elsewhere")
 
 

@@ -69,7 +69,8 @@ def write_result(run_dir: Path, summary: dict[str, Any], header: Sequence[str], 
     write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     if earlier is not None and timeline_path(run_dir, earlier).name != name:  # a result of another measure's name
         timeline_path(run_dir, earlier).unlink(missing_ok=True)
-    (run_dir / timeline_plot_file(summary.get("measure", "cka"))).unlink(missing_ok=True)  # drawn from the result it replaced
+    # drawn from the result it replaced
+    (run_dir / timeline_plot_file(summary.get("measure", "cka"))).unlink(missing_ok=True)
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
