@@ -18,7 +18,7 @@ from cka_hydra.app import main, report
 from cka_hydra.errors import InputError
 from cka_hydra.overrides import CONFIG_NAMES, hydra_argv
 from cka_hydra.regime_files import load_regime_file
-from cka_hydra.results_dir import enclosing_results_dir, results_dirs_in
+from cka_hydra.results_dir import misplaced
 from cka_hydra.schema import ReportConfig
 
 
@@ -121,21 +121,6 @@ def missing_extra(args: Sequence[str]) -> str | None:
     return None
 
 
-def misplaced(cwd: Path) -> str | None:
-    """The message for a run started where its default results dir (outputs/cka...) would nest in
-    results: inside a results dir, or in the folder that holds them (outputs/ itself)."""
-    inside = enclosing_results_dir(cwd)
-    if inside is not None:
-        return (f"Error: this folder is inside the results dir {inside}: run from the folder that holds outputs/ "
-                "(results would go to a results dir nested in it), or name one: hydra.sweep.dir=...")
-    held = results_dirs_in(cwd)
-    if held:
-        return (f"Error: this folder holds the results dir {held[0].name}/: run from the folder that holds "
-                f"{cwd.name}/ (results would go to {cwd.name}/outputs/, away from those), or name one: "
-                "hydra.sweep.dir=...")
-    return None
-
-
 def run() -> None:
     args = sys.argv[1:]
     config_dir = take_config_dir(args)
@@ -160,7 +145,7 @@ def run() -> None:
             arg.startswith(("hydra.sweep.dir=", "hydra.run.dir=")) for arg in args):
         message = misplaced(Path.cwd())
         if message:
-            sys.exit(message)
+            sys.exit(f"Error: {message}")
     task = main
     if "report" in args:  # a task of its own, with conf/report.yaml
         args.remove("report")

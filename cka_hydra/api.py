@@ -30,6 +30,7 @@ from cka_hydra.errors import InputError
 from cka_hydra.overrides import hydra_argv
 from cka_hydra.regime_files import load_regime_file
 from cka_hydra.results import collect
+from cka_hydra.results_dir import misplaced
 
 __all__ = ["compare", "load_results"]
 
@@ -72,6 +73,10 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
     if isinstance(overrides, str):
         raise InputError(f"compare({overrides!r}): expected a list of overrides, such as [\"regime=pt3\", "
                          "\"layer=5\"]")
+    if not any(o.strip().startswith(("hydra.sweep.dir=", "hydra.run.dir=")) for o in overrides):
+        message = misplaced(Path.cwd())
+        if message:
+            raise InputError(f"compare: {message}")
     cfg = _composed(list(overrides), config_dir)
     run, run_dir, results = checked_run(cfg)
     if not write:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cka_hydra.pairs import Comparison, instance_name, model_name
-from cka_hydra.schema import DEMO_STORE, RunConfig
+from cka_hydra.schema import RunConfig
 
 
 # Keys that say which comparison a job is: they make the run folder's path.
@@ -188,9 +188,16 @@ def store_of(settings: Mapping[str, Any] | None) -> str:
     return data_root_text((settings or {}).get("data.root"))
 
 
-def store_path(text: str) -> Path:
-    """The store a data_root.txt text names."""
-    return DEMO_STORE.resolve() if text == DEMO else Path(text)
+def demo_store(results_dir: Path | None) -> Path:
+    """The built-in demo store of a results dir: beside it, in the same folder (outputs/demo_store
+    beside outputs/cka_demo), wherever the command runs from; for a run written outside any
+    results dir, outputs/demo_store of the folder it runs in."""
+    return (Path("outputs").resolve() if results_dir is None else results_dir.resolve().parent) / "demo_store"
+
+
+def store_path(text: str, results_dir: Path | None) -> Path:
+    """The store a data_root.txt text names, for the results dir that records it."""
+    return demo_store(results_dir) if text == DEMO else Path(text)
 
 
 def data_root_words(text: str) -> str:

@@ -39,8 +39,9 @@ class Side:
         return instance_name(self.model, self.seed)
 
 
-def data_root(data: DataConfig) -> Path:
-    root = data.path
+def data_root(data: DataConfig, demo: Path) -> Path:
+    """The store data.root names, or the demo store at demo; refused when it is no folder."""
+    root = demo if data.root is None else Path(data.root)
     if root.is_dir():
         return root
     if data.root is None:
@@ -129,10 +130,9 @@ class JobPlan:
     inputs: dict[str, Any]
 
 
-def plan_job(run: RunConfig) -> JobPlan:
-    """Check the config against the regime and the store's folders, and list what the job will
-    compare. Reads folder listings only, no data file."""
-    root = data_root(run.data)
+def plan_job(run: RunConfig, root: Path) -> JobPlan:
+    """Check the config against the regime and the folders of the store at root, and list what
+    the job will compare. Reads folder listings only, no data file."""
     a, b = sides(run, root)
     checkpoints_a = _checkpoints(a, run)
     try:

@@ -28,7 +28,9 @@ import numpy as np
 from cka_hydra import registry, results_dir as results_dirs, run_folder
 from cka_hydra.demo import ensure_demo_store
 from cka_hydra.errors import InputError
-from cka_hydra.identity import default_settings, override_text, result_identity, settings_label, store_of, store_path
+from cka_hydra.identity import (
+    default_settings, demo_store, override_text, result_identity, settings_label, store_of, store_path,
+)
 from cka_hydra.inputs import JobPlan, check_city_filter, check_device, data_root, plan_job
 from cka_hydra.schema import DataConfig, RunConfig
 
@@ -40,27 +42,30 @@ log = logging.getLogger(__name__)
 
 # --- check ---
 
-def store_root(data: DataConfig, write_demo: bool = True) -> Path:
-    """The store a run reads: data.root, or the demo store (written first, unless write_demo is
-    false: a dry run writes nothing)."""
+def store_root(data: DataConfig, results_dir: Path | None, write_demo: bool = True) -> Path:
+    """The store a run reads: data.root, or the results dir's demo store (identity.demo_store;
+    written first, unless write_demo is false: a dry run writes nothing)."""
+    demo = demo_store(results_dir)
     if data.root is None and write_demo:
-        ensure_demo_store(data.path)
-    return data_root(data)
+        ensure_demo_store(demo)
+    return data_root(data, demo)
 
 
-def check_setup(run: RunConfig, results_dir: Path | None, write_demo: bool = True) -> None:
+def check_setup(run: RunConfig, results_dir: Path | None, write_demo: bool = True) -> Path:
     """What every job of one store, device and results dir shares: the store is there, torch sees
-    the device, and the results dir holds no other store's results (unless overwrite)."""
-    store_root(run.data, write_demo)
+    the device, and the results dir holds no other store's results (unless overwrite). Returns
+    the store's folder."""
+    root = store_root(run.data, results_dir, write_demo)
     check_device(run.device)
     if results_dir is not None and not run.overwrite:
         results_dirs.check_data_root(results_dir, run.data.root, overwrite=False)
+    return root
 
 
-def check_job(run: RunConfig, run_dir: Path) -> JobPlan:
-    """One job's own checks: the config against the regime and the store's folders (reading
-    folder listings only), and that run_dir holds no result of other settings (unless overwrite)."""
-    plan = plan_job(run)
+def check_job(run: RunConfig, run_dir: Path, root: Path) -> JobPlan:
+    """One job's own checks: the config against the regime and the folders of the store at root
+    (listings only), and that run_dir holds no result of other settings (unless overwrite)."""
+    plan = plan_job(run, root)
     if not run.overwrite:
         reason = conflict(run_dir, plan.settings)
         if reason:
@@ -71,8 +76,7 @@ def check_job(run: RunConfig, run_dir: Path) -> JobPlan:
 def check(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPlan:
     """Everything a run needs that can be checked without computing (check_setup, check_job, and
     the city filter against the first step's city lists); raises InputError, one line."""
-    check_setup(run, results_dir)
-    plan = check_job(run, run_dir)
+    plan = check_job(run, run_dir, check_setup(run, results_dir))
     check_city_filter(plan)
     return plan
 
@@ -152,8 +156,8 @@ class Standing:
     checked: bool = True  # against its input files (False: that store is not on this machine)
 
 
-def standing(run_dir: Path, roots: list[str]) -> Standing:
-    """Whether run_dir's result counts, for a results dir of these data roots (data_roots: the
+def standing(run_dir: Path, results_dir: Path | None, roots: list[str]) -> Standing:
+    """Whether run_dir's result counts, in results_dir of these data roots (data_roots: the
     store, then where it moved from): a complete result, no error.txt beside it (its recompute
     failed: the result is stale), of that store, and its input files unchanged there."""
     summary = run_folder.read_result(run_dir)
@@ -170,7 +174,7 @@ def standing(run_dir: Path, roots: list[str]) -> Standing:
     roots = roots or [own]
     if own not in roots:  # left by an overwrite with another store
         return Standing(None, "of another data root (stale)", f"computed from {own}, not {roots[0]}")
-    root = store_path(roots[0])
+    root = store_path(roots[0], results_dir)
     if not root.is_dir():
         return Standing(summary, data_root=roots[0], checked=False)
     changed = run_folder.stale_inputs(summary, root)
@@ -192,8 +196,7 @@ def run(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num:
     """
     importlib.import_module("cka_hydra.engine")  # torch: imported before the job's clock starts
 
-    check_setup(run, results_dir, write_demo=False)
-    plan = check_job(run, run_dir)
+    plan = check_job(run, run_dir, check_setup(run, results_dir, write_demo=False))
     with run_folder.computing(run_dir):  # another sweep or run may be computing it right now
         start = time.perf_counter()  # its seconds: this job's work, not the wait
         if not run.overwrite and is_finished(run_dir, plan.settings, plan.inputs):

@@ -88,7 +88,7 @@ def collect(sweep_dir: Path, exclude: Path | None = None
         if len(run_dirs) > PROGRESS_EVERY and count % PROGRESS_EVERY == 0:
             log.info("read %d/%d run folders", count, len(run_dirs))
         results_dir = results_dirs.enclosing_results_dir(run_dir)
-        standing = lifecycle.standing(run_dir, data_roots(results_dir) if results_dir else [])
+        standing = lifecycle.standing(run_dir, results_dir, data_roots(results_dir) if results_dir else [])
         if standing.reason == lifecycle.NO_RESULT:
             status, detail = jobs.get(run_dir, ("", ""))
             leave(run_dir, "lost" if status == "lost" else "incomplete", detail)

@@ -107,6 +107,24 @@ def enclosing_results_dir(folder: Path) -> Path | None:
     return next((f for f in (folder, *folder.parents) if (f / DATA_ROOT_FILE).is_file()), None)
 
 
+def misplaced(cwd: Path) -> str | None:
+    """Why a run may not start in cwd with the default results dir (outputs/cka...), which would
+    then nest in results: cwd is inside a results dir, or is (or is inside) an outputs/ folder
+    that holds results dirs or the demo store. None where it may."""
+    inside = enclosing_results_dir(cwd)
+    if inside is not None:
+        return (f"this folder is inside the results dir {inside}: run from the folder that holds outputs/ "
+                "(results would go to a results dir nested in it), or name one: hydra.sweep.dir=...")
+    for folder in (cwd, *cwd.parents):
+        held = results_dirs_in(folder) or ([folder / "demo_store"] if (folder / "demo_store").is_dir() else [])
+        if folder.name == "outputs" and held:
+            where = "this folder holds" if folder == cwd else f"this folder is inside {folder}, which holds"
+            return (f"{where} the {'results dir' if held[0].name != 'demo_store' else 'store'} {held[0].name}/: "
+                    f"run from the folder that holds outputs/ (results would go to {folder.name}/"
+                    f"{'' if folder == cwd else '.../'}outputs/, away from those), or name one: hydra.sweep.dir=...")
+    return None
+
+
 def results_dirs_in(folder: Path) -> list[Path]:
     """The results dirs directly in folder (its children with a data_root.txt): folder is outputs/."""
     try:

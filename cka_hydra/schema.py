@@ -25,10 +25,6 @@ from cka_hydra.filters import STUDY_FILTER, parse_filter
 from cka_hydra.pairs import Comparison, instance_name, model_name, regime_instances
 from cka_hydra.store import Layout
 
-# where the demo store is written, and read when no data.root is given
-DEMO_STORE = Path("outputs", "demo_store")
-
-
 @dataclass
 class RegimeConfig:
     name: str = MISSING
@@ -120,16 +116,12 @@ class SeedPairConfig:
 
 @dataclass
 class DataConfig:
-    # the experiments folder; None: the built-in demo store in outputs/demo_store
+    # the experiments folder; None: the built-in demo store, beside the results dir (identity.demo_store)
     root: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.root is not None:  # one spelling per folder, so that equal roots compare equal
             self.root = str(Path(self.root).expanduser().resolve())
-
-    @property
-    def path(self) -> Path:
-        return DEMO_STORE.resolve() if self.root is None else Path(self.root)
 
 
 class Kernel(Enum):

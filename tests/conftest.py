@@ -1,5 +1,6 @@
 import copy
 import csv
+import functools
 import hashlib
 import itertools
 import io
@@ -346,13 +347,15 @@ def background():
         process.end()
 
 
+@functools.cache
 def slurm_missing() -> str | None:
     """Why no SLURM cluster takes jobs here (None when one does): `.ci/slurm start` brings up one."""
-    import shutil
-
     if shutil.which("sbatch") is None:
         return "no sbatch (no SLURM here: .ci/slurm start brings up a one-node cluster)"
-    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    try:  # a stopped controller keeps sinfo waiting
+        states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return "no SLURM controller answers (sinfo timed out)"
     if states.returncode != 0 or not {"idle", "mixed", "allocated"} & set(states.stdout.split()):
         return f"no SLURM node takes jobs (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'})"
     return None

@@ -171,7 +171,7 @@ def test_the_engine_runs_without_hydra(small_store):
     regime = load_regime_file(Path(conf.__file__).parent / "regime" / "pt2.yaml")
     run_cfg = RunConfig(regime=regime, pair=PairConfig(1, 2), seed_pair=SeedPairConfig("orig", "1"), layer=5,
                         checkpoints="all", data=DataConfig(str(small_store)))
-    result = engine.compute(run_cfg, plan_job(run_cfg))
+    result = engine.compute(run_cfg, plan_job(run_cfg, small_store))
     assert len(result.steps) == 3 and len(result.values) == 3
     assert all(np.isfinite(result.values)) and result.device == "cpu"
     assert not any(small_store.rglob("summary.json"))

@@ -111,6 +111,11 @@ def test_values_that_cannot_change_the_result_are_not_swept_twice(tmp_path):
     result = run_app(*SWEEP, "device=cpu,auto", "hydra.sweeper.dry_run=true", cwd=tmp_path)
     assert result.returncode == 1
     assert "two jobs would compute the same result into" in result.stdout and "Traceback" not in result.stdout
+    assert ": device cannot change it." in result.stdout  # the setting that cannot, named
+    twice = run_app(*SWEEP, "regime=pt3,pt3", "hydra.sweeper.dry_run=true", cwd=tmp_path)
+    assert twice.returncode == 1
+    assert "a value is listed twice in the sweep (regime=pt3 " in twice.stdout and "list each value once" in \
+        twice.stdout
 
 
 def test_another_data_root_is_refused_unless_overwrite(small_store, cwd, tmp_path_factory):

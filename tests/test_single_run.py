@@ -16,9 +16,10 @@ from conftest import (
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
+from cka_hydra import compare, lifecycle
 from cka_hydra.app import register
+from cka_hydra.errors import InputError
 from cka_hydra.schema import run_config
-from cka_hydra import lifecycle
 
 RUN_DIR = "outputs/cka/pt2/pt2-1_vs_pt2-2_seed1/layer5"
 
@@ -174,7 +175,7 @@ def test_overwrite_recomputes(small_store, tmp_path):
     assert read_json(tmp_path / RUN_DIR / "summary.json")["seconds"] != seconds
 
 
-def test_demo_store_is_written_on_first_use(tmp_path):
+def test_demo_store_is_written_on_first_use(tmp_path, monkeypatch):
     result = run_app(*RUN, cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     assert "wrote the built-in demo store" in result.stdout and "data.root=" in result.stdout
@@ -187,6 +188,28 @@ def test_demo_store_is_written_on_first_use(tmp_path):
     second = run_app(*RUN, "pair=2_3", cwd=tmp_path)
     assert second.returncode == 0
     assert "wrote the built-in demo store" not in second.stdout
+    # the demo store is the one beside its results dir, wherever the command runs from
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    before = {p: p.read_bytes() for p in demo_dir.rglob("*") if p.is_file()}
+    again = run_app(*RUN, f"hydra.sweep.dir={demo_dir}", cwd=elsewhere)
+    assert again.returncode == 0, again.stdout
+    assert "already holds this result" in again.stdout and not any(elsewhere.iterdir())
+    assert {p: p.read_bytes() for p in demo_dir.rglob("*") if p.is_file()} == before
+    # a start inside outputs/ (its store, or a model's folder in it) is refused, and writes nothing
+    for inside in (tmp_path / "outputs/demo_store", tmp_path / "outputs/demo_store/pt2-1"):
+        refused = run_app(*RUN, cwd=inside)
+        assert refused.returncode == 1
+        assert refused.stdout.strip().splitlines()[-1] == (
+            f"Error: this folder is inside {tmp_path / 'outputs'}, which holds the results dir cka_demo/: run from "
+            "the folder that holds outputs/ (results would go to outputs/.../outputs/, away from those), or name "
+            "one: hydra.sweep.dir=...")
+        assert not (inside / "outputs").exists()
+    # and so is the Python API's, which would write there as well
+    monkeypatch.chdir(demo_dir)
+    with pytest.raises(InputError, match=f"^compare: this folder is inside the results dir {demo_dir}: "):
+        compare(RUN)
+    assert not (demo_dir / "outputs").exists()
 
 
 def test_overlapping_pair_is_refused_with_the_shared_task(small_store, tmp_path):

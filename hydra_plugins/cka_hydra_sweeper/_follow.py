@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from cka_hydra import lifecycle, run_folder
 from cka_hydra.errors import InputError
-from cka_hydra.inputs import data_root, sides
+from cka_hydra.inputs import sides
 from cka_hydra.store import checkpoint_folders, file_stamps
 
 from ._jobs import Job
@@ -80,7 +80,7 @@ def _scan(jobs: List[Job]) -> Scan:
 
 def _side_dirs(job: Job) -> List[Path]:
     try:
-        a, b = sides(job.run, data_root(job.run.data))
+        a, b = sides(job.run, lifecycle.store_root(job.run.data, job.results_dir, write_demo=False))
     except InputError:  # the job's settings fail it whatever the store holds
         return []
     return [a.representations_dir, b.representations_dir]
@@ -127,7 +127,8 @@ def _due(jobs: List[Job], scan: Scan, previous: Scan) -> Tuple[List[Job], int]:
             continue
         run = dataclasses.replace(job.run, until_step=step)
         try:
-            plan = lifecycle.check_job(run, job.run_dir)
+            plan = lifecycle.check_job(run, job.run_dir, lifecycle.store_root(run.data, job.results_dir,
+                                                                              write_demo=False))
         except InputError:  # e.g. a list of steps that the sides do not hold yet
             continue
         if lifecycle.is_finished(job.run_dir, plan.settings, plan.inputs) or (

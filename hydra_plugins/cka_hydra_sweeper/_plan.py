@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Tuple
 
 from cka_hydra import lifecycle
 from cka_hydra.errors import FilterError, InputError
-from cka_hydra.identity import data_root_text, default_settings, describe, settings, subdir
+from cka_hydra.identity import data_root_text, default_settings, demo_store, describe, settings, subdir
 from cka_hydra.inputs import StepsError, check_city_filter
 from cka_hydra.pairs import SeedPolicy, valid_comparisons, seed_pairs, shared_tasks
 from cka_hydra.regime_files import check_regime_file
@@ -112,6 +112,9 @@ def _refuse_duplicates(jobs: List[Job]) -> None:
         other = seen.setdefault(job.run_dir, job)
         if other is not job:
             differ = sorted({line.split("=")[0] for line in set(other.overrides) ^ set(job.overrides)})
+            if not differ:  # regime=pt1,pt1: the same value listed twice
+                raise SweepError(f"two jobs would compute the same result into {job.run_dir}: a value is listed "
+                                 f"twice in the sweep ({' '.join(job.overrides)}); list each value once")
             raise SweepError(
                 f"two jobs would compute the same result into {job.run_dir}: {' '.join(other.overrides)} and "
                 f"{' '.join(job.overrides)}: {', '.join(differ)} cannot change it. Sweep only values that change "
@@ -132,21 +135,21 @@ def check_jobs(jobs: List[Job], write_demo_store: bool) -> None:
             raise SweepError(f"{results_dir}: a results dir holds one data root's results, not "
                              f"{', '.join(map(data_root_text, data_roots))}: run one sweep per data root")
 
-    checked, filter_checked = set(), set()
+    roots_of: Dict[Tuple, Path] = {}  # per group, its store's folder (checked once)
+    filter_checked = set()
     steps_refused: Dict[Tuple, List[str]] = defaultdict(list)  # per group, the step lists no job could take
     for job in jobs:
         run = job.run
         group = _group(job)
         try:
-            if run.data.root is None and not run.data.path.is_dir() and not write_demo_store:
+            if run.data.root is None and not demo_store(job.results_dir).is_dir() and not write_demo_store:
                 continue
-            if group not in checked:
-                checked.add(group)
-                lifecycle.check_setup(run, job.results_dir)
+            if group not in roots_of:
+                roots_of[group] = lifecycle.check_setup(run, job.results_dir)
         except InputError as err:
             raise SweepError(str(err)) from None
         try:
-            job.plan = lifecycle.check_job(run, job.run_dir)
+            job.plan = lifecycle.check_job(run, job.run_dir, roots_of[group])
         except InputError as err:
             job.status, job.error = "failed", str(err)
             if isinstance(err, StepsError):
