@@ -81,13 +81,13 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
     run, run_dir, results = checked_run(cfg)
     if not write:
         start = time.perf_counter()
-        plan = lifecycle.check(run, run_dir, None)
-        result = engine.compute(run, plan)
+        inputs = lifecycle.check(run, run_dir, None)
+        result = engine.compute(run, inputs)
         header, rows = lifecycle.timeline_rows(run, result)
         return _timeline(pd.DataFrame(rows, columns=header),
-                         lifecycle.result_summary(run, plan, result, time.perf_counter() - start))
-    plan = lifecycle.check(run, run_dir, results)  # refused before its folder is written, as a run is
-    if run.overwrite or not lifecycle.is_finished(run_dir, plan.settings, plan.inputs):  # else left as it is
+                         lifecycle.result_summary(run, inputs, result, time.perf_counter() - start))
+    inputs = lifecycle.check(run, run_dir, results)  # refused before its folder is written, as a run is
+    if run.overwrite or not lifecycle.is_finished(run_dir, inputs.settings, inputs.record):  # else left as it is
         _write_hydra_files(cfg, run_dir, list(overrides))
         with _job_log(run_dir / f"{cfg.hydra.job.name}.log"):
             lifecycle.run(run, run_dir, results)

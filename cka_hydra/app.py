@@ -64,12 +64,12 @@ class RunChecks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             run, run_dir, results = checked_run(config)
-            plan = lifecycle.check(run, run_dir, results)
+            inputs = lifecycle.check(run, run_dir, results)
             for caution in run.cautions():
                 log.warning("%s", caution)
         except InputError as err:
             raise SystemExit(f"Error: {err}") from None
-        if not run.overwrite and lifecycle.is_finished(run_dir, plan.settings, plan.inputs):
+        if not run.overwrite and lifecycle.is_finished(run_dir, inputs.settings, inputs.record):
             log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
             if run.save_timeline_plot:
                 lifecycle.draw_timeline(run_dir, only_if_missing=True)

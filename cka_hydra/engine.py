@@ -4,7 +4,7 @@ A prepared instance is one instance at one layer and step, read once: its rows f
 cities, in an order that does not depend on which side of a comparison it is on, and the state
 its measure needs (registry.Terms: the centred rows and self-term for linear CKA, the centred
 Gram matrix for RBF). `InstanceCache` keeps them up to a byte limit, the least recently used
-going first; a comparison then costs only its cross term. Knows no Hydra: it takes a JobPlan
+going first; a comparison then costs only its cross term. Knows no Hydra: it takes a Inputs
 (cka_hydra.inputs) and the run's settings, and returns a `Timeline`.
 """
 
@@ -23,7 +23,7 @@ import torch
 from cka_hydra.cka import UndefinedMeasureError, bootstrap_interval, principal_components
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter, city_id, id_kinds
-from cka_hydra.inputs import MIN_CITIES, JobPlan, PCASpec, Side, check_device, check_pca_cities
+from cka_hydra.inputs import MIN_CITIES, Inputs, PCASpec, Side, check_device, check_pca_cities
 from cka_hydra.registry import SIMILARITY, Terms, UndefinedValue
 from cka_hydra.schema import RunConfig
 from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, check_id_kinds, common_rows, load_cities, load_matrix
@@ -274,20 +274,20 @@ def permutation_test(values: torch.Tensor, observed: float, higher_is_alike: boo
     return float(values.mean()), std, (1 + int(extreme.sum())) / (1 + len(values))
 
 
-def compute(run: RunConfig, plan: JobPlan, job_num: int = 0) -> Timeline:
+def compute(run: RunConfig, inputs: Inputs, job_num: int = 0) -> Timeline:
     """A comparison's timeline: its measure at each planned step, and the bootstrap's intervals."""
     device = resolve_device(run.device, job_num)
     CACHE.shrink(run.cache_mb * 2**20)
     read_before, hits_before = READS.bytes, CACHE.hits
     terms = run.measure.registered.terms(run.cka)
-    a, b = plan.a, plan.b
+    a, b = inputs.a, inputs.b
     measure = run.measure.registered
     values, n_cities, sides, chance, null = [], [], [], [], []
     orders: dict[int, torch.Tensor] = {}  # the permutations, per number of cities
-    for step in plan.steps:
-        folder_a, folder_b = plan.checkpoints_a[step], plan.checkpoints_b[step]
-        (n_a, rows_a), (n_b, rows_b) = aligned_rows(step, folder_a, folder_b, a, b, plan.city_filter)
-        x, y = (prepared(Instance(*instance), plan.pca, terms, device, with_rows=bool(run.cka.bootstrap))
+    for step in inputs.steps:
+        folder_a, folder_b = inputs.checkpoints_a[step], inputs.checkpoints_b[step]
+        (n_a, rows_a), (n_b, rows_b) = aligned_rows(step, folder_a, folder_b, a, b, inputs.city_filter)
+        x, y = (prepared(Instance(*instance), inputs.pca, terms, device, with_rows=bool(run.cka.bootstrap))
                 for instance in ((folder_a, step, a, n_a, rows_a), (folder_b, step, b, n_b, rows_b)))
         try:
             values.append(float(terms.compare(x.state, y.state)))
@@ -308,10 +308,10 @@ def compute(run: RunConfig, plan: JobPlan, job_num: int = 0) -> Timeline:
     if run.cka.bootstrap:  # each step its own stream: an interval never depends on the steps computed with it
         intervals = [bootstrap_interval(terms.function, x, y, run.cka.bootstrap, run.cka.confidence,
                                         torch.Generator().manual_seed(step_seed(run.cka.seed, step)))
-                     for step, (x, y) in zip(plan.steps, sides)]
+                     for step, (x, y) in zip(inputs.steps, sides)]
     pca_cities = None
-    if plan.pca is not None:
-        pca_cities = [len(kept_cities(checkpoints[plan.steps[-1]], plan.pca.fit)[1])
-                      for checkpoints in (plan.checkpoints_a, plan.checkpoints_b)]
-    return Timeline(plan.steps, values, n_cities, intervals, pca_cities, str(device), READS.bytes - read_before,
+    if inputs.pca is not None:
+        pca_cities = [len(kept_cities(checkpoints[inputs.steps[-1]], inputs.pca.fit)[1])
+                      for checkpoints in (inputs.checkpoints_a, inputs.checkpoints_b)]
+    return Timeline(inputs.steps, values, n_cities, intervals, pca_cities, str(device), READS.bytes - read_before,
                     CACHE.hits - hits_before, None if all(np.isnan(chance)) else chance, null)

@@ -114,7 +114,7 @@ class PCASpec:
 
 
 @dataclass(frozen=True)
-class JobPlan:
+class Inputs:
     """What a job will compute, known from the config and folder listings alone."""
 
     a: Side
@@ -125,12 +125,13 @@ class JobPlan:
     checkpoints_a: dict[int, Path]
     checkpoints_b: dict[int, Path]
     steps: list[int]
-    # the settings that decide the result (config.settings), and the inputs they select
+    # the settings that decide the result (identity.settings), and the record of the inputs they
+    # select (folders, steps, each file's stamp: summary.json's "inputs")
     settings: dict[str, Any]
-    inputs: dict[str, Any]
+    record: dict[str, Any]
 
 
-def plan_job(run: RunConfig, root: Path) -> JobPlan:
+def read_inputs(run: RunConfig, root: Path) -> Inputs:
     """Check the config against the regime and the folders of the store at root, and list what
     the job will compare. Reads folder listings only, no data file."""
     a, b = sides(run, root)
@@ -144,7 +145,7 @@ def plan_job(run: RunConfig, root: Path) -> JobPlan:
     steps = select_steps(run.checkpoints, list(checkpoints_a), list(checkpoints_b), a.instance, b.instance)
     # what the result is of, below the data root: a store that moves keeps its results, and a
     # result whose files changed since is stale
-    inputs = {"representations_a": a.representations_dir.relative_to(root).as_posix(),
+    record = {"representations_a": a.representations_dir.relative_to(root).as_posix(),
               "representations_b": b.representations_dir.relative_to(root).as_posix(), "steps": steps,
               "files": file_stamps(root, [checkpoints[step] for step in steps
                                           for checkpoints in (checkpoints_a, checkpoints_b)])}
@@ -154,8 +155,8 @@ def plan_job(run: RunConfig, root: Path) -> JobPlan:
         setting = "measure.pca_filter" + (" (following city_filter)" if run.measure.pca_filter == run.city_filter
                                           else "")
         pca = PCASpec(parse_filter(run.measure.pca_filter, setting), run.measure.components)
-    return JobPlan(a, b, root, parse_filter(run.city_filter), pca, checkpoints_a, checkpoints_b, steps,
-                   settings(run), inputs)
+    return Inputs(a, b, root, parse_filter(run.city_filter), pca, checkpoints_a, checkpoints_b, steps,
+                   settings(run), record)
 
 
 def _checkpoints(side: Side, run: RunConfig) -> dict[int, Path]:
@@ -176,30 +177,30 @@ def _checkpoints(side: Side, run: RunConfig) -> dict[int, Path]:
     return kept
 
 
-def check_city_filter(plan: JobPlan) -> None:
+def check_city_filter(inputs: Inputs) -> None:
     """Refuse a filter field that no city of the job's first step has, in city_filter or
     measure.pca_filter, a PCA filter that keeps fewer cities than the PCA needs, and city lists
     whose ids are of different kinds; log each filter term that keeps no city of either side
     (reads the first step's metadata only)."""
-    step = plan.steps[0]
+    step = inputs.steps[0]
     city_lists = []
-    for side, checkpoints in ((plan.a, plan.checkpoints_a), (plan.b, plan.checkpoints_b)):
+    for side, checkpoints in ((inputs.a, inputs.checkpoints_a), (inputs.b, inputs.checkpoints_b)):
         cities = load_cities(checkpoints[step])
         city_lists.append(cities)
-        kept = len(plan.city_filter.select(cities))
+        kept = len(inputs.city_filter.select(cities))
         if kept < MIN_CITIES:
-            raise FilterError(f"{plan.city_filter.setting} keeps {kept} of {side.instance}'s {len(cities)} cities at "
+            raise FilterError(f"{inputs.city_filter.setting} keeps {kept} of {side.instance}'s {len(cities)} cities at "
                               f"step {step}: a comparison needs at least {MIN_CITIES}")
-        if plan.pca is not None:
-            check_pca_cities(plan.pca, len(plan.pca.fit.select(cities)), len(cities), side.instance, step)
+        if inputs.pca is not None:
+            check_pca_cities(inputs.pca, len(inputs.pca.fit.select(cities)), len(cities), side.instance, step)
     # the PCA filter when it is another than city_filter (one that follows it is the same filter)
-    city_filters = [plan.city_filter, *([plan.pca.fit] if plan.pca and plan.pca.fit != plan.city_filter else [])]
+    city_filters = [inputs.city_filter, *([inputs.pca.fit] if inputs.pca and inputs.pca.fit != inputs.city_filter else [])]
     for city_filter in city_filters:
         for term in city_filter.dead_terms(*city_lists):
             log.warning("%s: the term %r keeps no city of %s or %s at step %d (a typo?)", city_filter.setting, term,
-                        plan.a.instance, plan.b.instance, step)
-    check_id_kinds(id_kinds(city_lists[0]), id_kinds(city_lists[1]), str(plan.checkpoints_a[step] / METADATA_FILE),
-                   str(plan.checkpoints_b[step] / METADATA_FILE))
+                        inputs.a.instance, inputs.b.instance, step)
+    check_id_kinds(id_kinds(city_lists[0]), id_kinds(city_lists[1]), str(inputs.checkpoints_a[step] / METADATA_FILE),
+                   str(inputs.checkpoints_b[step] / METADATA_FILE))
 
 
 def check_pca_cities(pca: PCASpec, kept: int, of: int, instance: str, step: int) -> None:

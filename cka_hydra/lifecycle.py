@@ -31,7 +31,7 @@ from cka_hydra.errors import InputError
 from cka_hydra.identity import (
     default_settings, demo_store, override_text, result_identity, settings_label, store_of, store_path,
 )
-from cka_hydra.inputs import JobPlan, check_city_filter, check_device, data_root, plan_job
+from cka_hydra.inputs import Inputs, check_city_filter, check_device, data_root, read_inputs
 from cka_hydra.schema import DataConfig, RunConfig
 
 if TYPE_CHECKING:
@@ -62,23 +62,23 @@ def check_setup(run: RunConfig, results_dir: Path | None, write_demo: bool = Tru
     return root
 
 
-def check_job(run: RunConfig, run_dir: Path, root: Path) -> JobPlan:
+def check_job(run: RunConfig, run_dir: Path, root: Path) -> Inputs:
     """One job's own checks: the config against the regime and the folders of the store at root
     (listings only), and that run_dir holds no result of other settings (unless overwrite)."""
-    plan = plan_job(run, root)
+    inputs = read_inputs(run, root)
     if not run.overwrite:
-        reason = conflict(run_dir, plan.settings)
+        reason = conflict(run_dir, inputs.settings)
         if reason:
             raise InputError(reason)
-    return plan
+    return inputs
 
 
-def check(run: RunConfig, run_dir: Path, results_dir: Path | None) -> JobPlan:
+def check(run: RunConfig, run_dir: Path, results_dir: Path | None) -> Inputs:
     """Everything a run needs that can be checked without computing (check_setup, check_job, and
     the city filter against the first step's city lists); raises InputError, one line."""
-    plan = check_job(run, run_dir, check_setup(run, results_dir))
-    check_city_filter(plan)
-    return plan
+    inputs = check_job(run, run_dir, check_setup(run, results_dir))
+    check_city_filter(inputs)
+    return inputs
 
 
 # --- whether a result holds ---
@@ -196,17 +196,17 @@ def run(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num:
     """
     importlib.import_module("cka_hydra.engine")  # torch: imported before the job's clock starts
 
-    plan = check_job(run, run_dir, check_setup(run, results_dir, write_demo=False))
+    inputs = check_job(run, run_dir, check_setup(run, results_dir, write_demo=False))
     with run_folder.computing(run_dir):  # another sweep or run may be computing it right now
         start = time.perf_counter()  # its seconds: this job's work, not the wait
-        if not run.overwrite and is_finished(run_dir, plan.settings, plan.inputs):
+        if not run.overwrite and is_finished(run_dir, inputs.settings, inputs.record):
             log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
             if run.save_timeline_plot:
                 draw_timeline(run_dir, only_if_missing=True)
             return {"status": "skipped", "seconds": time.perf_counter() - start}
-        part = None if run.overwrite else extendable(run_dir, plan.settings, plan.inputs)
+        part = None if run.overwrite else extendable(run_dir, inputs.settings, inputs.record)
         if part is not None:  # the store gained checkpoints: compute only theirs
-            result = _extend(run, plan, part, run_dir, job_num, start)
+            result = _extend(run, inputs, part, run_dir, job_num, start)
             if result is not None:
                 if run.save_timeline_plot:
                     draw_timeline(run_dir)
@@ -215,13 +215,13 @@ def run(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num:
         if earlier is not None and not run.overwrite:  # why the result there does not hold
             theirs = earlier.get("inputs") or {}
             moved = [key for key in ("representations_a", "representations_b", "steps")
-                     if theirs.get(key) != plan.inputs[key]]
-            changed = run_folder.stale_inputs(earlier, plan.root)
+                     if theirs.get(key) != inputs.record[key]]
+            changed = run_folder.stale_inputs(earlier, inputs.root)
             log.info("recomputing %s: %s", run_dir.name, "; ".join(
-                [f"{key} was {theirs.get(key)}, is {plan.inputs[key]}" for key in moved]
+                [f"{key} was {theirs.get(key)}, is {inputs.record[key]}" for key in moved]
                 + ([f"{len(changed)} of its input files changed since ({', '.join(changed[:3])})"] if changed else []))
                 or "its settings or inputs differ")
-        result = _compute(run, plan, run_dir, results_dir, job_num, start)
+        result = _compute(run, inputs, run_dir, results_dir, job_num, start)
         if run.save_timeline_plot:
             draw_timeline(run_dir)
         return result
@@ -251,24 +251,24 @@ def draw_timeline(run_dir: Path, only_if_missing: bool = False) -> None:
     log.info("drew %s", path)
 
 
-def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | None, job_num: int,
+def _compute(run: RunConfig, inputs: Inputs, run_dir: Path, results_dir: Path | None, job_num: int,
              start: float) -> dict[str, Any]:
-    a, b, steps = plan.a, plan.b, plan.steps
+    a, b, steps = inputs.a, inputs.b, inputs.steps
     measure = run.measure.registered
     log.info("%s, layer %d vs %s, layer %d: %s, steps %s", a.instance, run.layer, b.instance, run.layer_b,
              measure.name, steps)
-    last_a, last_b = max(plan.checkpoints_a), max(plan.checkpoints_b)
+    last_a, last_b = max(inputs.checkpoints_a), max(inputs.checkpoints_b)
     if run.checkpoints == "final" and last_a != last_b:  # one side has later steps: say which step "final" is
         log.warning("checkpoints=final: %s's last step is %d, %s's is %d; comparing step %d, the last both hold",
                     a.instance, last_a, b.instance, last_b, steps[-1])
     from cka_hydra import engine
 
-    result = engine.compute(run, plan, job_num)
-    summary = result_summary(run, plan, result, time.perf_counter() - start)
+    result = engine.compute(run, inputs, job_num)
+    summary = result_summary(run, inputs, result, time.perf_counter() - start)
     header, rows = timeline_rows(run, result)
     run_folder.write_result(run_dir, summary, header, rows)
     run_folder.clear_error(run_dir)
-    if results_dir is not None and results_dirs.recorded_data_root(results_dir) != store_of(plan.settings):
+    if results_dir is not None and results_dirs.recorded_data_root(results_dir) != store_of(inputs.settings):
         results_dirs.record_data_root(results_dir, run.data.root)  # the first result here, or an overwrite
     log.info("%s, layer %d vs %s, layer %d: final %s %.6f (%d cities, %d checkpoint(s), %.2f s on %s; %d of its %d "
              "prepared instances from the cache) in %s", a.instance, run.layer, b.instance, run.layer_b,
@@ -277,18 +277,18 @@ def _compute(run: RunConfig, plan: JobPlan, run_dir: Path, results_dir: Path | N
     return {"status": "done", "seconds": summary["seconds"]}
 
 
-def _extend(run: RunConfig, plan: JobPlan, earlier: dict[str, Any], run_dir: Path, job_num: int,
+def _extend(run: RunConfig, inputs: Inputs, earlier: dict[str, Any], run_dir: Path, job_num: int,
             start: float) -> dict[str, Any] | None:
     """Add the steps the earlier result lacks: its rows are kept byte for byte, the new ones
     computed (each step's random streams its own, so the values equal a whole recompute), and
     the summary's statistics taken over the whole timeline. None where the earlier timeline's
     columns are not the new ones' (it was computed by a version without them): computed whole."""
-    new_steps = [step for step in plan.steps if step not in earlier["inputs"]["steps"]]
+    new_steps = [step for step in inputs.steps if step not in earlier["inputs"]["steps"]]
     with open(run_folder.timeline_path(run_dir, earlier), newline="") as f:
         header, *kept = list(csv.reader(f))
     from cka_hydra import engine
 
-    added = engine.compute(run, dataclasses.replace(plan, steps=new_steps), job_num)
+    added = engine.compute(run, dataclasses.replace(inputs, steps=new_steps), job_num)
     new_header, new_rows = timeline_rows(run, added)
     if header != new_header:
         log.info("recomputing %s: its timeline's columns are %s, not %s", run_dir.name, ",".join(header),
@@ -296,7 +296,7 @@ def _extend(run: RunConfig, plan: JobPlan, earlier: dict[str, Any], run_dir: Pat
         return None
     rows = sorted(kept + new_rows, key=lambda row: int(row[0]))
     timeline = _timeline_of(header, rows, added, earlier)
-    summary = {**result_summary(run, plan, timeline, time.perf_counter() - start), "computed_steps": new_steps}
+    summary = {**result_summary(run, inputs, timeline, time.perf_counter() - start), "computed_steps": new_steps}
     run_folder.write_result(run_dir, summary, header, rows)
     run_folder.clear_error(run_dir)
     log.info("extended %s by %d step(s) %s, kept %d: final %s %.6f", run_dir, len(new_steps), new_steps, len(kept),
@@ -318,12 +318,12 @@ def _timeline_of(header: list[str], rows: list[list[Any]], added: "Timeline",
         pca_cities=added.pca_cities if last_is_new else earlier.get("pca_cities"))
 
 
-def result_summary(run: RunConfig, plan: JobPlan, result: "Timeline", seconds: float) -> dict[str, Any]:
+def result_summary(run: RunConfig, inputs: Inputs, result: "Timeline", seconds: float) -> dict[str, Any]:
     """What summary.json says of a computed comparison: which it is, its statistics over the
     timeline, its settings and inputs (its identity), and how it ran."""
-    a, b, steps = plan.a, plan.b, plan.steps
+    a, b, steps = inputs.a, inputs.b, inputs.steps
     measure = run.measure.registered
-    last_a, last_b = max(plan.checkpoints_a), max(plan.checkpoints_b)
+    last_a, last_b = max(inputs.checkpoints_a), max(inputs.checkpoints_b)
     values = np.array(result.values)
     statistics = {"final": float(values[-1]), "mean": float(values.mean()), "std": float(values.std()),
                   "min": float(values.min()), "max": float(values.max())}
@@ -353,20 +353,20 @@ def result_summary(run: RunConfig, plan: JobPlan, result: "Timeline", seconds: f
         "device": result.device,
         "seconds": seconds,
         "bytes_read": result.bytes_read,  # prepared instances already in the cache read none
-        "data_root": str(plan.root),
-        "label": settings_label(plan.settings, default_settings()),
-        "settings": plan.settings,
-        "inputs": plan.inputs,
+        "data_root": str(inputs.root),
+        "label": settings_label(inputs.settings, default_settings()),
+        "settings": inputs.settings,
+        "inputs": inputs.record,
     }
     left_out = {side.instance: side.excluded for side in (a, b) if side.excluded}
     if left_out:  # compared with allow_excluded: the report leaves it out unless told otherwise
         summary["excluded"] = left_out
     if measure.target is not None:  # a user's measure: the report reads how to show it from here
         summary.update(measure_kind=measure.kind, measure_target=measure.target)
-    if plan.pca is not None:  # and how many cities each side's last PCA was fitted on
-        summary.update(components=plan.pca.components, pca_filter=run.measure.pca_filter,
+    if inputs.pca is not None:  # and how many cities each side's last PCA was fitted on
+        summary.update(components=inputs.pca.components, pca_filter=run.measure.pca_filter,
                        pca_cities=result.pca_cities)
-    summary.update(measure.record(run.cka, plan.settings, statistics))
+    summary.update(measure.record(run.cka, inputs.settings, statistics))
     if result.intervals:
         summary.update(bootstrap=run.cka.bootstrap, confidence=run.cka.confidence,
                        final_cka_ci=list(result.intervals[-1]))

@@ -162,16 +162,16 @@ def test_prepared_values_equal_the_functions_of_two_row_sets():
 
 
 def test_the_engine_runs_without_hydra(small_store):
-    """A plan and the settings in, a Timeline out: nothing of Hydra, no folder written."""
+    """Inputs and the settings in, a Timeline out: nothing of Hydra, no folder written."""
     import cka_hydra.conf as conf
     from cka_hydra.regime_files import load_regime_file
     from cka_hydra.schema import DataConfig, PairConfig, RunConfig, SeedPairConfig
-    from cka_hydra.inputs import plan_job
+    from cka_hydra.inputs import read_inputs
 
     regime = load_regime_file(Path(conf.__file__).parent / "regime" / "pt2.yaml")
     run_cfg = RunConfig(regime=regime, pair=PairConfig(1, 2), seed_pair=SeedPairConfig("orig", "1"), layer=5,
                         checkpoints="all", data=DataConfig(str(small_store)))
-    result = engine.compute(run_cfg, plan_job(run_cfg, small_store))
+    result = engine.compute(run_cfg, read_inputs(run_cfg, small_store))
     assert len(result.steps) == 3 and len(result.values) == 3
     assert all(np.isfinite(result.values)) and result.device == "cpu"
     assert not any(small_store.rglob("summary.json"))

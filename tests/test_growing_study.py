@@ -1,5 +1,5 @@
 """A study that grows stays honest: stale inputs never count, a store that moves keeps its results,
-overlap and self-pair sweeps plan what they say, and settings that cannot give a meaningful
+overlap and self-pair sweeps inputs what they say, and settings that cannot give a meaningful
 value stop before anything runs."""
 
 import json

@@ -24,7 +24,7 @@ SEEDS = ["orig", "1", "2"]
 LAYERS = [3, 4, 5, 6]
 
 
-def plan(regime, policy=SeedPolicy.study, layers=LAYERS, pairs=None, self_pairs=False, seed_list=None):
+def valid(regime, policy=SeedPolicy.study, layers=LAYERS, pairs=None, self_pairs=False, seed_list=None):
     seed_list = seed_list or seed_pairs(policy, SEEDS)
     return valid_comparisons(regime, TASKS[regime], layers, seed_list, pairs, self_pairs)
 
@@ -46,15 +46,15 @@ def test_names():
 
 @pytest.mark.parametrize("regime", ["pt1", "pt2", "pt3"])
 def test_only_disjoint_pairs_are_planned(regime):
-    jobs, removed = plan(regime)
+    jobs, removed = valid(regime)
     assert sorted({(j.a, j.b) for j in jobs}) == DISJOINT[regime]
     assert removed["shared training task"] == (21 - len(DISJOINT[regime])) * 3 * 4
 
 
 def test_the_study_is_252_jobs():
-    pt2, _ = plan("pt2")
-    pt3, _ = plan("pt3")
-    pt1, _ = plan("pt1")
+    pt2, _ = valid("pt2")
+    pt3, _ = valid("pt3")
+    pt1, _ = valid("pt1")
     assert (len(pt2), len(pt3), len(pt2) + len(pt3)) == (168, 84, 252)
     assert len(pt1) == 252
     assert {j.seed_pair for j in pt2} == {"orig_1", "orig_2", "1_2"}
@@ -71,7 +71,7 @@ def test_the_study_is_252_jobs():
 )
 def test_seed_policies_between_different_models(policy, per_pair):
     for regime in TASKS:
-        jobs, _ = plan(regime, policy)
+        jobs, _ = valid(regime, policy)
         assert len(jobs) == len(DISJOINT[regime]) * per_pair * 4
 
 
@@ -85,13 +85,13 @@ def test_seed_policies_between_different_models(policy, per_pair):
     ],
 )
 def test_self_pairs_add_each_model_against_itself_once_per_instance_pair(policy, per_model):
-    with_self, _ = plan("pt2", policy, self_pairs=True)
-    without, _ = plan("pt2", policy)
+    with_self, _ = valid("pt2", policy, self_pairs=True)
+    without, _ = valid("pt2", policy)
     assert len(with_self) - len(without) == 7 * per_model * 4
 
 
 def test_full_pt1_instance_matrix_is_one_option():
-    jobs, removed = plan("pt1", SeedPolicy.matrix, layers=[5], self_pairs=True)
+    jobs, removed = valid("pt1", SeedPolicy.matrix, layers=[5], self_pairs=True)
     # 21 instances: 21 * 20 / 2 distinct pairs + 21 instances with themselves
     assert len(jobs) == 231
     assert removed == {"shared training task": 0, "same comparison twice": 21}
@@ -100,22 +100,22 @@ def test_full_pt1_instance_matrix_is_one_option():
 @pytest.mark.parametrize("policy", list(SeedPolicy))
 def test_no_comparison_is_planned_twice(policy):
     for regime in TASKS:
-        jobs, _ = plan(regime, policy, self_pairs=True)
+        jobs, _ = valid(regime, policy, self_pairs=True)
         keys = [(frozenset({(j.a, j.seed_a), (j.b, j.seed_b)}), j.layer) for j in jobs]
         assert len(keys) == len(set(keys))
 
 
 def test_narrowing():
-    jobs, _ = plan("pt2", layers=[5])
+    jobs, _ = valid("pt2", layers=[5])
     assert len(jobs) == 14 * 3
-    jobs, _ = plan("pt2", layers=[3, 6], pairs=[(1, 2), (2, 3)])
+    jobs, _ = valid("pt2", layers=[3, 6], pairs=[(1, 2), (2, 3)])
     assert len(jobs) == 2 * 3 * 2
-    jobs, _ = plan("pt3", seed_list=[("orig", "1")])
+    jobs, _ = valid("pt3", seed_list=[("orig", "1")])
     assert len(jobs) == 7 * 4
     assert {j.seed_pair for j in jobs} == {"orig_1"}
 
 
 def test_a_requested_pair_that_shares_a_task_is_never_planned():
-    jobs, removed = plan("pt2", pairs=[(1, 2), (1, 4)], layers=[5])
+    jobs, removed = valid("pt2", pairs=[(1, 2), (1, 4)], layers=[5])
     assert {(j.a, j.b) for j in jobs} == {(1, 2)}
     assert removed["shared training task"] == 3

@@ -120,21 +120,21 @@ def _due(jobs: List[Job], scan: Scan, previous: Scan) -> Tuple[List[Job], int]:
         unsettled = (present[0] & present[1]) - usable
         if unsettled:
             waiting += 1
-            held = max(job.plan.steps) if job.plan is not None else -1
+            held = max(job.inputs.steps) if job.inputs is not None else -1
             if min(unsettled) < max(step, held + 1):  # a step it would use, or holds, is being rewritten
                 continue
         if step < 0:
             continue
         run = dataclasses.replace(job.run, until_step=step)
         try:
-            plan = lifecycle.check_job(run, job.run_dir, lifecycle.store_root(run.data, job.results_dir,
+            inputs = lifecycle.check_job(run, job.run_dir, lifecycle.store_root(run.data, job.results_dir,
                                                                               write_demo=False))
         except InputError:  # e.g. a list of steps that the sides do not hold yet
             continue
-        if lifecycle.is_finished(job.run_dir, plan.settings, plan.inputs) or (
-                job.status == "failed" and job.plan is not None and job.plan.inputs == plan.inputs):
+        if lifecycle.is_finished(job.run_dir, inputs.settings, inputs.record) or (
+                job.status == "failed" and job.inputs is not None and job.inputs.record == inputs.record):
             continue  # nothing new; or it failed on these very inputs (a re-run of the sweep retries it)
-        job.run, job.plan, job.status, job.error, job.seconds = run, plan, "pending", "", None
+        job.run, job.inputs, job.status, job.error, job.seconds = run, inputs, "pending", "", None
         job.overrides = [o for o in job.overrides if not o.startswith("until_step=")] + [f"until_step={step}"]
         due.append(job)
     return due, waiting

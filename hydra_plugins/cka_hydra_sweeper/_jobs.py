@@ -34,7 +34,7 @@ class Job:
     results_dir: Path
     subdir: str
     settings: str  # the settings that differ from the defaults, as overrides
-    plan: Any = None  # its JobPlan, once checked before launch
+    inputs: Any = None  # its Inputs, once checked before launch
     draw_only: bool = False  # finished, run only to draw its timeline figure (save_timeline_plot)
     status: str = "pending"
     seconds: Optional[float] = None
@@ -87,7 +87,7 @@ def plot_missing(job: Job) -> bool:
 
 
 def finished(job: Job, since: Optional[float] = None) -> bool:
-    return lifecycle.is_finished(job.run_dir, job.plan.settings, job.plan.inputs, since)
+    return lifecycle.is_finished(job.run_dir, job.inputs.settings, job.inputs.record, since)
 
 
 def write_jobs(jobs: List[Job]) -> None:

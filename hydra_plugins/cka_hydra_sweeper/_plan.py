@@ -149,7 +149,7 @@ def check_jobs(jobs: List[Job], write_demo_store: bool) -> None:
         except InputError as err:
             raise SweepError(str(err)) from None
         try:
-            job.plan = lifecycle.check_job(run, job.run_dir, roots_of[group])
+            job.inputs = lifecycle.check_job(run, job.run_dir, roots_of[group])
         except InputError as err:
             job.status, job.error = "failed", str(err)
             if isinstance(err, StepsError):
@@ -157,7 +157,7 @@ def check_jobs(jobs: List[Job], write_demo_store: bool) -> None:
             continue
         if group not in filter_checked:  # on the first job of the group whose inputs can be read
             try:
-                check_city_filter(job.plan)
+                check_city_filter(job.inputs)
             except FilterError as err:  # the setting: every job of the group would fail
                 raise SweepError(str(err)) from None
             except InputError as err:  # this job's file: it fails alone, the next job checks the filter
