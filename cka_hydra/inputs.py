@@ -141,7 +141,7 @@ def read_inputs(run: RunConfig, root: Path) -> Inputs:
     except InputError as err:
         if run.layer_b == run.layer:
             raise
-        raise InputError(f"layer_b={run.layer_b}: {err}") from None
+        raise type(err)(f"layer_b={run.layer_b}: {err}") from None
     steps = select_steps(run.checkpoints, list(checkpoints_a), list(checkpoints_b), a.instance, b.instance)
     # what the result is of, below the data root: a store that moves keeps its results, and a
     # result whose files changed since is stale
@@ -165,8 +165,8 @@ def _checkpoints(side: Side, run: RunConfig) -> dict[int, Path]:
         checkpoints = list_checkpoints(side.representations_dir)
     except InputError as err:
         if side.instance in run.regime.folders:
-            raise InputError(f"{err}; regime {run.regime.name}'s folders names it: {side.instance}: "
-                             f"{run.regime.folders[side.instance]}") from None
+            raise type(err)(f"{err}; regime {run.regime.name}'s folders names it: {side.instance}: "
+                            f"{run.regime.folders[side.instance]}") from None
         raise
     if run.until_step is None:
         return checkpoints

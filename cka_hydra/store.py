@@ -62,6 +62,11 @@ class Layout:
         return root / self.instance_dir(model, seed) / self.representations_dir.format(task=task, layer=layer)
 
 
+class MissingFolder(InputError):
+    """An instance's representation folder that is not there: its instance's fault when some jobs
+    of a sweep fail for it, the regime's templates' when all do."""
+
+
 def list_checkpoints(representations_dir: Path) -> dict[int, Path]:
     """Complete checkpoints by step (checkpoint_folders)."""
     found, _ = checkpoint_folders(representations_dir)
@@ -77,7 +82,8 @@ def checkpoint_folders(representations_dir: Path) -> tuple[dict[int, Path], list
     """The complete checkpoints by step, and the steps of folders still being written: a folder
     missing either file, or holding an empty one."""
     if not representations_dir.is_dir():
-        raise InputError(f"no representation folder at {representations_dir}{_nearest_existing(representations_dir)}")
+        raise MissingFolder(f"no representation folder at {representations_dir}"
+                            f"{_nearest_existing(representations_dir)}")
     found, writing = {}, []
     try:
         for child in representations_dir.iterdir():

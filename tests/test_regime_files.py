@@ -40,6 +40,18 @@ def test_a_copy_saved_under_a_new_name_is_refused_in_one_line_before_anything_is
             "expected name: pt1_real. To read pt1's folders under that name, write each model's folder with {index}: "
             'original_dir: "pt1-{index}", seed_dir: "revision/exp4/pt1-{index}_seed{seed}"']
         assert not (tmp_path / "outputs").exists()
+    # the name mended but not the templates: the regime's folders are not in the store, which is
+    # said once for the sweep, before anything is written
+    renamed = tmp_path / "conf/regime/pt1_real.yaml"
+    renamed.write_text(renamed.read_text().replace("name: pt1", "name: pt1_real"))
+    result = run_app("-m", "sweep", "regime=pt1_real", *NARROW, f"data.root={small_store}", "--config-dir", "conf",
+                     cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"Error: no representation folder at {small_store}/pt1_real-1/") and last.endswith(
+        "(and so for every one of the 21 pt1_real jobs: nothing was launched)"), last
+    assert f"({small_store} exists and holds: pt1-1, " in last  # where the folders are
+    assert not (tmp_path / "outputs").exists()
     # regime.name on the command line is the same mistake
     result = run_app("regime=pt2", "regime.name=pt9", "pair=1_2", *NARROW, f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 1

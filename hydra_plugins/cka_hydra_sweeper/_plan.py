@@ -22,6 +22,7 @@ from cka_hydra.inputs import StepsError, check_city_filter
 from cka_hydra.pairs import SeedPolicy, valid_comparisons, seed_pairs, shared_tasks
 from cka_hydra.regime_files import check_regime_file
 from cka_hydra.schema import PairConfig, SeedPairConfig, run_config
+from cka_hydra.store import MissingFolder
 
 from ._jobs import Job, SweepError, finished, plot_missing
 from ._parse import index_pair, second_layers
@@ -137,7 +138,9 @@ def check_jobs(jobs: List[Job], write_demo_store: bool) -> None:
 
     roots_of: Dict[Tuple, Path] = {}  # per group, its store's folder (checked once)
     filter_checked = set()
-    steps_refused: Dict[Tuple, List[str]] = defaultdict(list)  # per group, the step lists no job could take
+    # per group, the failures before launch that are the setting's when every job of it has one: a
+    # list of steps no job holds, a folder no job finds (the regime's templates)
+    refused: Dict[Tuple, List[str]] = defaultdict(list)
     for job in jobs:
         run = job.run
         group = _group(job)
@@ -152,8 +155,8 @@ def check_jobs(jobs: List[Job], write_demo_store: bool) -> None:
             job.inputs = lifecycle.check_job(run, job.run_dir, roots_of[group])
         except InputError as err:
             job.status, job.error = "failed", str(err)
-            if isinstance(err, StepsError):
-                steps_refused[group].append(str(err))
+            if isinstance(err, (StepsError, MissingFolder)):
+                refused[group].append(str(err))
             continue
         if group not in filter_checked:  # on the first job of the group whose inputs can be read
             try:
@@ -168,8 +171,8 @@ def check_jobs(jobs: List[Job], write_demo_store: bool) -> None:
             job.draw_only = plot_missing(job)
             job.status = "pending" if job.draw_only else "skipped"
     sizes = Counter(map(_group, jobs))
-    for group, errors in steps_refused.items():
-        if len(errors) == sizes[group]:  # the step list fits none of them: the setting, not an instance
+    for group, errors in refused.items():
+        if len(errors) == sizes[group]:  # none of them: the setting or the templates, not an instance
             raise SweepError(f"{errors[0]} (and so for every one of the {len(errors)} {group[2]} jobs{_with(group[1])}: "
                              "nothing was launched)")
 
