@@ -141,9 +141,8 @@ def run() -> None:
     showing = any(flag in args for flag in ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help"))
     if showing:  # show, not run: Hydra refuses --cfg and --info with -m
         args = [arg for arg in args if arg not in ("-m", "--multirun")]
-    if not showing and "report" not in args and not any(
-            arg.startswith(("hydra.sweep.dir=", "hydra.run.dir=")) for arg in args):
-        message = misplaced(Path.cwd())
+    if not showing and "report" not in args:
+        message = misplaced(Path.cwd(), args)
         if message:
             sys.exit(f"Error: {message}")
     task = main

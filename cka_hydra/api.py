@@ -73,10 +73,9 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
     if isinstance(overrides, str):
         raise InputError(f"compare({overrides!r}): expected a list of overrides, such as [\"regime=pt3\", "
                          "\"layer=5\"]")
-    if not any(o.strip().startswith(("hydra.sweep.dir=", "hydra.run.dir=")) for o in overrides):
-        message = misplaced(Path.cwd())
-        if message:
-            raise InputError(f"compare: {message}")
+    message = misplaced(Path.cwd(), overrides)
+    if message:
+        raise InputError(f"compare: {message}")
     cfg = _composed(list(overrides), config_dir)
     run, run_dir, results = checked_run(cfg)
     if not write:

@@ -107,10 +107,13 @@ def enclosing_results_dir(folder: Path) -> Path | None:
     return next((f for f in (folder, *folder.parents) if (f / DATA_ROOT_FILE).is_file()), None)
 
 
-def misplaced(cwd: Path) -> str | None:
-    """Why a run may not start in cwd with the default results dir (outputs/cka...), which would
-    then nest in results: cwd is inside a results dir, or is (or is inside) an outputs/ folder
-    that holds results dirs or the demo store. None where it may."""
+def misplaced(cwd: Path, overrides: Sequence[str]) -> str | None:
+    """Why a run with these overrides may not start in cwd: with the default results dir
+    (outputs/cka...; none of the overrides names hydra.sweep.dir or hydra.run.dir) it would nest
+    in results, cwd being inside a results dir, or being (or being inside) an outputs/ folder that
+    holds results dirs or the demo store. None where it may."""
+    if any(override.strip().startswith(("hydra.sweep.dir=", "hydra.run.dir=")) for override in overrides):
+        return None
     inside = enclosing_results_dir(cwd)
     if inside is not None:
         return (f"this folder is inside the results dir {inside}: run from the folder that holds outputs/ "
