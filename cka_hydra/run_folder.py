@@ -63,12 +63,13 @@ def write_result(run_dir: Path, summary: dict[str, Any], header: Sequence[str], 
     checksum. A folder counts as holding a result only when both are there and agree, so a
     process killed between the two renames never leaves a result that counts."""
     name = timeline_file(summary.get("measure", "cka"))
-    earlier = read_result(run_dir)
     timeline = write_csv(run_dir / name, header, rows)
     summary = {**summary, "timeline_file": name, "timeline_sha256": hashlib.sha256(timeline).hexdigest()}
     write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    if earlier is not None and timeline_path(run_dir, earlier).name != name:  # a result of another measure's name
-        timeline_path(run_dir, earlier).unlink(missing_ok=True)
+    # a run folder names its measure, so the only other timeline it can hold is one written before
+    # timelines were named after their measure: cka_timeline.csv, now replaced
+    if name != timeline_file("cka"):
+        (run_dir / timeline_file("cka")).unlink(missing_ok=True)
     # drawn from the result it replaced
     (run_dir / timeline_plot_file(summary.get("measure", "cka"))).unlink(missing_ok=True)
 
