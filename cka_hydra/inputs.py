@@ -15,7 +15,7 @@ from cka_hydra.filters import CityFilter, id_kinds, parse_filter
 from cka_hydra.identity import settings
 from cka_hydra.pairs import excluded, instance_name, model_name, shared_tasks
 from cka_hydra.registry import Needs
-from cka_hydra.schema import DEVICE, DataConfig, RunConfig
+from cka_hydra.schema import DEVICE, RunConfig
 from cka_hydra.store import METADATA_FILE, Layout, check_id_kinds, file_stamps, list_checkpoints, load_cities
 
 log = logging.getLogger(__name__)
@@ -37,16 +37,6 @@ class Side:
     @property
     def instance(self) -> str:
         return instance_name(self.model, self.seed)
-
-
-def data_root(data: DataConfig, demo: Path) -> Path:
-    """The store data.root names, or the demo store at demo; refused when it is no folder."""
-    root = demo if data.root is None else Path(data.root)
-    if root.is_dir():
-        return root
-    if data.root is None:
-        raise InputError(f"no demo store at {root}: it is written when a run or sweep starts without data.root")
-    raise InputError(f"data.root={data.root}: no such folder (expected the experiments folder)")
 
 
 def sides(run: RunConfig, root: Path) -> tuple[Side, Side]:

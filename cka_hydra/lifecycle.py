@@ -31,7 +31,7 @@ from cka_hydra.errors import InputError
 from cka_hydra.identity import (
     default_settings, demo_store, override_text, result_identity, settings_label, store_of, store_path,
 )
-from cka_hydra.inputs import Inputs, check_city_filter, check_device, data_root, read_inputs
+from cka_hydra.inputs import Inputs, check_city_filter, check_device, read_inputs
 from cka_hydra.schema import DataConfig, RunConfig
 
 if TYPE_CHECKING:
@@ -45,10 +45,17 @@ log = logging.getLogger(__name__)
 def store_root(data: DataConfig, results_dir: Path | None, write_demo: bool = True) -> Path:
     """The store a run reads: data.root, or the results dir's demo store (identity.demo_store;
     written first, unless write_demo is false: a dry run writes nothing)."""
-    demo = demo_store(results_dir)
-    if data.root is None and write_demo:
-        ensure_demo_store(demo)
-    return data_root(data, demo)
+    if data.root is not None:
+        root = Path(data.root)
+        if not root.is_dir():
+            raise InputError(f"data.root={data.root}: no such folder (expected the experiments folder)")
+        return root
+    root = demo_store(results_dir)
+    if write_demo:
+        ensure_demo_store(root)
+    elif not root.is_dir():
+        raise InputError(f"no demo store at {root}: it is written when a run or sweep starts without data.root")
+    return root
 
 
 def check_setup(run: RunConfig, results_dir: Path | None, write_demo: bool = True) -> Path:
