@@ -2,6 +2,7 @@
 hydra/launcher=slurm_local, the launcher of hydra/launcher=slurm with submitit's local executor."""
 
 import csv
+import os
 import re
 import shutil
 import signal
@@ -176,3 +177,17 @@ def test_ctrl_c_on_a_slurm_sweep_that_cannot_cancel_names_the_tasks_still_queued
     assert scancel == [["scancel", "4242_0", "4242_1", "4242_2"]]
     assert ("interrupted: 3 array task(s) may still be queued or running; cancel them with: scancel 4242_0 4242_1 "
             "4242_2 (running the sweep again skips every job they finish)" in caplog.text)
+
+
+def test_a_warning_signal_while_an_array_task_loads_is_held_not_fatal(tmp_path):
+    """submitit sets its SIGUSR2 handler only once it has loaded the task's pickle, and a time limit
+    shorter than signal_delay_s sends the warning at once: while the pickle loads (and imports the
+    launcher's module), the signal is held, where by default it would end the task."""
+    code = ("import os, signal; from hydra_plugins.cka_hydra_sweeper import _chunked; "
+            "os.kill(os.getpid(), signal.SIGUSR2); print(len(_chunked.EARLY_WARNINGS))")
+    task = subprocess.run([sys.executable, "-c", code], env=os.environ | {"SUBMITIT_FOLDER": str(tmp_path)},
+                          capture_output=True, text=True)
+    assert task.returncode == 0 and task.stdout.strip() == "1", task.stderr
+    elsewhere = subprocess.run([sys.executable, "-c", code], env={k: v for k, v in os.environ.items()
+                                                                  if k != "SUBMITIT_FOLDER"})
+    assert elsewhere.returncode == -signal.SIGUSR2  # outside an array task nothing is changed

@@ -6,9 +6,20 @@ so through Hydra's run_job), so that each still gets its own run folder, `.hydra
 Imported only where the optional extra is installed (pip install "cka-hydra[slurm]").
 """
 # No `from __future__ import annotations` here: it breaks the plugin discovery of Hydra 1.3.8.
+import os
+import signal
+
+# An array task imports this module while submitit loads its pickle, before submitit sets its own
+# handler for the warning signal (SIGUSR2, signal_delay_s before the time limit: at once where the
+# limit is shorter). Arriving then, the signal would end the task as FAILED and lose its jobs
+# without the scheduler's reason; from here on it is held, and ArrayTask hands it on. (Only where
+# no handler is set yet: a sweep that itself runs as a submitit job keeps submitit's.)
+EARLY_WARNINGS: list = []
+if os.environ.get("SUBMITIT_FOLDER") and signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL:
+    signal.signal(signal.SIGUSR2, lambda signum, frame: EARLY_WARNINGS.append((signum, frame)))
+
 import logging
 import math
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -53,7 +64,9 @@ class ArrayTask:
         from submitit.core.utils import UncompletedJobError
 
         warning = JobEnvironment._usr_sig()
-        handler, held = signal.getsignal(warning), []
+        handler = signal.getsignal(warning)
+        held = [*EARLY_WARNINGS] if warning == signal.SIGUSR2 else []  # come while the task was loading
+        EARLY_WARNINGS.clear()
         signal.signal(warning, lambda signum, frame: held.append((signum, frame)))
         returns = []
         try:
