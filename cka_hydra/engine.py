@@ -8,7 +8,6 @@ going first; a comparison then costs only its cross term. Knows no Hydra: it tak
 (cka_hydra.inputs) and the run's settings, and returns a `Timeline`.
 """
 
-import functools
 import hashlib
 import logging
 from collections import OrderedDict
@@ -20,31 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from cka_hydra.cities import kept_cities
 from cka_hydra.cka import UndefinedMeasureError, bootstrap_interval, principal_components
 from cka_hydra.errors import InputError
-from cka_hydra.filters import CityFilter, city_id, id_kinds
+from cka_hydra.filters import CityFilter
 from cka_hydra.inputs import MIN_CITIES, Inputs, PCASpec, Side, check_device, check_pca_cities
 from cka_hydra.registry import SIMILARITY, Terms, UndefinedValue
 from cka_hydra.schema import RunConfig
-from cka_hydra.store import METADATA_FILE, REPRESENTATIONS_FILE, check_id_kinds, common_rows, load_cities, load_matrix
+from cka_hydra.store import (
+    METADATA_FILE, READS, REPRESENTATIONS_FILE, check_id_kinds, common_rows, file_stamp, load_matrix,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Reads:
-    """What this process has read from the store: files, and their bytes (the tensor a job uses
-    and the city list), as a job's summary reports them."""
-
-    files: int = 0
-    bytes: int = 0
-
-    def add(self, nbytes: int) -> None:
-        self.files += 1
-        self.bytes += nbytes
-
-
-READS = Reads()
 
 
 @dataclass
@@ -123,54 +109,28 @@ def resolve_device(spec: str, job_num: int = 0) -> torch.device:
     return torch.device(spec)
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
-    try:
-        info = path.stat()
-    except OSError:  # the reader says what is wrong
-        return (-1, -1, -1)
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-def kept_cities(folder: Path, city_filter: CityFilter) -> tuple[int, np.ndarray, np.ndarray, frozenset[str]]:
-    """A checkpoint's number of cities, the rows city_filter keeps, their ids (as arrays), and the
-    kinds of id its city list uses (filters.id_kinds).
-
-    Cached in the process, keyed by metadata.json's inode, size and modification time: parsing
-    and filtering a city list costs as much as a comparison's arithmetic. A file rewritten since
-    is read again. Arrays, not lists of Python objects: an entry takes 0.1 MB for 4500 cities."""
-    return _kept_cities(folder, _stamp(folder / METADATA_FILE), city_filter)
-
-
-@functools.lru_cache(maxsize=256)  # a sweep's (regime, layer) holds 21 instances x K checkpoints
-def _kept_cities(folder: Path, stamp: tuple[int, int, int],
-                 city_filter: CityFilter) -> tuple[int, np.ndarray, np.ndarray, frozenset[str]]:
-    cities = load_cities(folder)
-    READS.add(max(stamp[1], 0))
-    kept = city_filter.select(cities)
-    return (len(cities), np.array(kept, dtype=np.int64), np.array([city_id(cities[i]) for i in kept], dtype=str),
-            id_kinds(cities))
-
-
 def aligned_rows(step: int, folder_a: Path, folder_b: Path, a: Side, b: Side,
                  city_filter: CityFilter) -> tuple[tuple[int, np.ndarray], tuple[int, np.ndarray]]:
     """Each side's number of cities and its rows of the cities both keep after the filter, paired
     by city id: in file order when both city lists keep the same ids in the same order, else
     sorted by id, so that an instance's rows never depend on which side it is on."""
-    (n_a, kept_a, ids_a, kinds_a), (n_b, kept_b, ids_b, kinds_b) = (kept_cities(folder_a, city_filter),
-                                                                    kept_cities(folder_b, city_filter))
-    check_id_kinds(kinds_a, kinds_b, str(folder_a / METADATA_FILE), str(folder_b / METADATA_FILE))
-    rows_a, rows_b = (np.array(rows, dtype=np.int64)
-                      for rows in common_rows(ids_a.tolist(), ids_b.tolist(), str(folder_a), str(folder_b)))
+    kept_a, kept_b = kept_cities(folder_a, city_filter), kept_cities(folder_b, city_filter)
+    check_id_kinds(kept_a.kinds, kept_b.kinds, str(folder_a / METADATA_FILE), str(folder_b / METADATA_FILE))
+    ids_a, ids_b = kept_a.ids, kept_b.ids
+    if kept_a.unique and np.array_equal(ids_a, ids_b):  # the same cities in the same order: the usual case
+        rows_a = rows_b = np.arange(len(ids_a))
+    else:
+        rows_a, rows_b = (np.array(rows, dtype=np.int64)
+                          for rows in common_rows(ids_a.tolist(), ids_b.tolist(), str(folder_a), str(folder_b)))
+        order = np.argsort(ids_a[rows_a], kind="stable")
+        rows_a, rows_b = rows_a[order], rows_b[order]
     if len(rows_a) < MIN_CITIES:
         raise InputError(
             f"step {step}: only {len(rows_a)} cities in common after city_filter "
-            f"({a.instance} keeps {len(kept_a)} of {n_a}, {b.instance} keeps {len(kept_b)} of {n_b}); "
-            f"need at least {MIN_CITIES}"
+            f"({a.instance} keeps {len(kept_a.rows)} of {kept_a.n_cities}, {b.instance} keeps {len(kept_b.rows)} "
+            f"of {kept_b.n_cities}); need at least {MIN_CITIES}"
         )
-    if not np.array_equal(ids_a, ids_b):
-        order = np.argsort(ids_a[rows_a], kind="stable")
-        rows_a, rows_b = rows_a[order], rows_b[order]
-    return (n_a, kept_a[rows_a]), (n_b, kept_b[rows_b])
+    return (kept_a.n_cities, kept_a.rows[rows_a]), (kept_b.n_cities, kept_b.rows[rows_b])
 
 
 @dataclass(frozen=True)
@@ -186,7 +146,7 @@ class Instance:
     def key(self, pca: PCASpec | None, terms: Terms, device: torch.device, with_rows: bool) -> Hashable:
         """Everything a prepared instance depends on: the files as they are now, the rows compared,
         the PCA, the measure's terms, the device; and whether it keeps its rows (the bootstrap's)."""
-        return (str(self.folder), _stamp(self.folder / REPRESENTATIONS_FILE), _stamp(self.folder / METADATA_FILE),
+        return (str(self.folder), file_stamp(self.folder / REPRESENTATIONS_FILE), file_stamp(self.folder / METADATA_FILE),
                 hashlib.sha1(self.rows.tobytes()).hexdigest(), pca, terms.key, str(device), with_rows)
 
 
@@ -202,7 +162,7 @@ def _prepare(instance: Instance, pca: PCASpec | None, terms: Terms, device: torc
     folder, step, side, n_cities, rows = instance.folder, instance.step, instance.side, instance.n_cities, instance.rows
     matrix = load_matrix(folder, n_cities)
     READS.add(matrix.numel() * matrix.element_size())
-    fit_rows = None if pca is None else kept_cities(folder, pca.fit)[1]
+    fit_rows = None if pca is None else kept_cities(folder, pca.fit).rows
     used = rows if fit_rows is None else np.union1d(rows, fit_rows)
     bad = int((~torch.isfinite(matrix[torch.from_numpy(used)])).sum())
     if bad:
@@ -311,7 +271,7 @@ def compute(run: RunConfig, inputs: Inputs, job_num: int = 0) -> Timeline:
                      for step, (x, y) in zip(inputs.steps, sides)]
     pca_cities = None
     if inputs.pca is not None:
-        pca_cities = [len(kept_cities(checkpoints[inputs.steps[-1]], inputs.pca.fit)[1])
+        pca_cities = [len(kept_cities(checkpoints[inputs.steps[-1]], inputs.pca.fit).rows)
                       for checkpoints in (inputs.checkpoints_a, inputs.checkpoints_b)]
     return Timeline(inputs.steps, values, n_cities, intervals, pca_cities, str(device), READS.bytes - read_before,
                     CACHE.hits - hits_before, None if all(np.isnan(chance)) else chance, null)

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cka_hydra.cities import city_list, kept_cities
 from cka_hydra.errors import FilterError, InputError
-from cka_hydra.filters import CityFilter, id_kinds, parse_filter
+from cka_hydra.filters import CityFilter, parse_filter
 from cka_hydra.identity import settings
 from cka_hydra.pairs import excluded, instance_name, model_name, shared_tasks
 from cka_hydra.registry import Needs
 from cka_hydra.schema import DEVICE, RunConfig
-from cka_hydra.store import METADATA_FILE, Layout, check_id_kinds, file_stamps, list_checkpoints, load_cities
+from cka_hydra.store import METADATA_FILE, Layout, check_id_kinds, file_stamps, list_checkpoints
 
 log = logging.getLogger(__name__)
 # the fewest cities a comparison compares, and a PCA is fitted on
@@ -175,22 +176,23 @@ def check_city_filter(inputs: Inputs) -> None:
     step = inputs.steps[0]
     city_lists = []
     for side, checkpoints in ((inputs.a, inputs.checkpoints_a), (inputs.b, inputs.checkpoints_b)):
-        cities = load_cities(checkpoints[step])
-        city_lists.append(cities)
-        kept = len(inputs.city_filter.select(cities))
-        if kept < MIN_CITIES:
-            raise FilterError(f"{inputs.city_filter.setting} keeps {kept} of {side.instance}'s {len(cities)} cities at "
-                              f"step {step}: a comparison needs at least {MIN_CITIES}")
+        city_lists.append(city_list(checkpoints[step]).cities)
+        kept = kept_cities(checkpoints[step], inputs.city_filter)
+        if len(kept.rows) < MIN_CITIES:
+            raise FilterError(f"{inputs.city_filter.setting} keeps {len(kept.rows)} of {side.instance}'s "
+                              f"{kept.n_cities} cities at step {step}: a comparison needs at least {MIN_CITIES}")
         if inputs.pca is not None:
-            check_pca_cities(inputs.pca, len(inputs.pca.fit.select(cities)), len(cities), side.instance, step)
+            check_pca_cities(inputs.pca, len(kept_cities(checkpoints[step], inputs.pca.fit).rows), kept.n_cities,
+                             side.instance, step)
     # the PCA filter when it is another than city_filter (one that follows it is the same filter)
     city_filters = [inputs.city_filter, *([inputs.pca.fit] if inputs.pca and inputs.pca.fit != inputs.city_filter else [])]
     for city_filter in city_filters:
         for term in city_filter.dead_terms(*city_lists):
             log.warning("%s: the term %r keeps no city of %s or %s at step %d (a typo?)", city_filter.setting, term,
                         inputs.a.instance, inputs.b.instance, step)
-    check_id_kinds(id_kinds(city_lists[0]), id_kinds(city_lists[1]), str(inputs.checkpoints_a[step] / METADATA_FILE),
-                   str(inputs.checkpoints_b[step] / METADATA_FILE))
+    check_id_kinds(*(kept_cities(checkpoints[step], inputs.city_filter).kinds
+                     for checkpoints in (inputs.checkpoints_a, inputs.checkpoints_b)),
+                   str(inputs.checkpoints_a[step] / METADATA_FILE), str(inputs.checkpoints_b[step] / METADATA_FILE))
 
 
 def check_pca_cities(pca: PCASpec, kept: int, of: int, instance: str, step: int) -> None:

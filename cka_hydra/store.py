@@ -11,13 +11,14 @@ lists checkpoints with this module and never needs it.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
 
 from cka_hydra.errors import InputError
 from cka_hydra.pairs import ORIGINAL_SEED, instance_name
@@ -108,6 +109,32 @@ def _written(path: Path) -> bool:
     return info.st_size > 0 or not stat.S_ISREG(info.st_mode)
 
 
+@dataclass
+class Reads:
+    """What this process has read from the store: files, and their bytes (the tensor a job uses
+    and the city list), as a job's summary reports them."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def add(self, nbytes: int) -> None:
+        self.files += 1
+        self.bytes += nbytes
+
+
+READS = Reads()
+
+
+def file_stamp(path: Path) -> tuple[int, int, int]:
+    """A file's inode, size and modification time (ns): it changes when the file is replaced or
+    rewritten. (-1, -1, -1) for a file that cannot be read: its reader says what is wrong."""
+    try:
+        info = path.stat()
+    except OSError:
+        return (-1, -1, -1)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 def file_stamps(root: Path, folders: Sequence[Path]) -> dict[str, list[int]]:
     """The identity of each checkpoint file of the folders: path below root -> [size, modification
     time in ns]. A file replaced in place, truncated or rewritten changes it; moving the whole
@@ -154,8 +181,8 @@ def load_cities(path: Path) -> list[dict[str, Any]]:
     """A checkpoint folder's city list, one entry per row of its representation matrix."""
     metadata_file = path / METADATA_FILE
     try:
-        cities = json.loads(metadata_file.read_text())["city_info"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        cities = orjson.loads(metadata_file.read_bytes())["city_info"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
         raise InputError(f"{metadata_file}: expected JSON with a 'city_info' list ({err!r})") from None
     if not isinstance(cities, list) or not all(isinstance(c, dict) for c in cities):
         raise InputError(f"{metadata_file}: 'city_info' must be a list of objects")

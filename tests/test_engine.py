@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cka_hydra import engine, run_folder
-from cka_hydra.engine import CACHE, READS, InstanceCache, Prepared, aligned_rows
+from cka_hydra import cities, engine, run_folder
+from cka_hydra.store import READS
+from cka_hydra.engine import CACHE, InstanceCache, Prepared, aligned_rows
 from cka_hydra.filters import parse_filter
 from cka_hydra.inputs import Side
 
@@ -22,7 +23,7 @@ PAIR = ["regime=pt2", "layer=5"]
 def empty_cache():
     """Each test starts with nothing prepared or parsed (the caches are the process's)."""
     CACHE.entries.clear()
-    engine._kept_cities.cache_clear()
+    cities.clear()
     yield
     CACHE.entries.clear()
 

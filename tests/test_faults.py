@@ -24,7 +24,7 @@ from cka_hydra.schema import DataConfig, PairConfig, RegimeConfig, RunConfig, Se
 from cka_hydra.demo import load_regime
 from cka_hydra.errors import InputError
 from cka_hydra.filters import parse_filter
-from cka_hydra.engine import kept_cities
+from cka_hydra.cities import kept_cities
 from cka_hydra import lifecycle
 from cka_hydra.store import common_rows, load_cities, load_matrix
 
@@ -97,11 +97,11 @@ def test_city_ids_of_mixed_types_are_one_city(tmp_path):
     save_checkpoint(tmp_path / "a", {"representations_flat": torch.zeros(2, 1)}, [{"city_id": 1234}, {"city_id": 5}])
     save_checkpoint(tmp_path / "b", {"representations_flat": torch.zeros(2, 1)}, [{"city_id": "5"}, {"city_id": "1234"}])
     keep_all = parse_filter(None)
-    (_, _, ids_a, _), (_, _, ids_b, _) = kept_cities(tmp_path / "a", keep_all), kept_cities(tmp_path / "b", keep_all)
+    ids_a, ids_b = kept_cities(tmp_path / "a", keep_all).ids, kept_cities(tmp_path / "b", keep_all).ids
     assert common_rows(ids_a.tolist(), ids_b.tolist(), "a", "b") == ([0, 1], [1, 0])
     with pytest.raises(InputError, match=r"city id '1234' appears in rows 0 and 1"):
         common_rows(["1234", "1234"], [], "c", "d")
-    assert kept_cities(tmp_path / "a", parse_filter("city_id:^12"))[2].tolist() == ["1234"]
+    assert kept_cities(tmp_path / "a", parse_filter("city_id:^12")).ids.tolist() == ["1234"]
 
 
 def test_a_broken_city_list_in_a_sweep_fails_its_jobs_alone(store_copy, tmp_path):

@@ -10,7 +10,8 @@ from conftest import save_checkpoint
 
 from cka_hydra.errors import InputError
 from cka_hydra.filters import parse_filter
-from cka_hydra.engine import kept_cities, resolve_device
+from cka_hydra.cities import kept_cities
+from cka_hydra.engine import resolve_device
 from cka_hydra.inputs import select_steps
 
 
@@ -60,8 +61,8 @@ def test_a_city_list_is_read_again_once_its_file_changes(tmp_path):
                         [{"row_id": i, "region": "Europe"} for i in ids])
 
     def kept(city_filter):
-        n, rows, ids, _ = kept_cities(tmp_path, parse_filter(city_filter))
-        return n, rows.tolist(), ids.tolist()
+        kept = kept_cities(tmp_path, parse_filter(city_filter))
+        return kept.n_cities, kept.rows.tolist(), kept.ids.tolist()
 
     write([1000, 2000])
     assert kept(None) == (2, [0, 1], ["1000", "2000"])

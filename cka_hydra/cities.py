@@ -1,0 +1,107 @@
+"""A checkpoint's city list, paid for once per distinct content.
+
+The checkpoints of one training run list the same cities, and so, mostly, do the instances of
+one study. So a city list is parsed once per file this process meets, and recognised by
+a digest of its entries; the city filter runs once per distinct list and filter, whichever
+file and folder the list came from. A list that differs from its neighbours (cities added at a
+checkpoint, their order changed) has a digest of its own and is filtered on its own: the key is
+the content, never the path (a path only saves re-reading a file whose inode, size and
+modification time are unchanged).
+"""
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+
+from cka_hydra.filters import CityFilter, city_id, id_kinds
+from cka_hydra.store import METADATA_FILE, READS, file_stamp, load_cities
+
+# distinct lists parsed and kept (a few MB each as Python objects); filtered lists (a few arrays);
+# file identities (a tuple each): a timeline sweep meets each checkpoint file once
+PARSED_LISTS, FILTERED_LISTS, KNOWN_FILES = 8, 1024, 65536
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CityList:
+    """A checkpoint's city list, one entry per row of its representation matrix, and the digest
+    of its content."""
+
+    cities: list[dict[str, Any]]
+    digest: str
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a city filter keeps of a city list: the list's length, the rows kept and their ids
+    (as arrays), and the kinds of id the list uses (filters.id_kinds)."""
+
+    n_cities: int
+    rows: np.ndarray
+    ids: np.ndarray
+    kinds: frozenset[str]
+    unique: bool  # no id twice (common_rows says which when not)
+
+
+_lists: "OrderedDict[str, CityList]" = OrderedDict()
+_kept: "OrderedDict[tuple[str, CityFilter], Kept]" = OrderedDict()
+_digests: "OrderedDict[tuple[str, tuple[int, int, int]], str]" = OrderedDict()
+
+
+def _cached(cache: "OrderedDict[Any, T]", key: Hashable, build: Callable[[], T], size: int) -> T:
+    """cache[key], built first when missing; the least recently used go beyond size entries."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = build()
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return value
+
+
+def city_list(folder: Path) -> CityList:
+    """A checkpoint folder's city list: parsed when this process has not met the file as it is
+    now, shared with every file of the same content."""
+    metadata_file = folder / METADATA_FILE
+    key = (str(metadata_file), file_stamp(metadata_file))
+    digest = _digests.get(key)
+    if digest in _lists:
+        _digests.move_to_end(key)
+        _lists.move_to_end(digest)
+        return _lists[digest]
+    cities = load_cities(folder)
+    READS.add(max(key[1][1], 0))
+    parsed = CityList(cities, hashlib.blake2b(orjson.dumps(cities), digest_size=16).hexdigest())
+    _cached(_digests, key, lambda: parsed.digest, KNOWN_FILES)
+    return _cached(_lists, parsed.digest, lambda: parsed, PARSED_LISTS)
+
+
+def kept_cities(folder: Path, city_filter: CityFilter) -> Kept:
+    """What city_filter keeps of a checkpoint's city list: filtered once per distinct list."""
+    metadata_file = folder / METADATA_FILE
+    digest = _digests.get((str(metadata_file), file_stamp(metadata_file)))
+    if digest is not None and (digest, city_filter) in _kept:
+        _kept.move_to_end((digest, city_filter))
+        return _kept[(digest, city_filter)]
+    listed = city_list(folder)
+    return _cached(_kept, (listed.digest, city_filter), lambda: _filtered(listed, city_filter), FILTERED_LISTS)
+
+
+def _filtered(listed: CityList, city_filter: CityFilter) -> Kept:
+    cities = listed.cities
+    rows = np.flatnonzero(city_filter.mask(cities))
+    ids = np.array([city_id(cities[i]) for i in rows], dtype=str)
+    return Kept(len(cities), rows, ids, id_kinds(cities), len(np.unique(ids)) == len(ids))
+
+
+def clear() -> None:
+    """Forget every list: the next reads parse their files again."""
+    for cache in (_lists, _kept, _digests):
+        cache.clear()
