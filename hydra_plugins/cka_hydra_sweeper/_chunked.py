@@ -1,8 +1,8 @@
 """hydra-submitit-launcher with several comparisons per array task (`hydra/launcher=slurm`).
 
 A cluster charges for every scheduled task, and a comparison takes seconds: each array task
-runs `jobs_per_task` jobs one after another, each through the plugin's own per-job call (and
-so through Hydra's run_job), so that each still gets its own run folder, `.hydra/` and log.
+runs `jobs_per_task` jobs one after another, each as the plugin's own per-job call runs it (through
+this plugin's run_job: _run_job.py), so that each still gets its own run folder, `.hydra/` and log.
 Imported only where the optional extra is installed (pip install "cka-hydra[slurm]").
 """
 # No `from __future__ import annotations` here: it breaks the plugin discovery of Hydra 1.3.8.
@@ -27,12 +27,13 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn, JobStatus, setup_globals
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from ._launch import in_order, pack, sharing_key
+from ._run_job import run_job
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,20 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
         if jobs_per_task < 1:  # SystemExit: Hydra would wrap any other exception in three lines
             raise SystemExit(f"Error: hydra.launcher.jobs_per_task={jobs_per_task}: expected 1 or more")
         self.jobs_per_task = jobs_per_task
+
+    def __call__(self, sweep_overrides: List[str], job_dir_key: str, job_num: int, job_id: str,
+                 singleton_state: Dict[type, Singleton]) -> JobReturn:
+        """One job, as the plugin's own __call__ runs it, through this plugin's run_job (the same
+        files, less copying)."""
+        import submitit
+
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, sweep_overrides)
+        with open_dict(sweep_config.hydra.job) as job:
+            job.id = submitit.JobEnvironment().job_id
+            sweep_config.hydra.job.num = job_num
+        return run_job(self.hydra_context, self.task_function, sweep_config, job_dir_key)
 
     def _executor(self) -> Any:
         """The executor, set up as the plugin's own launch() sets it up."""

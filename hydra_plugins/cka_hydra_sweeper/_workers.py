@@ -9,11 +9,12 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, setup_globals
 from hydra.types import HydraContext, TaskFunction
-from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
+from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 from joblib import Parallel, delayed, effective_n_jobs
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from ._launch import pieces, sharing_key
+from ._run_job import run_job
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,20 @@ log = logging.getLogger(__name__)
 def run_chunk(jobs: List[Tuple[int, Sequence[str]]], hydra_context: HydraContext, config: DictConfig,
               task_function: TaskFunction, singleton_state: Dict[Any, Any]
               ) -> Tuple[List[Tuple[int, Sequence[str]]], List[JobReturn]]:
-    """A chunk's jobs in turn, each as hydra-joblib-launcher runs one, in the sweep's working
-    directory (relative result paths): loky keeps its workers for the next launch in the same
-    process, which may have moved since."""
+    """A chunk's jobs in turn, each as hydra-joblib-launcher's execute_job runs one (through this
+    plugin's run_job: the same files, less copying), in the sweep's working directory (relative
+    result paths): loky keeps its workers for the next launch in the same process, which may
+    have moved since."""
     os.chdir(config.hydra.runtime.cwd)
+    setup_globals()
     returns = []
     for idx, overrides in jobs:
-        job_return = execute_job(idx, overrides, hydra_context, config, task_function, singleton_state)
+        Singleton.set_state(singleton_state)
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+            sweep_config.hydra.job.num = idx
+        job_return = run_job(hydra_context, task_function, sweep_config)
         # the job's configs are in its run folder's .hydra/; the sweeper reads the status and value
         job_return.cfg = job_return.hydra_cfg = None
         returns.append(job_return)
