@@ -1,6 +1,7 @@
 """The engine's prepared instances: read once and reused, evicted at the limit, and never reused
 for other cities, filters, steps or files."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -195,3 +196,30 @@ def test_a_gram_too_large_to_keep_is_compared_block_by_block(monkeypatch):
         assert isinstance(a, BlockState) and a.rows.shape == (90, 5)
         assert float(terms.compare(a, b)) == pytest.approx(whole, abs=1e-14)
         monkeypatch.undo()
+
+
+def test_a_city_list_that_changes_between_checkpoints_is_honoured_at_each(store_copy, tmp_path):
+    """The checkpoints of a run usually list the same cities, so a list is filtered once per distinct
+    content; one whose cities were added at a checkpoint, or reordered at another, is its own list
+    there, and every step's value equals one computed from that step's files alone."""
+    folders = sorted(representations_dir(store_copy, "revision/exp2/pt2-2_seed1", "angle", 5).iterdir())
+    assert len(folders) >= 3
+    added, reordered = folders[-3], folders[-2]
+    listed = json.loads((added / "metadata.json").read_text())["city_info"]
+    matrix = torch.load(added / "representations.pt", weights_only=True)["representations_flat"]
+    extra = [{key: value for key, value in city.items() if key != "city_id"} | {"row_id": 9000 + i}
+             for i, city in enumerate(listed[:20])]
+    save_checkpoint(added, {"representations_flat": torch.cat([matrix, 3 * matrix[:20]])}, listed + extra)
+    listed = json.loads((reordered / "metadata.json").read_text())["city_info"]
+    matrix = torch.load(reordered / "representations.pt", weights_only=True)["representations_flat"]
+    order = torch.randperm(len(listed), generator=torch.Generator().manual_seed(3))
+    save_checkpoint(reordered, {"representations_flat": matrix[order]}, [listed[i] for i in order])
+    summary, run_dir = run(tmp_path, store_copy, "pair=1_2", "seed_pair=orig_1", "checkpoints=all")
+    with open(run_dir / run_folder.timeline_file("cka"), newline="") as f:
+        rows = {int(row["step"]): row for row in csv.DictReader(f)}
+    assert set(rows) == {int(folder.name.split("-")[1]) for folder in folders}
+    for folder in folders:
+        step = int(folder.name.split("-")[1])
+        expected, n = reference_from_files(representations_dir(store_copy, "pt2-1", "distance", 5) / folder.name, folder)
+        assert float(rows[step]["cka"]) == pytest.approx(expected, abs=1e-12), step
+        assert int(rows[step]["n_cities"]) == n

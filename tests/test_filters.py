@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cka_hydra.errors import InputError
 from cka_hydra.filters import city_field, city_id, parse_filter
@@ -85,3 +87,23 @@ def test_a_term_that_keeps_no_city_is_named():
     assert city_filter.dead_terms(CITIES, other) == ["region:^Asai"]
     assert city_filter.dead_terms(CITIES) == ["region:^Asai", "region:^Africa"]
     assert parse_filter(None).dead_terms(CITIES) == []
+
+
+REGIONS = st.sampled_from(["Europe", "Asia", "Atlantis", "", None, "South America"])
+CITY = st.fixed_dictionaries({"row_id": st.integers(0, 20000), "region": REGIONS, "country": REGIONS},
+                             optional={"city_id": st.integers(0, 20000) | st.text(max_size=5)})
+FILTERS = st.sampled_from([DEFAULT, "region:^E || city_id:^1", "region:^(?!Asia) && country:^$ || city_id:[0-9]$",
+                           "city_id:^2 && region:.*a$", None, "region:^Atlantis"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(CITY, min_size=1, max_size=30), FILTERS)
+def test_the_vectorised_filter_keeps_what_each_term_city_by_city_keeps(cities, text):
+    """The filter runs each regex once per distinct value of its field; the cities it keeps are
+    those the grammar's definition keeps, city by city (README, "The city filter")."""
+    city_filter = parse_filter(text)
+    expected = [i for i, city in enumerate(cities)
+                if not city_filter.alternatives
+                or any(all(term.pattern.match(city_field(city, term.field)) for term in conjunction)
+                       for conjunction in city_filter.alternatives)]
+    assert city_filter.select(cities) == expected
