@@ -147,9 +147,9 @@ class PeakMemory(threading.Thread):
         return self.peaks[self.pid], max(workers, default=0)
 
 
-def timed_process(args: list[str], cwd: Path) -> tuple[float, PeakMemory]:
+def timed_process(args: list[str], cwd: Path, env: dict | None = None) -> tuple[float, PeakMemory]:
     start = time.perf_counter()
-    process = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     memory = PeakMemory(process.pid)
     memory.start()
     output, _ = process.communicate()
@@ -174,8 +174,8 @@ def run_floor(root: Path, regimes: tuple[str, ...], layers: tuple[int, ...], che
 
 def worker_baseline() -> tuple[float, float]:
     """A worker's start-up: seconds for a fresh interpreter to import what a job imports, and its
-    peak memory (MB) then: torch's own baseline, and Hydra's and ours."""
-    code = ("import resource, cka_hydra.app, cka_hydra.lifecycle, hydra_plugins.cka_hydra_sweeper._workers; "
+    peak memory (MB) then: torch's own (the engine's), and Hydra's and ours."""
+    code = ("import resource, cka_hydra.app, cka_hydra.engine, hydra_plugins.cka_hydra_sweeper._workers; "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     start = time.perf_counter()
     peak_kb = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout

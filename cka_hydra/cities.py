@@ -20,11 +20,11 @@ import numpy as np
 import orjson
 
 from cka_hydra.filters import CityFilter, city_id, id_kinds
-from cka_hydra.store import METADATA_FILE, READS, file_stamp, load_cities
+from cka_hydra.store import METADATA_FILE, READS, common_rows, file_stamp, load_cities
 
-# distinct lists parsed and kept (a few MB each as Python objects); filtered lists (a few arrays);
-# file identities (a tuple each): a timeline sweep meets each checkpoint file once
-PARSED_LISTS, FILTERED_LISTS, KNOWN_FILES = 8, 1024, 65536
+# kept at most: distinct lists parsed (a few MB each as Python objects), filtered (0.1 MB for 4500
+# cities) and paired (as much); file identities (a tuple each): a timeline meets each file once
+PARSED_LISTS, FILTERED_LISTS, PAIRED_LISTS, KNOWN_FILES = 4, 256, 256, 65536
 
 T = TypeVar("T")
 
@@ -48,10 +48,13 @@ class Kept:
     ids: np.ndarray
     kinds: frozenset[str]
     unique: bool  # no id twice (common_rows says which when not)
+    key: tuple[str, CityFilter]  # the list's digest and the filter
 
 
 _lists: "OrderedDict[str, CityList]" = OrderedDict()
 _kept: "OrderedDict[tuple[str, CityFilter], Kept]" = OrderedDict()
+_paired: "OrderedDict[tuple[tuple[str, CityFilter], tuple[str, CityFilter]], tuple[np.ndarray, np.ndarray]]" = \
+    OrderedDict()
 _digests: "OrderedDict[tuple[str, tuple[int, int, int]], str]" = OrderedDict()
 
 
@@ -98,10 +101,27 @@ def _filtered(listed: CityList, city_filter: CityFilter) -> Kept:
     cities = listed.cities
     rows = np.flatnonzero(city_filter.mask(cities))
     ids = np.array([city_id(cities[i]) for i in rows], dtype=str)
-    return Kept(len(cities), rows, ids, id_kinds(cities), len(np.unique(ids)) == len(ids))
+    return Kept(len(cities), rows, ids, id_kinds(cities), len(np.unique(ids)) == len(ids), (listed.digest, city_filter))
+
+
+def paired(kept_a: Kept, kept_b: Kept, where_a: str, where_b: str) -> tuple[np.ndarray, np.ndarray]:
+    """The positions, in each side's kept rows, of the cities both keep, paired by city id: in list
+    order when both keep the same ids in the same order (a training run's checkpoints, and mostly
+    a study's instances), else sorted by id, so that an instance's rows never depend on which side
+    it is on. Worked out once per pair of distinct lists."""
+    return _cached(_paired, (kept_a.key, kept_b.key), lambda: _pair(kept_a, kept_b, where_a, where_b), PAIRED_LISTS)
+
+
+def _pair(kept_a: Kept, kept_b: Kept, where_a: str, where_b: str) -> tuple[np.ndarray, np.ndarray]:
+    if not (kept_a.unique and kept_b.unique):
+        common_rows(kept_a.ids.tolist(), kept_b.ids.tolist(), where_a, where_b)  # says which id is there twice
+    if np.array_equal(kept_a.ids, kept_b.ids):
+        return np.arange(len(kept_a.ids)), np.arange(len(kept_b.ids))
+    _, rows_a, rows_b = np.intersect1d(kept_a.ids, kept_b.ids, assume_unique=True, return_indices=True)
+    return rows_a, rows_b
 
 
 def clear() -> None:
     """Forget every list: the next reads parse their files again."""
-    for cache in (_lists, _kept, _digests):
+    for cache in (_lists, _kept, _paired, _digests):
         cache.clear()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cka_hydra.cities import kept_cities
+from cka_hydra.cities import kept_cities, paired
 from cka_hydra.cka import UndefinedMeasureError, bootstrap_interval, principal_components
 from cka_hydra.errors import InputError
 from cka_hydra.filters import CityFilter
@@ -27,7 +27,7 @@ from cka_hydra.inputs import MIN_CITIES, Inputs, PCASpec, Side, check_device, ch
 from cka_hydra.registry import SIMILARITY, Terms, UndefinedValue
 from cka_hydra.schema import RunConfig
 from cka_hydra.store import (
-    METADATA_FILE, READS, REPRESENTATIONS_FILE, check_id_kinds, common_rows, file_stamp, load_matrix,
+    METADATA_FILE, READS, REPRESENTATIONS_FILE, check_id_kinds, file_stamp, load_matrix,
 )
 
 log = logging.getLogger(__name__)
@@ -43,20 +43,25 @@ class Prepared:
     nbytes: int
 
 
+# the memory preparing an instance takes at its peak, in entries of the largest size met: the
+# entry, the rows read (as read, and converted) and the measure's temporaries
+BUILD_ROOM = 4
+
+
 @dataclass
 class InstanceCache:
-    """Prepared instances by key, up to limit_bytes in all; the least recently used go first. An
-    instance larger than the limit is computed and not kept."""
+    """Prepared instances by key, up to limit_bytes in all; the least recently used go first, and
+    before an instance is prepared, enough go for it and the memory its preparing takes: a
+    worker's memory stays within the limit above what its imports take. An instance larger than
+    the limit is computed and not kept."""
 
     limit_bytes: int
     entries: "OrderedDict[Hashable, Prepared]" = field(default_factory=OrderedDict)
     hits: int = 0
     misses: int = 0
     evictions: int = 0
-
-    @property
-    def nbytes(self) -> int:
-        return sum(entry.nbytes for entry in self.entries.values())
+    nbytes: int = 0  # of the entries kept
+    largest: int = 0  # the largest entry prepared
 
     def get(self, key: Hashable, build: Callable[[], Prepared]) -> Prepared:
         entry = self.entries.get(key)
@@ -65,19 +70,28 @@ class InstanceCache:
             self.entries.move_to_end(key)
             return entry
         self.misses += 1
+        self._evict(self.limit_bytes - BUILD_ROOM * self.largest)
         entry = build()
+        self.largest = max(self.largest, entry.nbytes)
         if entry.nbytes <= self.limit_bytes:
             self.entries[key] = entry
-            self.shrink(self.limit_bytes)
+            self.nbytes += entry.nbytes
+            self._evict(self.limit_bytes)
         return entry
 
     def shrink(self, limit_bytes: int) -> None:
         """Set the limit, letting the least recently used go until the rest fit."""
         self.limit_bytes = limit_bytes
-        total = self.nbytes
-        while total > limit_bytes and self.entries:
+        self._evict(limit_bytes)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.nbytes = 0
+
+    def _evict(self, limit_bytes: int) -> None:
+        while self.nbytes > max(0, limit_bytes) and self.entries:
             _, entry = self.entries.popitem(last=False)
-            total -= entry.nbytes
+            self.nbytes -= entry.nbytes
             self.evictions += 1
 
 
@@ -116,14 +130,7 @@ def aligned_rows(step: int, folder_a: Path, folder_b: Path, a: Side, b: Side,
     sorted by id, so that an instance's rows never depend on which side it is on."""
     kept_a, kept_b = kept_cities(folder_a, city_filter), kept_cities(folder_b, city_filter)
     check_id_kinds(kept_a.kinds, kept_b.kinds, str(folder_a / METADATA_FILE), str(folder_b / METADATA_FILE))
-    ids_a, ids_b = kept_a.ids, kept_b.ids
-    if kept_a.unique and np.array_equal(ids_a, ids_b):  # the same cities in the same order: the usual case
-        rows_a = rows_b = np.arange(len(ids_a))
-    else:
-        rows_a, rows_b = (np.array(rows, dtype=np.int64)
-                          for rows in common_rows(ids_a.tolist(), ids_b.tolist(), str(folder_a), str(folder_b)))
-        order = np.argsort(ids_a[rows_a], kind="stable")
-        rows_a, rows_b = rows_a[order], rows_b[order]
+    rows_a, rows_b = paired(kept_a, kept_b, str(folder_a), str(folder_b))
     if len(rows_a) < MIN_CITIES:
         raise InputError(
             f"step {step}: only {len(rows_a)} cities in common after city_filter "
@@ -164,13 +171,14 @@ def _prepare(instance: Instance, pca: PCASpec | None, terms: Terms, device: torc
     READS.add(matrix.numel() * matrix.element_size())
     fit_rows = None if pca is None else kept_cities(folder, pca.fit).rows
     used = rows if fit_rows is None else np.union1d(rows, fit_rows)
-    bad = int((~torch.isfinite(matrix[torch.from_numpy(used)])).sum())
-    if bad:
+    used_rows = matrix[torch.from_numpy(used)]
+    if not torch.isfinite(used_rows.sum(dtype=torch.float64)):  # one pass: a NaN or Inf makes the sum one
+        bad = int((~torch.isfinite(used_rows)).sum())
         which = "compared" if pca is None else "compared or PCA-fitted"
         raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step "
                          f"{step}")
     if pca is None:
-        x = matrix[torch.from_numpy(rows)].to(device)
+        x = used_rows.to(device)
     else:
         check_pca_cities(pca, len(fit_rows), n_cities, side.instance, step)
         try:
@@ -179,6 +187,7 @@ def _prepare(instance: Instance, pca: PCASpec | None, terms: Terms, device: torc
             raise InputError(f"measure.components={pca.components}: {side.instance} at step {step}: {err} "
                              "(the fitted rows: the cities measure.pca_filter keeps)") from None
         x = scores[torch.from_numpy(rows).to(device)]
+    del matrix, used_rows  # the file's mapping: gone before the state is made
     try:
         state = terms.prepare(x)
     except UndefinedMeasureError as err:

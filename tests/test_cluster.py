@@ -37,12 +37,13 @@ def test_hydras_submitit_launcher_gives_the_same_result(small_store, tmp_path):
         read_json(direct / "summary.json")["final_cka"], abs=1e-12)
 
 
-FIFO_INSTANCE = ("revision/exp2/pt3-6_seed1", "trianglearea", 5)  # pt3-6_seed1 is in the job (5_6, orig_1) alone
+FIFO_INSTANCE = ("revision/exp2/pt3-5_seed1", "perimeter", 5)  # pt3-5_seed1 is in the job (4_5, orig_1) alone
 
 
 def blocked_sweep(background, store: Path, cwd: Path) -> tuple[Background, BlockedRead]:
-    """A slurm_local sweep (4 jobs per array task) whose job (5_6, orig_1) blocks on a metadata file
-    that is a FIFO, once a task has opened the FIFO."""
+    """A slurm_local sweep (4 jobs per array task) whose job (4_5, orig_1) blocks on a metadata file
+    that is a FIFO, once a task has opened the FIFO. The jobs are launched along a trail of shared
+    instances (1_2, 1_7, 6_7, 2_3 | 3_4, 4_5, 5_6): (4_5, orig_1) is the second task's second."""
     blocked = BlockedRead(representations_dir(store, *FIFO_INSTANCE) / "checkpoint-164073")
     sweep = background(Background, cwd, *SMALL_SWEEP, f"data.root={store}", "hydra/launcher=slurm_local",
                        "hydra.launcher.jobs_per_task=4")
@@ -63,14 +64,14 @@ def test_array_tasks_fail_alone_and_a_rerun_picks_up_their_jobs(small_store, sto
     output = sweep.finish()
     assert sweep.proc.returncode == 1, output
     assert "submitted 7 jobs as 2 array task(s) of up to 4 jobs" in output
-    # the second task held (4_5, orig_1), which finished first, (5_6, orig_1), and (6_7, orig_1), never started
+    # the second task held (3_4, orig_1), which finished first, (4_5, orig_1), and (5_6, orig_1), never started
     assert "3 of 7 jobs did not finish" in output
     assert "failed pt3 pair=1_2 seed_pair=orig_1 layer=5" in output
-    for pair in ("5_6", "6_7"):
+    for pair in ("4_5", "5_6"):
         assert f"lost   pt3 pair={pair} seed_pair=orig_1 layer=5: array task" in output
     assert "ended without a result" in output
     with open(tmp_path / "outputs/cka/jobs.csv") as f:  # the killed task's finished job: its summary's seconds
-        finished = next(row for row in csv.DictReader(f) if row["pair"] == "4_5")
+        finished = next(row for row in csv.DictReader(f) if row["pair"] == "3_4")
     assert finished["status"] == "done" and float(finished["seconds"]) > 0
     results = tmp_path / "outputs/cka"
     error = (results / "pt3/pt3-1_vs_pt3-2_seed1/layer5/error.txt").read_text()
@@ -119,7 +120,7 @@ def test_ctrl_c_on_the_submitting_process_ends_its_local_tasks_and_leaves_jobs_c
     assert "Error: interrupted: 2 launched jobs have no result (marked lost) and 0 were not launched" in output
     with open(tmp_path / "outputs/cka/jobs.csv") as f:
         statuses = {(row["pair"], row["status"]) for row in csv.DictReader(f)}
-    assert {("5_6", "lost"), ("6_7", "lost")} <= statuses and sum(status == "done" for _, status in statuses) == 5
+    assert {("4_5", "lost"), ("5_6", "lost")} <= statuses and sum(status == "done" for _, status in statuses) == 5
 
 
 def test_a_submitit_launcher_without_the_extra_names_it(monkeypatch):

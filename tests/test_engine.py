@@ -23,10 +23,10 @@ PAIR = ["regime=pt2", "layer=5"]
 @pytest.fixture(autouse=True)
 def empty_cache():
     """Each test starts with nothing prepared or parsed (the caches are the process's)."""
-    CACHE.entries.clear()
+    CACHE.clear()
     cities.clear()
     yield
-    CACHE.entries.clear()
+    CACHE.clear()
 
 
 def counts():
@@ -66,20 +66,25 @@ def prepared(nbytes):
     return Prepared(None, torch.zeros(nbytes // 8, dtype=torch.float64), nbytes)
 
 
-def test_the_least_recently_used_goes_first_at_the_limit():
-    cache = InstanceCache(limit_bytes=3000)
-    for key in "abc":
+def test_the_least_recently_used_goes_first_leaving_room_to_prepare_the_next():
+    """Before an instance is prepared, the least recently used go until it and its preparing's
+    memory (BUILD_ROOM entries of the largest size met) fit under the limit."""
+    cache = InstanceCache(limit_bytes=(engine.BUILD_ROOM + 3) * 1000)
+    for key in "abcd":
         cache.get(key, lambda: prepared(1000))
+    assert list(cache.entries) == ["a", "b", "c", "d"]
     cache.get("a", lambda: pytest.fail("a is kept"))  # a is now the most recent
-    cache.get("d", lambda: prepared(1000))
-    assert list(cache.entries) == ["c", "a", "d"] and cache.evictions == 1
+    cache.get("e", lambda: prepared(1000))  # 3 entries + room for 4: b goes
+    assert list(cache.entries) == ["c", "d", "a", "e"] and cache.evictions == 1
     built = []
     cache.get("b", lambda: built.append("b") or prepared(1000))
-    assert built == ["b"] and cache.nbytes <= 3000
-    cache.get("huge", lambda: prepared(4000))  # larger than the limit: computed, not kept
-    assert "huge" not in cache.entries and cache.nbytes <= 3000
-    cache.shrink(1000)
-    assert list(cache.entries) == ["b"]
+    assert built == ["b"] and list(cache.entries) == ["d", "a", "e", "b"] and cache.nbytes == 4000
+    cache.get("huge", lambda: prepared(8000))  # larger than the limit: computed, not kept
+    assert list(cache.entries) == ["a", "e", "b"]  # room was made for one of the largest size met then
+    cache.get("f", lambda: prepared(1000))  # and now for one of 8000 bytes
+    assert list(cache.entries) == ["f"]
+    cache.shrink(500)
+    assert not cache.entries and cache.nbytes == 0
 
 
 def test_other_cities_filters_and_steps_are_other_instances(small_store, tmp_path):

@@ -7,10 +7,13 @@ import math
 import signal
 import sys
 import time
+from collections import defaultdict
 from contextlib import closing, contextmanager
-from typing import Any, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from hydra.core.utils import JobReturn, configure_log
+
+from cka_hydra.pairs import Comparison
 
 from ._jobs import Job, log_progress, record, settle, write_jobs
 
@@ -27,6 +30,7 @@ def launch_all(sweeper: Any, jobs: List[Job], todo: List[Job], received: List[in
     chunk, an array task); with progress, a console line as each part ends."""
     start = time.perf_counter()
     first = 0
+    todo = trail(todo)
     for batch in pack(todo, _batch_size(sweeper, len(todo)), lambda job: sharing_key(job.overrides)):
         for job in batch:
             job.status = "running"
@@ -101,6 +105,55 @@ def sharing_key(overrides: List[str]) -> Tuple[str, ...]:
     """What the jobs that read the same instances share: every override but the pair's and the
     seed pair's (regime, layer, layer_b and the settings)."""
     return tuple(o for o in overrides if not o.startswith(("pair=", "seed_pair=")))
+
+
+def trail(jobs: List[Job]) -> List[Job]:
+    """The jobs in launch order: those of one sharing_key together (in the order of their first
+    job), and within them each job sharing an instance with one just before it wherever one does,
+    the newest first. A worker's engine keeps the instances it prepared, least recently used going
+    first at the cache limit (cka_hydra.engine.InstanceCache): along such a trail the instances a
+    job needs are still there, also for timelines, whose 41 steps of an instance do not all fit for
+    every job."""
+    groups: Dict[Tuple[str, ...], List[Job]] = defaultdict(list)
+    for job in jobs:
+        groups[sharing_key(job.overrides)].append(job)
+    return [job for group in groups.values() for job in _trail(group)]
+
+
+RECENT = 4  # the instances a trail looks back to: the last two jobs' (a timeline's two take 640 MB of the cache)
+
+
+def _trail(jobs: List[Job]) -> List[Job]:
+    sides = [instances(job.comparison) for job in jobs]
+    by_instance: Dict[Tuple, List[int]] = defaultdict(list)  # each instance's jobs, in order
+    for position, pair in enumerate(sides):
+        for instance in pair:
+            by_instance[instance].append(position)
+    done = [False] * len(jobs)
+    recent: List[Tuple] = []  # the instances met, the newest last
+    order: List[Job] = []
+    first_undone = 0
+    while len(order) < len(jobs):
+        position = next((p for instance in reversed(recent[-RECENT:]) for p in by_instance[instance] if not done[p]),
+                        None)
+        if position is None:  # nothing shares an instance with the last jobs: the next in the plan's order
+            while done[first_undone]:
+                first_undone += 1
+            position = first_undone
+        done[position] = True
+        order.append(jobs[position])
+        # the instance met before first, then the new one: the trail goes on from the new one
+        for instance in sorted(sides[position], key=lambda instance: instance not in recent):
+            if instance in recent:
+                recent.remove(instance)
+            recent.append(instance)
+        del recent[:-RECENT]
+    return order
+
+
+def instances(comparison: Comparison) -> Tuple[Tuple, Tuple]:
+    """The two instances a comparison reads, each as (model, seed, layer)."""
+    return ((comparison.a, comparison.seed_a, comparison.layer), (comparison.b, comparison.seed_b, comparison.layer_b))
 
 
 def pieces(items: List[Any], size: int, key: Any) -> List[List[Any]]:
