@@ -1,9 +1,10 @@
 """A checkpoint's city list, paid for once per distinct content.
 
 The checkpoints of one training run list the same cities, and so, mostly, do the instances of
-one study. So a city list is parsed once per file this process meets, and recognised by
-a digest of its entries; the city filter runs once per distinct list and filter, whichever
-file and folder the list came from. A list that differs from its neighbours (cities added at a
+one study. So a city list is parsed once per distinct content this process meets (a file whose
+bytes from its `city_info` on are another's is that one's: _tail), and recognised by a digest
+of its entries; the city filter runs once per distinct list and filter, whichever file and
+folder the list came from. A list that differs from its neighbours (cities added at a
 checkpoint, their order changed) has a digest of its own and is filtered on its own: the key is
 the content, never the path (a path only saves re-reading a file whose inode, size and
 modification time are unchanged).
@@ -20,7 +21,9 @@ import numpy as np
 import orjson
 
 from cka_hydra.filters import CityFilter, city_id, id_kinds
-from cka_hydra.store import METADATA_FILE, READS, common_rows, file_stamp, load_cities
+from cka_hydra.store import (
+    METADATA_FILE, READS, common_rows, file_stamp, load_cities, parse_cities, read_metadata,
+)
 
 # kept at most: distinct lists parsed (a few MB each as Python objects), filtered (0.1 MB for 4500
 # cities) and paired (as much); file identities (a tuple each): a timeline meets each file once
@@ -48,14 +51,14 @@ class Kept:
     ids: np.ndarray
     kinds: frozenset[str]
     unique: bool  # no id twice (common_rows says which when not)
-    key: tuple[str, CityFilter]  # the list's digest and the filter
+    key: tuple[str, str]  # the list's digest and the filter's text
 
 
 _lists: "OrderedDict[str, CityList]" = OrderedDict()
-_kept: "OrderedDict[tuple[str, CityFilter], Kept]" = OrderedDict()
-_paired: "OrderedDict[tuple[tuple[str, CityFilter], tuple[str, CityFilter]], tuple[np.ndarray, np.ndarray]]" = \
-    OrderedDict()
-_digests: "OrderedDict[tuple[str, tuple[int, int, int]], str]" = OrderedDict()
+_kept: "OrderedDict[tuple[str, str], Kept]" = OrderedDict()  # by the list's digest and the filter's text
+_paired: "OrderedDict[tuple[tuple[str, str], tuple[str, str]], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+_digests: "OrderedDict[tuple[str, tuple[int, int, int]], str]" = OrderedDict()  # a file as it is -> its list
+_tails: "OrderedDict[str | None, str]" = OrderedDict()  # the bytes from city_info on -> the list (_tail)
 
 
 def _cached(cache: "OrderedDict[Any, T]", key: Hashable, build: Callable[[], T], size: int) -> T:
@@ -70,38 +73,81 @@ def _cached(cache: "OrderedDict[Any, T]", key: Hashable, build: Callable[[], T],
 
 
 def city_list(folder: Path) -> CityList:
-    """A checkpoint folder's city list: parsed when this process has not met the file as it is
-    now, shared with every file of the same content."""
+    """A checkpoint folder's city list: parsed when this process has met no file of the same list,
+    shared with every file of the same content."""
+    _, listed = _read(folder)
+    if listed is None:  # known, but let go since: read again
+        cities = load_cities(folder)
+        listed = CityList(cities, _digest(orjson.dumps(cities)))
+        _cached(_lists, listed.digest, lambda: listed, PARSED_LISTS)
+    return listed
+
+
+def _read(folder: Path) -> tuple[str, CityList | None]:
+    """The digest of a checkpoint folder's city list, and the list where this process keeps it: a
+    file met before as it is now, or one whose bytes from its city_info on are known (_tail), is
+    not parsed."""
     metadata_file = folder / METADATA_FILE
     key = (str(metadata_file), file_stamp(metadata_file))
     digest = _digests.get(key)
-    if digest in _lists:
+    if digest is not None:
         _digests.move_to_end(key)
-        _lists.move_to_end(digest)
-        return _lists[digest]
-    cities = load_cities(folder)
-    READS.add(max(key[1][1], 0))
-    parsed = CityList(cities, hashlib.blake2b(orjson.dumps(cities), digest_size=16).hexdigest())
-    _cached(_digests, key, lambda: parsed.digest, KNOWN_FILES)
-    return _cached(_lists, parsed.digest, lambda: parsed, PARSED_LISTS)
+        return digest, _lists.get(digest)
+    data = read_metadata(folder)
+    READS.add(len(data))
+    start, tail = _tail(data)
+    digest = _tails.get(tail) if tail is not None and _opens_object(data[:start]) else None
+    if digest is None:
+        cities = parse_cities(data, metadata_file)
+        listed = CityList(cities, _digest(orjson.dumps(cities)))
+        digest = listed.digest
+        if tail is not None and _opens_object(data[:start]):
+            _cached(_tails, tail, lambda: listed.digest, KNOWN_FILES)
+        _cached(_lists, digest, lambda: listed, PARSED_LISTS)
+    _cached(_digests, key, lambda: digest, KNOWN_FILES)
+    return digest, _lists.get(digest)
+
+
+def _tail(data: bytes) -> tuple[int, str | None]:
+    """Where a metadata file's `"city_info"` key is, and the digest of the bytes from there on.
+
+    The checkpoints of a run write the same list after keys of their own (step, checkpoint_path):
+    a file whose bytes from the key on are those of a file parsed before, and whose bytes before
+    it open a JSON object (so that the key is the object's own), holds that file's list: the
+    parser reads the same bytes in the same state. It is taken without parsing."""
+    start = data.find(b'"city_info"')
+    return start, (None if start < 0 else _digest(data[start:]))
+
+
+def _opens_object(prefix: bytes) -> bool:
+    """Whether these bytes open a JSON object, its members so far complete: then a key that follows
+    them is the object's own."""
+    try:
+        return orjson.loads(prefix + b'"city_info":0}').get("city_info") == 0
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 def kept_cities(folder: Path, city_filter: CityFilter) -> Kept:
     """What city_filter keeps of a checkpoint's city list: filtered once per distinct list."""
-    metadata_file = folder / METADATA_FILE
-    digest = _digests.get((str(metadata_file), file_stamp(metadata_file)))
-    if digest is not None and (digest, city_filter) in _kept:
-        _kept.move_to_end((digest, city_filter))
-        return _kept[(digest, city_filter)]
+    digest, _ = _read(folder)
+    key = (digest, city_filter.text)  # the text decides the filter (parse_filter)
+    if key in _kept:
+        _kept.move_to_end(key)
+        return _kept[key]
     listed = city_list(folder)
-    return _cached(_kept, (listed.digest, city_filter), lambda: _filtered(listed, city_filter), FILTERED_LISTS)
+    return _cached(_kept, (listed.digest, city_filter.text), lambda: _filtered(listed, city_filter), FILTERED_LISTS)
 
 
 def _filtered(listed: CityList, city_filter: CityFilter) -> Kept:
     cities = listed.cities
     rows = np.flatnonzero(city_filter.mask(cities))
     ids = np.array([city_id(cities[i]) for i in rows], dtype=str)
-    return Kept(len(cities), rows, ids, id_kinds(cities), len(np.unique(ids)) == len(ids), (listed.digest, city_filter))
+    return Kept(len(cities), rows, ids, id_kinds(cities), len(np.unique(ids)) == len(ids), (listed.digest, city_filter.text))
 
 
 def paired(kept_a: Kept, kept_b: Kept, where_a: str, where_b: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,5 +169,5 @@ def _pair(kept_a: Kept, kept_b: Kept, where_a: str, where_b: str) -> tuple[np.nd
 
 def clear() -> None:
     """Forget every list: the next reads parse their files again."""
-    for cache in (_lists, _kept, _paired, _digests):
+    for cache in (_lists, _kept, _paired, _digests, _tails):
         cache.clear()

@@ -179,10 +179,23 @@ def _nearest_existing(path: Path) -> str:
 
 def load_cities(path: Path) -> list[dict[str, Any]]:
     """A checkpoint folder's city list, one entry per row of its representation matrix."""
+    return parse_cities(read_metadata(path), path / METADATA_FILE)
+
+
+def read_metadata(path: Path) -> bytes:
+    """A checkpoint folder's metadata.json, as bytes."""
     metadata_file = path / METADATA_FILE
     try:
-        cities = orjson.loads(metadata_file.read_bytes())["city_info"]
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
+        return metadata_file.read_bytes()
+    except OSError as err:
+        raise InputError(f"{metadata_file}: expected JSON with a 'city_info' list ({err!r})") from None
+
+
+def parse_cities(data: bytes, metadata_file: Path) -> list[dict[str, Any]]:
+    """The city list (`city_info`) of a metadata.json's bytes."""
+    try:
+        cities = orjson.loads(data)["city_info"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as err:
         raise InputError(f"{metadata_file}: expected JSON with a 'city_info' list ({err!r})") from None
     if not isinstance(cities, list) or not set(map(type, cities)) <= {dict}:  # orjson makes dicts, nothing derived
         raise InputError(f"{metadata_file}: 'city_info' must be a list of objects")
