@@ -4,14 +4,18 @@ A prepared instance is one instance at one layer and step, read once: its rows f
 cities, in an order that does not depend on which side of a comparison it is on, and the state
 its measure needs (registry.Terms: the centred rows and self-term for linear CKA, the centred
 Gram matrix for RBF). `InstanceCache` keeps them up to a byte limit, the least recently used
-going first; a comparison then costs only its cross term. Knows no Hydra: it takes a Inputs
-(cka_hydra.inputs) and the run's settings, and returns a `Timeline`.
+going first; a comparison then costs only its cross term. `compute_ahead` computes a set of
+comparisons step by step, each instance-step prepared once for all of them. Knows no Hydra: it
+takes Inputs (cka_hydra.inputs) and the run's settings, and returns a `Timeline`.
 """
 
+import dataclasses
 import hashlib
+import json
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,8 +89,14 @@ class InstanceCache:
         self._evict(limit_bytes)
 
     def clear(self) -> None:
-        self.entries.clear()
-        self.nbytes = 0
+        self.discard(list(self.entries))
+
+    def discard(self, keys: Iterable[Hashable]) -> None:
+        """Let these entries go now: no comparison needs them again."""
+        for key in keys:
+            entry = self.entries.pop(key, None)
+            if entry is not None:
+                self.nbytes -= entry.nbytes
 
     def _evict(self, limit_bytes: int) -> None:
         while self.nbytes > max(0, limit_bytes) and self.entries:
@@ -112,6 +122,7 @@ class Timeline:
     from_cache: int  # of its 2 x steps prepared instances
     chance: list[float] | None  # the exact null mean at each step, for the measures that have one
     null: list[tuple[float, float, float]]  # the permutation test's mean, std and p-value per step; [] without
+    ahead_s: float = 0.0  # seconds spent on it by compute_ahead, before its job began
 
 
 def resolve_device(spec: str, job_num: int = 0) -> torch.device:
@@ -172,7 +183,7 @@ def _prepare(instance: Instance, pca: PCASpec | None, terms: Terms, device: torc
     fit_rows = None if pca is None else kept_cities(folder, pca.fit).rows
     used = rows if fit_rows is None else np.union1d(rows, fit_rows)
     used_rows = matrix[torch.from_numpy(used)]
-    if not torch.isfinite(used_rows.sum(dtype=torch.float64)):  # one pass: a NaN or Inf makes the sum one
+    if not torch.isfinite(used_rows.sum()):  # one pass: a NaN or Inf makes the sum one (or large values)
         bad = int((~torch.isfinite(used_rows)).sum())
         which = "compared" if pca is None else "compared or PCA-fitted"
         raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step "
@@ -244,43 +255,119 @@ def permutation_test(values: torch.Tensor, observed: float, higher_is_alike: boo
 
 
 def compute(run: RunConfig, inputs: Inputs, job_num: int = 0) -> Timeline:
-    """A comparison's timeline: its measure at each planned step, and the bootstrap's intervals."""
+    """A comparison's timeline: its measure at each planned step, and the bootstrap's intervals
+    (computed ahead with others of its worker's chunk where compute_ahead was given it)."""
     device = resolve_device(run.device, job_num)
+    ahead = _AHEAD.pop(_ahead_key(run, inputs, device), None)
+    if ahead is not None:
+        return ahead
     CACHE.shrink(run.cache_mb * 2**20)
-    read_before, hits_before = READS.bytes, CACHE.hits
-    terms = run.measure.registered.terms(run.cka)
-    a, b = inputs.a, inputs.b
-    measure = run.measure.registered
-    values, n_cities, sides, chance, null = [], [], [], [], []
-    orders: dict[int, torch.Tensor] = {}  # the permutations, per number of cities
+    result = _Comparison(run, inputs, device)
     for step in inputs.steps:
+        result.add(step)
+    return result.timeline()
+
+
+# timelines computed ahead, each until its job asks for it
+_AHEAD: dict[tuple[str, str, str], Timeline] = {}
+
+
+def compute_ahead(plans: Sequence[tuple[RunConfig, Inputs, int]]) -> None:
+    """Compute these comparisons (each a config, its inputs and its job number) together, step by
+    step: at each step every instance the comparisons meet is prepared once, their measures
+    computed, and the instances let go, none being needed at a later step. compute() then hands
+    each its timeline, as computed alone (each step's values, bootstrap and permutations depend
+    on that step alone). A comparison that fails is left to compute() to fail alone, with its
+    own message; each timeline's `ahead_s` is the time spent on it here."""
+    if not plans:
+        return
+    CACHE.shrink(min(run.cache_mb for run, _, _ in plans) * 2**20)
+    comparisons = []
+    for run, inputs, job_num in plans:
+        try:
+            comparisons.append(_Comparison(run, inputs, resolve_device(run.device, job_num)))
+        except Exception:  # its measure or device: its job says what is wrong
+            continue
+    for step in sorted(set().union(set(), *(comparison.inputs.steps for comparison in comparisons))):
+        kept_before = set(CACHE.entries)
+        for comparison in comparisons:
+            if comparison.failed or step not in comparison.steps:
+                continue
+            start = time.perf_counter()
+            try:
+                comparison.add(step)
+            except Exception:  # its job computes it again, and fails alone with its own message
+                comparison.failed = True
+            comparison.ahead_s += time.perf_counter() - start
+        CACHE.discard(set(CACHE.entries) - kept_before)
+    for comparison in comparisons:
+        if not comparison.failed:
+            start = time.perf_counter()
+            timeline = comparison.timeline()
+            timeline = dataclasses.replace(timeline, ahead_s=comparison.ahead_s + time.perf_counter() - start)
+            _AHEAD[_ahead_key(comparison.run, comparison.inputs, comparison.device)] = timeline
+
+
+def _ahead_key(run: RunConfig, inputs: Inputs, device: torch.device) -> tuple[str, str, str]:
+    """What a timeline computed ahead is of: the settings, the inputs (folders and the identity of
+    each file) and the steps, and the device."""
+    return (json.dumps(inputs.settings, sort_keys=True, default=str),
+            json.dumps([inputs.record, inputs.steps], sort_keys=True, default=str), str(device))
+
+
+class _Comparison:
+    """One comparison's timeline while it is computed, a step at a time."""
+
+    def __init__(self, run: RunConfig, inputs: Inputs, device: torch.device) -> None:
+        self.run, self.inputs, self.device = run, inputs, device
+        self.steps = set(inputs.steps)
+        self.measure = run.measure.registered
+        self.terms = self.measure.terms(run.cka)
+        self.values: list[float] = []
+        self.n_cities: list[int] = []
+        self.chance: list[float] = []
+        self.null: list[tuple[float, float, float]] = []
+        self.intervals: list[tuple[float, float]] = []
+        self.orders: dict[int, torch.Tensor] = {}  # the permutations, per number of cities
+        self.bytes_read = self.from_cache = 0
+        self.ahead_s = 0.0
+        self.failed = False
+
+    def add(self, step: int) -> None:
+        """The measure at one step (the steps in order)."""
+        run, inputs, terms, a, b = self.run, self.inputs, self.terms, self.inputs.a, self.inputs.b
+        read_before, hits_before = READS.bytes, CACHE.hits
         folder_a, folder_b = inputs.checkpoints_a[step], inputs.checkpoints_b[step]
         (n_a, rows_a), (n_b, rows_b) = aligned_rows(step, folder_a, folder_b, a, b, inputs.city_filter)
-        x, y = (prepared(Instance(*instance), inputs.pca, terms, device, with_rows=bool(run.cka.bootstrap))
+        x, y = (prepared(Instance(*instance), inputs.pca, terms, self.device, with_rows=bool(run.cka.bootstrap))
                 for instance in ((folder_a, step, a, n_a, rows_a), (folder_b, step, b, n_b, rows_b)))
+        self.bytes_read += READS.bytes - read_before
+        self.from_cache += CACHE.hits - hits_before
         try:
-            values.append(float(terms.compare(x.state, y.state)))
+            value = float(terms.compare(x.state, y.state))
             if run.null.permutations:
                 n = len(rows_a)
-                if n not in orders:
-                    orders[n] = permutations(run.null.permutations, run.null.seed, n).to(device)
-                null.append(permutation_test(null_values(terms, x.state, y.state, orders[n]), values[-1],
-                                             measure.kind == SIMILARITY))
+                if n not in self.orders:
+                    self.orders[n] = permutations(run.null.permutations, run.null.seed, n).to(self.device)
+                self.null.append(permutation_test(null_values(terms, x.state, y.state, self.orders[n]), value,
+                                                  self.measure.kind == SIMILARITY))
         except (UndefinedMeasureError, UndefinedValue) as err:
             raise InputError(f"step {step}, {a.instance} vs {b.instance}: {err}") from None
+        self.values.append(value)
         level = terms.chance(x.state, y.state)
-        chance.append(float("nan") if level is None else float(level))
-        n_cities.append(len(rows_a))
-        if run.cka.bootstrap:
-            sides.append((x.rows, y.rows))
-    intervals = []
-    if run.cka.bootstrap:  # each step its own stream: an interval never depends on the steps computed with it
-        intervals = [bootstrap_interval(terms.function, x, y, run.cka.bootstrap, run.cka.confidence,
-                                        torch.Generator().manual_seed(step_seed(run.cka.seed, step)))
-                     for step, (x, y) in zip(inputs.steps, sides)]
-    pca_cities = None
-    if inputs.pca is not None:
-        pca_cities = [len(kept_cities(checkpoints[inputs.steps[-1]], inputs.pca.fit).rows)
-                      for checkpoints in (inputs.checkpoints_a, inputs.checkpoints_b)]
-    return Timeline(inputs.steps, values, n_cities, intervals, pca_cities, str(device), READS.bytes - read_before,
-                    CACHE.hits - hits_before, None if all(np.isnan(chance)) else chance, null)
+        self.chance.append(float("nan") if level is None else float(level))
+        self.n_cities.append(len(rows_a))
+        if run.cka.bootstrap:  # each step its own stream: an interval never depends on the steps computed with it
+            self.intervals.append(bootstrap_interval(
+                terms.function, x.rows, y.rows, run.cka.bootstrap, run.cka.confidence,
+                torch.Generator().manual_seed(step_seed(run.cka.seed, step))))
+
+    def timeline(self) -> Timeline:
+        inputs = self.inputs
+        pca_cities = None
+        if inputs.pca is not None:
+            pca_cities = [len(kept_cities(checkpoints[inputs.steps[-1]], inputs.pca.fit).rows)
+                          for checkpoints in (inputs.checkpoints_a, inputs.checkpoints_b)]
+        return Timeline(inputs.steps, self.values, self.n_cities, self.intervals, pca_cities, str(self.device),
+                        self.bytes_read, self.from_cache, None if all(np.isnan(self.chance)) else self.chance,
+                        self.null)

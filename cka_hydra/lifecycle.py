@@ -234,6 +234,23 @@ def run(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num:
         return result
 
 
+def compute_ahead(plans: list[tuple[RunConfig, Inputs, Path, int]]) -> None:
+    """Compute the comparisons of these jobs (config, inputs, run folder, job number) together,
+    each instance-step prepared once for all (engine.compute_ahead): the steps run() would compute
+    for each, none for a job whose result is there, the new ones for one it would extend. Each
+    job's run() then finds its timeline computed (if its inputs have not changed since)."""
+    from cka_hydra import engine
+
+    ahead = []
+    for run, inputs, run_dir, job_num in plans:
+        part = None if run.overwrite else extendable(run_dir, inputs.settings, inputs.record)
+        if not run.overwrite and is_finished(run_dir, inputs.settings, inputs.record):
+            continue
+        steps = inputs.steps if part is None else [s for s in inputs.steps if s not in part["inputs"]["steps"]]
+        ahead.append((run, dataclasses.replace(inputs, steps=steps), job_num))
+    engine.compute_ahead(ahead)
+
+
 def draw_timeline(run_dir: Path, only_if_missing: bool = False) -> None:
     """Draw run_dir's timeline beside it (run_folder.timeline_plot_file): not part of the result,
     so a finished result gets its figure without being recomputed; only_if_missing: unless the
@@ -271,7 +288,7 @@ def _compute(run: RunConfig, inputs: Inputs, run_dir: Path, results_dir: Path | 
     from cka_hydra import engine
 
     result = engine.compute(run, inputs, job_num)
-    summary = result_summary(run, inputs, result, time.perf_counter() - start)
+    summary = result_summary(run, inputs, result, time.perf_counter() - start + result.ahead_s)
     header, rows = timeline_rows(run, result)
     run_folder.write_result(run_dir, summary, header, rows)
     run_folder.clear_error(run_dir)
@@ -303,7 +320,8 @@ def _extend(run: RunConfig, inputs: Inputs, earlier: dict[str, Any], run_dir: Pa
         return None
     rows = sorted(kept + new_rows, key=lambda row: int(row[0]))
     timeline = _timeline_of(header, rows, added, earlier)
-    summary = {**result_summary(run, inputs, timeline, time.perf_counter() - start), "computed_steps": new_steps}
+    summary = {**result_summary(run, inputs, timeline, time.perf_counter() - start + added.ahead_s),
+               "computed_steps": new_steps}
     run_folder.write_result(run_dir, summary, header, rows)
     run_folder.clear_error(run_dir)
     log.info("extended %s by %d step(s) %s, kept %d: final %s %.6f", run_dir, len(new_steps), new_steps, len(kept),

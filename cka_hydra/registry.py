@@ -161,11 +161,13 @@ def _chance(trace_k: Any, trace_l: Any, self_k: Any, self_l: Any, n: int, debias
 
 
 def _linear_terms(debiased: bool, dtype: Any) -> Terms:
+    import torch
+
     from cka_hydra import cka as math_
 
     def prepare(x: Any) -> RowState:
         xc = math_.centred(x, dtype, "compared")
-        return RowState(xc, math_.linear_hsic(xc, xc, debiased), (xc * xc).sum())
+        return RowState(xc, math_.linear_hsic(xc, xc, debiased), torch.linalg.matrix_norm(xc) ** 2)  # its trace, ||X_c||_F^2
 
     return Terms(("linear", debiased, str(dtype)), prepare,
                  lambda a, b: math_.cka_ratio(math_.linear_hsic(a.rows, b.rows, debiased), a.self_term, b.self_term),

@@ -238,6 +238,11 @@ class MeasureConfig:
             return registry.get(str(self.name))
         return registry.user_measure(str(self.name), self._target_, self.kind)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a worker) without the measure found: a user's function is imported where it
+        is used, from that process's working directory."""
+        return {key: value for key, value in self.__dict__.items() if key != "registered"}
+
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others. With measure=cka all of them:
         its results keep the settings, and so the run folders, they had before measures existed."""

@@ -64,6 +64,8 @@ class ArrayTask:
         from submitit import JobEnvironment
         from submitit.core.utils import UncompletedJobError
 
+        from ._workers import keep_freed_memory
+
         warning = JobEnvironment._usr_sig()
         handler = signal.getsignal(warning)
         held = [*EARLY_WARNINGS] if warning == signal.SIGUSR2 else []  # come while the task was loading
@@ -71,6 +73,7 @@ class ArrayTask:
         signal.signal(warning, lambda signum, frame: held.append((signum, frame)))
         returns = []
         try:
+            keep_freed_memory()
             for job in jobs:
                 returns.append(self.launcher(*job))
                 if held and callable(handler):
@@ -135,7 +138,9 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
     def launch_parts(self, job_overrides: Sequence[Sequence[str]],
                      initial_job_idx: int) -> Iterator[Tuple[List[int], List[JobReturn]]]:
         """Submits the jobs as one array and yields each array task's jobs (their positions in
-        job_overrides) and returns as the task ends, in the order they end."""
+        job_overrides) and returns as the task ends, in the order they end. A task runs its jobs
+        in turn, each computed on its own (not ahead, together, as the workers launcher's are):
+        the scheduler may end a task at its time limit, and the jobs it finished by then count."""
         assert self.config is not None
         state = Singleton.get_state()
         jobs = [(list(overrides), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}", state)

@@ -9,7 +9,8 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import closing, contextmanager
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from hydra.core.utils import JobReturn, configure_log
 
@@ -66,12 +67,22 @@ def launch_all(sweeper: Any, jobs: List[Job], todo: List[Job], received: List[in
 
 def _launch(sweeper: Any, batch: List[Job], first: int) -> Iterator[Tuple[Sequence[int], List[JobReturn]]]:
     """The batch's returns, with their jobs' positions in it: part by part as they end with this
-    project's launchers (launch_parts), else all at once."""
+    project's launchers (launch_parts; the workers launcher's also hands each worker its jobs'
+    checked configs and inputs, to compute their comparisons ahead, together), else all at once."""
     launcher, overrides = sweeper.launcher, [job.overrides for job in batch]
-    if hasattr(launcher, "launch_parts"):
+    if getattr(launcher, "computes_ahead", False):
+        yield from launcher.launch_parts(overrides, first, [ahead_plan(job) for job in batch])
+    elif hasattr(launcher, "launch_parts"):
         yield from launcher.launch_parts(overrides, first)
     else:
         yield range(len(batch)), launcher.launch(overrides, initial_job_idx=first)
+
+
+def ahead_plan(job: Job) -> Optional[Tuple[Any, Any, Path]]:
+    """What a worker needs to compute a job's comparison ahead (cka_hydra.lifecycle.compute_ahead):
+    its config, its inputs as checked before launch, its run folder; None for a job that only
+    draws its figure."""
+    return None if job.inputs is None or job.draw_only else (job.run, job.inputs, job.run_dir)
 
 
 @contextmanager
@@ -164,6 +175,44 @@ def pieces(items: List[Any], size: int, key: Any) -> List[List[Any]]:
         step = math.ceil(len(group) / math.ceil(len(group) / size))
         result += [group[i:i + step] for i in range(0, len(group), step)]
     return result
+
+
+# the work of a prepared instance (reading it, centring it, its self-term) in cross terms
+INSTANCE_COST = 2
+
+
+def balanced_pieces(items: List[Any], size: int, key: Any, sides: Any) -> List[List[Any]]:
+    """As many pieces as pieces() makes, each run of a key cut where the pieces' work is even
+    rather than their number of items: an item (a job; sides(item), its two instances) costs its
+    cross term, and each instance new to its piece INSTANCE_COST more (a worker prepares it once
+    for all its jobs). The cuts: the least work per piece that cuts the run into that many."""
+    result = []
+    for _, run in itertools.groupby(items, key):
+        group = list(run)
+        count = math.ceil(len(group) / size)
+        low, high = 1, len(group) * (1 + 2 * INSTANCE_COST)  # a piece's work: too little, enough
+        while low < high:
+            middle = (low + high) // 2
+            if len(_cut(group, middle, sides)) <= count:
+                high = middle
+            else:
+                low = middle + 1
+        result += _cut(group, high, sides)
+    return result
+
+
+def _cut(group: List[Any], most: int, sides: Any) -> List[List[Any]]:
+    """The group in pieces of at most `most` work each (at least one item each), cut in turn."""
+    pieces_: List[List[Any]] = [[]]
+    seen: set = set()
+    for item in group:
+        new = set(sides(item)) - seen
+        if pieces_[-1] and len(pieces_[-1]) + 1 + INSTANCE_COST * (len(seen) + len(new)) > most:
+            pieces_.append([])
+            seen, new = set(), set(sides(item))
+        pieces_[-1].append(item)
+        seen |= new
+    return pieces_
 
 
 def pack(items: List[Any], size: int, key: Any) -> List[List[Any]]:

@@ -2,7 +2,7 @@
 # No `from __future__ import annotations` here: it breaks the plugin discovery of Hydra 1.3.8.
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -15,7 +15,10 @@ from ._launch import in_order
 
 class WorkersLauncher(JoblibLauncher):
     """The joblib launcher with one joblib task per chunk of jobs instead of per job: a task
-    ships Hydra's whole state to the worker, and a worker composes jobs faster in a row."""
+    ships Hydra's whole state to the worker, and a worker composes jobs faster in a row. A worker
+    computes its chunk's comparisons ahead, together (cka_hydra.lifecycle.compute_ahead)."""
+
+    computes_ahead = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -28,12 +31,13 @@ class WorkersLauncher(JoblibLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         return in_order(self.launch_parts(job_overrides, initial_job_idx), len(job_overrides))
 
-    def launch_parts(self, job_overrides: Sequence[Sequence[str]],
-                     initial_job_idx: int) -> Iterator[Tuple[List[int], List[JobReturn]]]:
-        """Each chunk's jobs (positions in job_overrides) and returns as it ends: the sweeper records them."""
+    def launch_parts(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+                     plans: Optional[Sequence[Any]] = None) -> Iterator[Tuple[List[int], List[JobReturn]]]:
+        """Each chunk's jobs (positions in job_overrides) and returns as it ends: the sweeper records
+        them. plans: each job's config, inputs and run folder, for its worker to compute ahead."""
         from ._workers import launch_parts
 
-        return launch_parts(self, job_overrides, initial_job_idx)
+        return launch_parts(self, job_overrides, initial_job_idx, plans or [None] * len(job_overrides))
 
 
 @dataclass
