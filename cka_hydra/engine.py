@@ -278,7 +278,9 @@ def compute_ahead(plans: Sequence[tuple[RunConfig, Inputs, int]]) -> None:
     computed, and the instances let go, none being needed at a later step. compute() then hands
     each its timeline, as computed alone (each step's values, bootstrap and permutations depend
     on that step alone). A comparison that fails is left to compute() to fail alone, with its
-    own message; each timeline's `ahead_s` is the time spent on it here."""
+    own message; each timeline's `ahead_s` is the time spent on it here. (What an earlier call
+    computed for jobs that never asked, their results there already, goes.)"""
+    _AHEAD.clear()
     if not plans:
         return
     CACHE.shrink(min(run.cache_mb for run, _, _ in plans) * 2**20)

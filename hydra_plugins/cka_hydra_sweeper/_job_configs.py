@@ -56,7 +56,7 @@ class JobConfigLoader(ConfigLoader):
             for group, option in choices.items():
                 if option != composed_choices[group]:
                     self._merge_option(config, group, option)
-            task = [o for o in _parser().parse_overrides(sweep_overrides) if not o.is_hydra_override()]
+            task = [o for o in map(_override, sweep_overrides) if not o.is_hydra_override()]
             config.hydra.overrides.task = [o.input_line for o in task]
             dirname = config.hydra.job.config.override_dirname
             config.hydra.job.override_dirname = get_overrides_dirname(
@@ -65,15 +65,20 @@ class JobConfigLoader(ConfigLoader):
         return config
 
     def _merge_option(self, config: DictConfig, group: str, option: str) -> None:
-        result = self.loader.repository.load_config(f"{group}/{option}")  # type: ignore[attr-defined]
-        if result is None:  # let Hydra's composition say what is wrong
-            raise KeyError(f"{group}/{option}")
+        result = self._option(group, option)
         package = result.header.get("package") or group.replace("/", ".")
         if package == "_global_":
             config.merge_with(result.config)
         else:
             OmegaConf.update(config, package, result.config, merge=True)
         config.hydra.runtime.choices[group] = option
+
+    @functools.lru_cache(maxsize=1024)  # an option's file, read once per process (merging copies it)
+    def _option(self, group: str, option: str) -> Any:
+        result = self.loader.repository.load_config(f"{group}/{option}")  # type: ignore[attr-defined]
+        if result is None:  # let Hydra's composition say what is wrong
+            raise KeyError(f"{group}/{option}")
+        return result
 
     # --- the rest is Hydra's loader, unchanged ---
 
@@ -101,6 +106,13 @@ class JobConfigLoader(ConfigLoader):
 @functools.lru_cache(maxsize=1)
 def _parser() -> OverridesParser:
     return OverridesParser.create()  # a grammar set up once per process, not once per job
+
+
+@functools.lru_cache(maxsize=4096)
+def _override(line: str) -> Any:
+    """One override line, parsed once per process (a sweep's jobs share most of theirs)."""
+    [override] = _parser().parse_overrides([line])
+    return override
 
 
 def _split(overrides: List[str]) -> Tuple[Optional[Dict[str, str]], List[str]]:
