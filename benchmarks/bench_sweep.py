@@ -14,7 +14,8 @@ checkpoints), then times, each as a whole `python -m cka_hydra` process:
   /path/to/venv/bin/python`), against the same floor: before and after in one run.
 
 It prints a markdown table: wall seconds, sweep/floor, the re-run, the jobs' own seconds
-(summary.json), Hydra's cost per job (`hydra/launcher=basic`: one process, no workers, less
+(summary.json), the framework's cost per job (`hydra.launcher.n_jobs=1`: the workers launcher
+with one worker, which joblib runs in the sweep's own process, jobs in turn; less
 the re-run's fixed cost, a worker's start-up and the jobs' own seconds), the peak memory of the
 planning process and of the largest worker, less the baseline (a fresh worker's imports; the
 target: at most the cache limit, `cache_mb`), and the bytes the jobs read against each file
@@ -225,7 +226,7 @@ def tensor_bytes(folder: Path) -> int:
 
 
 def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tuple[int, ...], checkpoints: str,
-         kernel: str = "linear", rerun: bool = True, basic_start_s: float | None = None,
+         kernel: str = "linear", rerun: bool = True, one_start_s: float | None = None,
          before: str | None = None) -> list[dict]:
     """Time the sweep and its floor on one store, and the sweep with the code of `before` (a Python
     with another version installed) when given; check that every sweep agrees with the floor."""
@@ -255,13 +256,13 @@ def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tu
         if row["max_diff"] > 1e-12:
             raise SystemExit(f"{name}: the sweep's values differ from the floor's by {row['max_diff']:.1e}")
         row["read_mb"], row["floor_read_mb"] = (b / 2**20 for b in bytes_read(results_dir))
-        if basic_start_s is not None and not label:  # Hydra's own cost per job: one process, jobs in turn
-            basic_dir = work / f"out-{slug}-basic"
-            basic_s, _ = run_sweep(root, basic_dir, *overrides, "hydra/launcher=basic")
-            basic_job_s = sum(run_folder.read_result(basic_dir / job["run_dir"])["seconds"]
-                              for job in results_dirs.read_jobs(basic_dir))
+        if one_start_s is not None:  # the framework's cost per job: one process, jobs in turn
+            one_dir = work / f"out-{slug}-one{'-before' if label else ''}"
+            one_s, _ = run_sweep(root, one_dir, *overrides, "hydra.launcher.n_jobs=1", python=python)
+            one_job_s = sum(run_folder.read_result(one_dir / job["run_dir"])["seconds"]
+                            for job in results_dirs.read_jobs(one_dir))
             # less what the re-run spends (start-up, planning, checks), torch's import, and the jobs' own work
-            row["hydra_per_job_s"] = (basic_s - row["rerun_s"] - basic_start_s - basic_job_s) / row["jobs"]
+            row["framework_per_job_s"] = (one_s - row["rerun_s"] - one_start_s - one_job_s) / row["jobs"]
         rows.append(row)
     return rows
 
@@ -285,7 +286,7 @@ def write_store(work: Path, n_cities: int, n_checkpoints: int, regimes: tuple[st
 
 COLUMNS = [("case", "case", "{}"), ("jobs", "jobs", "{}"), ("sweep s", "sweep_s", "{:.1f}"),
            ("floor s", "floor_s", "{:.1f}"), ("sweep/floor", "ratio", "{:.2f}"), ("re-run s", "rerun_s", "{:.1f}"),
-           ("jobs' own s", "job_s", "{:.1f}"), ("Hydra s/job", "hydra_per_job_s", "{:.3f}"),
+           ("jobs' own s", "job_s", "{:.1f}"), ("framework s/job", "framework_per_job_s", "{:.3f}"),
            ("planner MB", "main_mb", "{:.0f}"), ("worker MB", "worker_mb", "{:.0f}"),
            ("worker - baseline MB", "memory_margin_mb", "{:.0f}"), ("read MB", "read_mb", "{:.0f}"),
            ("floor read MB", "floor_read_mb", "{:.0f}"), ("max diff", "max_diff", "{:.0e}")]
@@ -328,11 +329,11 @@ def main() -> None:
               f"{baseline_mb:.0f} MB (the baseline)\n")
         print("| " + " | ".join(title for title, _, _ in COLUMNS) + " |\n|" + "---|" * len(COLUMNS), flush=True)
         before = args.before
-        print_rows(case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", basic_start_s=start_s,
+        print_rows(case("narrowed pt3 layer 5, final", store, work, *NARROW, "final", one_start_s=start_s,
                         before=before), baseline_mb)
         print_rows(case("narrowed pt3 layer 5, final, rbf", store, work, *NARROW, "final", "rbf", rerun=False,
                         before=before), baseline_mb)
-        print_rows(case("default sweep, final", store, work, REGIMES, LAYERS, "final", basic_start_s=start_s,
+        print_rows(case("default sweep, final", store, work, REGIMES, LAYERS, "final", one_start_s=start_s,
                         before=before), baseline_mb)
         print_rows(case(f"default sweep, all (K={args.checkpoints})", store, work, REGIMES, LAYERS, "all",
                         before=before), baseline_mb)
