@@ -21,6 +21,10 @@ planning process and of the largest worker, less the baseline (a fresh worker's 
 target: at most the cache limit, `cache_mb`), and the bytes the jobs read against each file
 once; and checks that the sweep's values equal the floor's to 1e-12.
 
+`--many` adds the load test of many small jobs: `regime=pt1,pt2,pt3 seed_policy=matrix`, layers
+3-6 against 3-6 (7,686 jobs) on the demo store, where the framework's part of a job is most of
+its cost: wall seconds, and with --before the ratio before/after.
+
 `--growth` adds how the cost grows on the narrowed sweep, each with its own store: cities
 1000 and 20000, and K=41 with `final` and `all`. Nothing else should run meanwhile: the
 machine's cores are the measurement. Stores and results go to a temporary folder, or to
@@ -267,6 +271,25 @@ def case(name: str, root: Path, work: Path, regimes: tuple[str, ...], layers: tu
     return rows
 
 
+def many(work: Path, before: str | None) -> None:
+    """The load test: 7,686 jobs on the demo store, after and before, one after the other."""
+    from cka_hydra import results_dir as results_dirs
+    from cka_hydra.demo import ensure_demo_store
+
+    store = ensure_demo_store(work / "demo_store")
+    overrides = ["regime=pt1,pt2,pt3", "hydra.sweeper.seed_policy=matrix", "layer=3,4,5,6", "layer_b=3,4,5,6"]
+    seconds = {}
+    for label, python in [("", PYTHON), *([(" [before]", before)] if before else [])]:
+        results_dir = work / f"out-many{'-before' if label else ''}"
+        seconds[label], _ = timed_process([python, "-m", "cka_hydra", "-m", "sweep", f"data.root={store}",
+                                           f"hydra.sweep.dir={results_dir}", *overrides], cwd=work)
+        jobs = results_dirs.read_jobs(results_dir)
+        print(f"\nload test{label}: {len(jobs)} jobs ({sum(job['status'] == 'done' for job in jobs)} done) in "
+              f"{seconds[label]:.1f} s", flush=True)
+    if before:
+        print(f"load test: {seconds[' [before]'] / seconds['']:.2f}x faster than before")
+
+
 def write_store(work: Path, n_cities: int, n_checkpoints: int, regimes: tuple[str, ...],
                 layers: tuple[int, ...]) -> tuple[Path, float]:
     """A store of these dimensions in work, written unless work holds it from an earlier run."""
@@ -305,6 +328,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", type=int, default=5, help="checkpoints per instance (K), e.g. 5 or 41")
     parser.add_argument("--growth", action="store_true", help="also cities 1000-20000 and K 5 vs 41 (narrowed)")
+    parser.add_argument("--many", action="store_true", help="also the 7,686 small jobs of the load test")
     parser.add_argument("--work", type=Path, help="folder for the stores and results, kept to be reused "
                                                   "(default: a temporary one)")
     parser.add_argument("--before", metavar="PYTHON", help="also time each sweep with this interpreter's cka_hydra "
@@ -337,6 +361,8 @@ def main() -> None:
                         before=before), baseline_mb)
         print_rows(case(f"default sweep, all (K={args.checkpoints})", store, work, REGIMES, LAYERS, "all",
                         before=before), baseline_mb)
+        if args.many:
+            many(work, before)
         if args.growth:
             for n_cities, k in ((1000, 5), (20000, 5), (4500, 41)):
                 grown, _ = write_store(work, n_cities, k, *NARROW)
