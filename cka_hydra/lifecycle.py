@@ -96,9 +96,12 @@ def is_finished(run_dir: Path, settings: Mapping[str, Any], inputs: Mapping[str,
     folders, steps and the identity of each file read: a store that gained a final checkpoint
     makes `final` stale, and so does a file replaced in place), written at or after `since` (a
     time.time()) when given: the result an overwrite has yet to replace is not its own. The data
-    root is the results dir's (check_data_root), not the result's: a store that moved keeps it."""
+    root is the results dir's (check_data_root), not the result's: a store that moved keeps it.
+    Not with error.txt beside it (its last recompute failed: standing() does not count it), even
+    when its input files are back as they were (restored with their times, `cp -p`): computed
+    again, it counts again."""
     summary = run_folder.read_result(run_dir)
-    if summary is None or result_identity(summary.get("settings")) != result_identity(settings) \
+    if summary is None or (run_dir / run_folder.ERROR_FILE).exists() or result_identity(summary.get("settings")) != result_identity(settings) \
             or summary.get("inputs") != inputs or not _of_this_store(run_dir, summary, settings):
         return False
     try:

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import Background, BlockedRead, read_json, representations_dir, run_app, compare_into, save_checkpoint
+from conftest import (
+    Background, BlockedRead, compare_into, jobs_csv, read_json, representations_dir, run_app, save_checkpoint,
+)
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -350,3 +352,24 @@ def test_an_unreadable_folder_in_the_store_is_named(store_copy, tmp_path, monkey
     assert result.returncode == 1 and "Traceback" not in result.stdout, result.stdout
     assert f"Error: {folder}: cannot list it (Permission denied)" in result.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_file_restored_with_its_times_after_a_failed_recompute_is_computed_again(store_copy, tmp_path):
+    """A result whose recompute failed (error.txt beside it) does not count; once its file is back
+    as it was (a backup restored with its times, cp -p), the next sweep computes it again rather
+    than skip a result the report would leave out."""
+    sweep = ["-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", f"data.root={store_copy}"]
+    assert run_app(*sweep, cwd=tmp_path).returncode == 0
+    checkpoint = representations_dir(store_copy, "revision/exp2/pt3-2_seed1", "compass", 5) / FINAL
+    backup = shutil.copytree(checkpoint, tmp_path / "backup")  # with the files' times
+    flat = torch.load(backup / "representations.pt", weights_only=True)["representations_flat"].clone()
+    flat[0, 0] = float("nan")
+    torch.save({"representations_flat": flat}, checkpoint / "representations.pt")
+    assert run_app(*sweep, "overwrite=true", cwd=tmp_path).returncode == 1
+    run_dir = tmp_path / "outputs/cka/pt3/pt3-1_vs_pt3-2_seed1/layer5"
+    assert "NaN/Inf" in (run_dir / "error.txt").read_text()
+    shutil.copy2(backup / "representations.pt", checkpoint)  # size and modification time as recorded
+    again = run_app(*sweep, cwd=tmp_path)
+    assert again.returncode == 0 and "6 jobs already have results" in again.stdout, again.stdout
+    assert not (run_dir / "error.txt").exists()
+    assert {row["status"] for row in jobs_csv(tmp_path) if row["pair"] == "1_2"} == {"done"}
