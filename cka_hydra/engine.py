@@ -10,6 +10,7 @@ takes Inputs (cka_hydra.inputs) and the run's settings, and returns a `Timeline`
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -233,6 +234,13 @@ def permutations(count: int, seed: int, n: int) -> torch.Tensor:
         torch.empty((0, n), dtype=torch.int64)
 
 
+@functools.lru_cache(maxsize=4)
+def _orders(count: int, seed: int, n: int, device: str) -> torch.Tensor:
+    """permutations() on a device, one tensor for all the comparisons that use it (a worker's
+    chunk computed together: 1000 orders of 4500 cities take 36 MB)."""
+    return permutations(count, seed, n).to(device)
+
+
 def null_values(terms: Terms, x: Any, y: Any, perms: torch.Tensor) -> torch.Tensor:
     """The measure of x against y with y's cities re-paired by each permutation: for CKA only the
     cross term is computed again (the self-terms do not change). On a GPU in batches of
@@ -330,7 +338,6 @@ class _Comparison:
         self.chance: list[float] = []
         self.null: list[tuple[float, float, float]] = []
         self.intervals: list[tuple[float, float]] = []
-        self.orders: dict[int, torch.Tensor] = {}  # the permutations, per number of cities
         self.bytes_read = self.from_cache = 0
         self.ahead_s = 0.0
         self.failed = False
@@ -348,10 +355,8 @@ class _Comparison:
         try:
             value = float(terms.compare(x.state, y.state))
             if run.null.permutations:
-                n = len(rows_a)
-                if n not in self.orders:
-                    self.orders[n] = permutations(run.null.permutations, run.null.seed, n).to(self.device)
-                self.null.append(permutation_test(null_values(terms, x.state, y.state, self.orders[n]), value,
+                orders = _orders(run.null.permutations, run.null.seed, len(rows_a), str(self.device))
+                self.null.append(permutation_test(null_values(terms, x.state, y.state, orders), value,
                                                   self.measure.kind == SIMILARITY))
         except (UndefinedMeasureError, UndefinedValue) as err:
             raise InputError(f"step {step}, {a.instance} vs {b.instance}: {err}") from None
