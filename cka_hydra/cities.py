@@ -58,7 +58,7 @@ _lists: "OrderedDict[str, CityList]" = OrderedDict()
 _kept: "OrderedDict[tuple[str, str], Kept]" = OrderedDict()  # by the list's digest and the filter's text
 _paired: "OrderedDict[tuple[tuple[str, str], tuple[str, str]], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
 _digests: "OrderedDict[tuple[str, tuple[int, int, int]], str]" = OrderedDict()  # a file as it is -> its list
-_tails: "OrderedDict[str | None, str]" = OrderedDict()  # the bytes from city_info on -> the list (_tail)
+_tails: "OrderedDict[str, str]" = OrderedDict()  # the bytes from city_info on -> the list (_tail)
 
 
 def _cached(cache: "OrderedDict[Any, T]", key: Hashable, build: Callable[[], T], size: int) -> T:
@@ -76,11 +76,13 @@ def city_list(folder: Path) -> CityList:
     """A checkpoint folder's city list: parsed when this process has met no file of the same list,
     shared with every file of the same content."""
     _, listed = _read(folder)
-    if listed is None:  # known, but let go since: read again
-        cities = load_cities(folder)
-        listed = CityList(cities, _digest(orjson.dumps(cities)))
-        _cached(_lists, listed.digest, lambda: listed, PARSED_LISTS)
-    return listed
+    return listed if listed is not None else _parsed(load_cities(folder))  # known, but let go since: read again
+
+
+def _parsed(cities: list[dict[str, Any]]) -> CityList:
+    """A list just parsed, known by the digest of its entries, and kept (PARSED_LISTS)."""
+    listed = CityList(cities, _digest(orjson.dumps(cities)))
+    return _cached(_lists, listed.digest, lambda: listed, PARSED_LISTS)
 
 
 def _read(folder: Path) -> tuple[str, CityList | None]:
@@ -96,14 +98,12 @@ def _read(folder: Path) -> tuple[str, CityList | None]:
     data = read_metadata(folder)
     READS.add(len(data))
     start, tail = _tail(data)
-    digest = _tails.get(tail) if tail is not None and _opens_object(data[:start]) else None
+    opens = tail is not None and _opens_object(data[:start])
+    digest = _tails.get(tail) if opens else None
     if digest is None:
-        cities = parse_cities(data, metadata_file)
-        listed = CityList(cities, _digest(orjson.dumps(cities)))
-        digest = listed.digest
-        if tail is not None and _opens_object(data[:start]):
-            _cached(_tails, tail, lambda: listed.digest, KNOWN_FILES)
-        _cached(_lists, digest, lambda: listed, PARSED_LISTS)
+        digest = _parsed(parse_cities(data, metadata_file)).digest
+        if opens:
+            _cached(_tails, tail, lambda: digest, KNOWN_FILES)
     _cached(_digests, key, lambda: digest, KNOWN_FILES)
     return digest, _lists.get(digest)
 
@@ -134,12 +134,12 @@ def _digest(data: bytes) -> str:
 
 def kept_cities(folder: Path, city_filter: CityFilter) -> Kept:
     """What city_filter keeps of a checkpoint's city list: filtered once per distinct list."""
-    digest, _ = _read(folder)
+    digest, listed = _read(folder)
     key = (digest, city_filter.text)  # the text decides the filter (parse_filter)
     if key in _kept:
         _kept.move_to_end(key)
         return _kept[key]
-    listed = city_list(folder)
+    listed = listed or city_list(folder)
     return _cached(_kept, (listed.digest, city_filter.text), lambda: _filtered(listed, city_filter), FILTERED_LISTS)
 
 

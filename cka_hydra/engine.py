@@ -298,7 +298,7 @@ def compute_ahead(plans: Sequence[tuple[RunConfig, Inputs, int]]) -> None:
             comparisons.append(_Comparison(run, inputs, resolve_device(run.device, job_num)))
         except Exception:  # its measure or device: its job says what is wrong
             continue
-    for step in sorted(set().union(set(), *(comparison.inputs.steps for comparison in comparisons))):
+    for step in sorted(set().union(*(comparison.inputs.steps for comparison in comparisons))):
         kept_before = set(CACHE.entries)
         for comparison in comparisons:
             if comparison.failed or step not in comparison.steps:

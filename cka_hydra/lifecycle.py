@@ -209,12 +209,12 @@ def run(run: RunConfig, run_dir: Path, results_dir: Path | None = None, job_num:
     inputs = check_job(run, run_dir, check_setup(run, results_dir, write_demo=False))
     with run_folder.computing(run_dir):  # another sweep or run may be computing it right now
         start = time.perf_counter()  # its seconds: this job's work, not the wait
-        if not run.overwrite and is_finished(run_dir, inputs.settings, inputs.record):
+        finished, part = _what_is_there(run, run_dir, inputs)
+        if finished:
             log.info("skipped: %s already holds this result (overwrite=true recomputes)", run_dir)
             if run.save_timeline_plot:
                 draw_timeline(run_dir, only_if_missing=True)
             return {"status": "skipped", "seconds": time.perf_counter() - start}
-        part = None if run.overwrite else extendable(run_dir, inputs.settings, inputs.record)
         if part is not None:  # the store gained checkpoints: compute only theirs
             result = _extend(run, inputs, part, run_dir, job_num, start)
             if result is not None:
@@ -246,12 +246,26 @@ def compute_ahead(plans: list[tuple[RunConfig, Inputs, Path, int]]) -> None:
 
     ahead = []
     for run, inputs, run_dir, job_num in plans:
-        part = None if run.overwrite else extendable(run_dir, inputs.settings, inputs.record)
-        if not run.overwrite and is_finished(run_dir, inputs.settings, inputs.record):
-            continue
-        steps = inputs.steps if part is None else [s for s in inputs.steps if s not in part["inputs"]["steps"]]
-        ahead.append((run, dataclasses.replace(inputs, steps=steps), job_num))
+        finished, part = _what_is_there(run, run_dir, inputs)
+        if not finished:
+            steps = inputs.steps if part is None else _new_steps(inputs, part)
+            ahead.append((run, dataclasses.replace(inputs, steps=steps), job_num))
     engine.compute_ahead(ahead)
+
+
+def _what_is_there(run: RunConfig, run_dir: Path, inputs: Inputs) -> tuple[bool, dict[str, Any] | None]:
+    """Whether run_dir holds this job's result, and if not, the earlier part of it that run()
+    extends (its summary), or None; with overwrite, neither."""
+    if run.overwrite:
+        return False, None
+    if is_finished(run_dir, inputs.settings, inputs.record):
+        return True, None
+    return False, extendable(run_dir, inputs.settings, inputs.record)
+
+
+def _new_steps(inputs: Inputs, earlier: dict[str, Any]) -> list[int]:
+    """The steps of inputs that an earlier part of its result lacks."""
+    return [step for step in inputs.steps if step not in earlier["inputs"]["steps"]]
 
 
 def draw_timeline(run_dir: Path, only_if_missing: bool = False) -> None:
@@ -310,7 +324,7 @@ def _extend(run: RunConfig, inputs: Inputs, earlier: dict[str, Any], run_dir: Pa
     computed (each step's random streams its own, so the values equal a whole recompute), and
     the summary's statistics taken over the whole timeline. None where the earlier timeline's
     columns are not the new ones' (it was computed by a version without them): computed whole."""
-    new_steps = [step for step in inputs.steps if step not in earlier["inputs"]["steps"]]
+    new_steps = _new_steps(inputs, earlier)
     with open(run_folder.timeline_path(run_dir, earlier), newline="") as f:
         header, *kept = list(csv.reader(f))
     from cka_hydra import engine

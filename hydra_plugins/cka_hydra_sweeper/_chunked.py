@@ -30,10 +30,10 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, setup_globals
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from ._launch import in_order, pack, sharing_key
-from ._run_job import run_job
+from ._run_job import run_sweep_job
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,8 @@ class ChunkedSubmititLauncher(BaseSubmititLauncher):
 
         Singleton.set_state(singleton_state)
         setup_globals()
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, sweep_overrides)
-        with open_dict(sweep_config.hydra.job) as job:
-            job.id = submitit.JobEnvironment().job_id
-            sweep_config.hydra.job.num = job_num
-        return run_job(self.hydra_context, self.task_function, sweep_config, job_dir_key)
+        return run_sweep_job(self.hydra_context, self.task_function, self.config, sweep_overrides, job_num,
+                             submitit.JobEnvironment().job_id, job_dir_key)
 
     def _executor(self) -> Any:
         """The executor, set up as the plugin's own launch() sets it up."""

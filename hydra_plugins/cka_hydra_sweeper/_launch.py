@@ -121,10 +121,10 @@ def sharing_key(overrides: List[str]) -> Tuple[str, ...]:
 def trail(jobs: List[Job]) -> List[Job]:
     """The jobs in launch order: those of one sharing_key together (in the order of their first
     job), and within them each job sharing an instance with one just before it wherever one does,
-    the newest first. A worker's engine keeps the instances it prepared, least recently used going
-    first at the cache limit (cka_hydra.engine.InstanceCache): along such a trail the instances a
-    job needs are still there, also for timelines, whose 41 steps of an instance do not all fit for
-    every job."""
+    the newest first. A worker's chunk is a piece of such a trail: it meets few instances, each
+    prepared once for all its jobs (cka_hydra.engine.compute_ahead). Where jobs run one at a time
+    (an array task, the basic launcher), the engine's cache (least recently used going first at
+    its limit) still holds the instances the next job shares with the last ones."""
     groups: Dict[Tuple[str, ...], List[Job]] = defaultdict(list)
     for job in jobs:
         groups[sharing_key(job.overrides)].append(job)

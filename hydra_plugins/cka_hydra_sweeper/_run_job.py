@@ -6,14 +6,14 @@ PyYAML's pure-Python emitter, which for `hydra.yaml` costs more than a compariso
 store. This runs the same steps in the same order (output folder, logging, `.hydra/`, env_set,
 the callbacks' on_job_start and on_job_end, the task) and writes the same bytes, with one copy
 (the task's config) and the YAML of each part of the hydra node kept between jobs: the jobs of a
-sweep differ in a few of its keys (job, runtime, overrides). tests/test_sweeper.py compares the
+sweep differ in a few of its keys (job, runtime, overrides). tests/test_run_job.py compares the
 files with Hydra's own.
 """
 import copy
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -76,6 +76,19 @@ def run_job(hydra_context: HydraContext, task_function: TaskFunction, config: Di
         hydra_config.cfg = orig_hydra_cfg
         if chdir:
             os.chdir(old_cwd)
+
+
+def run_sweep_job(hydra_context: HydraContext, task_function: TaskFunction, master_config: DictConfig,
+                  overrides: Sequence[str], job_num: int, job_id: Optional[str] = None,
+                  job_dir_key: str = "hydra.sweep.dir") -> JobReturn:
+    """One job of a sweep, as Hydra's launchers run one: its config composed from the sweep's
+    (by the context's loader), numbered, then run_job. job_id: by default `<job name>_<job_num>`,
+    as hydra-joblib-launcher names its jobs."""
+    sweep_config = hydra_context.config_loader.load_sweep_config(master_config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = job_id or f"{sweep_config.hydra.job.name}_{job_num}"
+        sweep_config.hydra.job.num = job_num
+    return run_job(hydra_context, task_function, sweep_config, job_dir_key)
 
 
 def _task_config(config: DictConfig) -> DictConfig:

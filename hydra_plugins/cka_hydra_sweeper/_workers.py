@@ -12,12 +12,12 @@ from hydra.core.utils import JobReturn, configure_log, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 from joblib import Parallel, delayed, effective_n_jobs
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from cka_hydra.lifecycle import compute_ahead
 
 from ._launch import balanced_pieces, instances, sharing_key
-from ._run_job import run_job
+from ._run_job import run_sweep_job
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,7 @@ def run_chunk(jobs: List[Tuple[int, Sequence[str], Any]], hydra_context: HydraCo
     returns = []
     for idx, overrides, _ in jobs:
         Singleton.set_state(singleton_state)
-        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
-            sweep_config.hydra.job.num = idx
-        job_return = run_job(hydra_context, task_function, sweep_config)
+        job_return = run_sweep_job(hydra_context, task_function, config, overrides, idx)
         # the job's configs are in its run folder's .hydra/; the sweeper reads the status and value
         job_return.cfg = job_return.hydra_cfg = None
         returns.append(job_return)
