@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from cka_hydra.schema import CKAConfig, Kernel
+from cka_hydra.schema import CKAConfig, Kernel, MeasureConfig
 from cka_hydra.engine import null_values, permutations
 from cka_hydra.registry import REGISTRY
 
@@ -53,7 +53,7 @@ def main() -> None:
           "| test / one comparison | test / (permutations x cross term) |\n|---|---|---|---|---|---|---|---|")
     for name, cka, count in (("linear CKA", CKAConfig(), args.permutations),
                              ("RBF CKA", CKAConfig(kernel=Kernel.rbf), args.rbf_permutations)):
-        terms = REGISTRY["cka"].terms(cka)
+        terms = REGISTRY["cka"].terms(cka, MeasureConfig())
         a, b = terms.prepare(x), terms.prepare(y)
         perms = permutations(count, 0, N).to(device)
 

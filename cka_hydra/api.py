@@ -61,8 +61,9 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
     otherwise, on the demo store), config_dir its --config-dir (your regimes and measures).
 
     Returns the timeline: `step`, `value`, `n_cities`, `chance` (the exact chance level, for CKA),
-    `null_mean`, `null_std` and `p_value` with null.permutations, and `cka_low` and `cka_high`
-    with a bootstrap; `attrs["summary"]` is the result's summary.json, and `attrs["run_dir"]` (with
+    `null_mean`, `null_std` and `p_value` with null.permutations, `calibrated` (the value above
+    chance as a share of its room above chance, registry.Measure.calibrated) where either null
+    mean is known, and `cka_low` and `cka_high` with a bootstrap; `attrs["summary"]` is the result's summary.json, and `attrs["run_dir"]` (with
     write) its run folder. Raises InputError, one
     line, for bad overrides or inputs. With write (the default) the
     run folder is written as the command line writes it (`.hydra/`, the log, the result), and a
@@ -97,7 +98,11 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
 def _timeline(frame: pd.DataFrame, summary: dict, run_dir: Path | None = None) -> pd.DataFrame:
     from cka_hydra import registry
 
-    frame = frame.rename(columns={registry.of_summary(summary).column: "value"})
+    measure = registry.of_summary(summary)
+    frame = frame.rename(columns={measure.column: "value"})
+    null_mean = [frame[column] for column in ("chance", "null_mean") if column in frame]  # the exact one first
+    if null_mean:
+        frame["calibrated"] = measure.calibrated(frame["value"], null_mean[0])
     frame.attrs["summary"] = summary
     if run_dir is not None:
         frame.attrs["run_dir"] = str(run_dir)

@@ -68,13 +68,14 @@ class InstanceCache:
     nbytes: int = 0  # of the entries kept
     largest: int = 0  # the largest entry prepared
 
-    def get(self, key: Hashable, build: Callable[[], Prepared]) -> Prepared:
+    def get(self, key: Hashable, build: Callable[[], Prepared], count: bool = True) -> Prepared:
+        """The entry of key, built now if it is not kept; count: a hit or miss in the statistics."""
         entry = self.entries.get(key)
         if entry is not None:
-            self.hits += 1
+            self.hits += count
             self.entries.move_to_end(key)
             return entry
-        self.misses += 1
+        self.misses += count
         self._evict(self.limit_bytes - BUILD_ROOM * self.largest)
         entry = build()
         self.largest = max(self.largest, entry.nbytes)
@@ -162,22 +163,37 @@ class Instance:
     n_cities: int  # in its city list
     rows: np.ndarray  # of the compared cities, in the comparison's order
 
-    def key(self, pca: PCASpec | None, terms: Terms, device: torch.device, with_rows: bool) -> Hashable:
-        """Everything a prepared instance depends on: the files as they are now, the rows compared,
-        the PCA, the measure's terms, the device; and whether it keeps its rows (the bootstrap's)."""
+    def key(self, pca: PCASpec | None, device: torch.device) -> Hashable:
+        """Everything its rows depend on: the files as they are now, the rows compared, the PCA,
+        the device."""
         return (str(self.folder), file_stamp(self.folder / REPRESENTATIONS_FILE), file_stamp(self.folder / METADATA_FILE),
-                hashlib.sha1(self.rows.tobytes()).hexdigest(), pca, terms.key, str(device), with_rows)
+                hashlib.sha1(self.rows.tobytes()).hexdigest(), pca, str(device))
 
 
 def prepared(instance: Instance, pca: PCASpec | None, terms: Terms, device: torch.device,
              with_rows: bool = False) -> Prepared:
-    """One side at one step, from the cache, or read and prepared now."""
-    return CACHE.get(instance.key(pca, terms, device, with_rows),
-                     lambda: _prepare(instance, pca, terms, device, with_rows))
+    """One side at one step, from the cache, or read and prepared now: its measure's state, and
+    its rows when asked for (the bootstrap's). The rows (read, and projected on the PCA) are kept
+    as an entry of their own, shared by every measure that prepares a state from them; the
+    cache's hits and misses count the states."""
+    key = instance.key(pca, device)
+
+    def rows() -> torch.Tensor:
+        return CACHE.get(key, lambda: _read(instance, pca, device), count=False).rows
+
+    def build() -> Prepared:
+        try:
+            state = terms.prepare(rows())
+        except UndefinedMeasureError as err:
+            raise InputError(f"step {instance.step}, {instance.side.instance}: {err}") from None
+        return Prepared(None, state, _tensor_bytes(state))
+
+    entry = CACHE.get((key, terms.key), build)
+    return Prepared(rows() if with_rows else None, entry.state, entry.nbytes)
 
 
-def _prepare(instance: Instance, pca: PCASpec | None, terms: Terms, device: torch.device,
-             with_rows: bool) -> Prepared:
+def _read(instance: Instance, pca: PCASpec | None, device: torch.device) -> Prepared:
+    """An instance's rows of the compared cities (or their principal components), on the device."""
     folder, step, side, n_cities, rows = instance.folder, instance.step, instance.side, instance.n_cities, instance.rows
     matrix = load_matrix(folder, n_cities)
     READS.add(matrix.numel() * matrix.element_size())
@@ -190,22 +206,15 @@ def _prepare(instance: Instance, pca: PCASpec | None, terms: Terms, device: torc
         raise InputError(f"{folder / REPRESENTATIONS_FILE}: {bad} NaN/Inf values among the {which} cities at step "
                          f"{step}")
     if pca is None:
-        x = used_rows.to(device)
-    else:
-        check_pca_cities(pca, len(fit_rows), n_cities, side.instance, step)
-        try:
-            scores = principal_components(matrix.to(device), pca.components, torch.from_numpy(fit_rows).to(device))
-        except ValueError as err:
-            raise InputError(f"measure.components={pca.components}: {side.instance} at step {step}: {err} "
-                             "(the fitted rows: the cities measure.pca_filter keeps)") from None
-        x = scores[torch.from_numpy(rows).to(device)]
-    del matrix, used_rows  # the file's mapping: gone before the state is made
+        return Prepared(used_rows.to(device), None, _tensor_bytes(used_rows))
+    check_pca_cities(pca, len(fit_rows), n_cities, side.instance, step)
     try:
-        state = terms.prepare(x)
-    except UndefinedMeasureError as err:
-        raise InputError(f"step {step}, {side.instance}: {err}") from None
-    kept = x if with_rows else None
-    return Prepared(kept, state, _tensor_bytes(kept) + _tensor_bytes(state))
+        scores = principal_components(matrix.to(device), pca.components, torch.from_numpy(fit_rows).to(device))
+    except ValueError as err:
+        raise InputError(f"measure.components={pca.components}: {side.instance} at step {step}: {err} "
+                         "(the fitted rows: the cities measure.pca_filter keeps)") from None
+    x = scores[torch.from_numpy(rows).to(device)]
+    return Prepared(x, None, _tensor_bytes(x))
 
 
 def _tensor_bytes(state: Any) -> int:
@@ -332,7 +341,7 @@ class _Comparison:
         self.run, self.inputs, self.device = run, inputs, device
         self.steps = set(inputs.steps)
         self.measure = run.measure.registered
-        self.terms = self.measure.terms(run.cka)
+        self.terms = self.measure.terms(run.cka, run.measure)
         self.values: list[float] = []
         self.n_cities: list[int] = []
         self.chance: list[float] = []

@@ -97,8 +97,15 @@ _LABELS: dict[str, Callable[[Any, Mapping[str, Any]], str]] = {
     "cka.confidence": lambda v, s: f"ci{v!r}",
     "cka.seed": lambda v, s: f"seed{v}",
     "measure.name": lambda v, s: v,
-    "measure.components": lambda v, s: f"k{v}",
+    # svcca with variance=null keeps measure.components components: its variance label says so
+    "measure.components": lambda v, s: "" if "measure.variance" in s and s["measure.variance"] is None else f"k{v}",
     "measure.pca_filter": lambda v, s: f"pcafilter-{_short(v)}" if v else "pcanofilter",
+    "measure.alpha": lambda v, s: f"alpha{v!r}",
+    "measure.center": lambda v, s: "centred" if v else "uncentred",
+    "measure.variance": lambda v, s: f"var{v!r}" if v is not None else f"k{s['measure.components']}",
+    "measure.k": lambda v, s: f"knn{v}",
+    "measure.metric": lambda v, s: f"nn-{v}",
+    "measure.rdm": lambda v, s: f"rdm-{v}",
     "null.permutations": lambda v, s: f"null{v}",
     "null.seed": lambda v, s: f"nullseed{v}",
     "measure._target_": lambda v, s: "",  # a user measure: its name says it

@@ -418,6 +418,9 @@ def result_summary(run: RunConfig, inputs: Inputs, result: "Timeline", seconds: 
         mean, std, p = result.null[-1]
         summary.update(permutations=run.null.permutations, null_seed=run.null.seed, final_null_mean=mean,
                        final_null_std=std, final_p_value=p)
+    null_mean = result.chance[-1] if result.chance is not None else result.null[-1][0] if result.null else None
+    if null_mean is not None:  # against the exact null mean where there is one
+        summary["final_calibrated"] = measure.calibrated(float(values[-1]), null_mean)
     return summary
 
 

@@ -2,8 +2,9 @@
 
 A `Measure` says everything the app needs of a measure: how it is computed from prepared
 instances (`terms`), its timeline's value column, whether higher values mean more alike, and
-its label. The built-ins are `cka`, `pca_cka` and `procrustes`; a user adds one with a YAML file
-in their config dir, `measure/NAME.yaml`:
+its label. The built-ins are `cka`, `pca_cka`, `procrustes` and the field's standard measures
+`shape`, `svcca`, `mknn` and `rsa` (cka_hydra.measures); a user adds one with a YAML file in their
+config dir, `measure/NAME.yaml`:
 
     _target_: mymeasures.full_procrustes   # f(x, y) -> float or 0-d tensor
     kind: distance                          # or similarity
@@ -43,7 +44,7 @@ class Terms:
     key: tuple
     prepare: Callable[[Any], Any]
     compare: Callable[[Any, Any], Any]
-    function: Callable[[Any, Any], Any]
+    function: Callable[[Any, Any], Any] | None  # None: no bootstrap (measure=cka's alone has one)
     permute: Callable[[Any, Any], Any]
     batched: bool = True
     chance: Callable[[Any, Any], Any] = lambda a, b: None
@@ -64,16 +65,28 @@ class Measure:
     kind: str  # SIMILARITY or DISTANCE: the report turns a distance d into the similarity 1 - d
     label: str  # what its similarity is, for axis labels; {k}: the number of principal components
     description: str  # what it computes, for messages
-    terms: Callable[[Any], Terms] | None  # the run's CKAConfig -> how it is computed (None: read from a result)
+    # the run's CKAConfig and MeasureConfig -> how it is computed (None: read from a result)
+    terms: Callable[[Any, Any], Terms] | None
     needs: Needs = Needs.rows
     target: str | None = None  # a user measure's function, as its file names it
     # what a result of it records beside its statistics: (the run's CKAConfig, its settings, the
     # statistics final/mean/std/min/max) -> summary.json's extra keys
     record: Callable[[Any, Mapping[str, Any], Mapping[str, float]], dict[str, Any]] = lambda cka, settings, stats: {}
+    # the measure.* settings that decide its value, given the run's MeasureConfig (the others
+    # are left out of its results' settings and folder names)
+    settings: Callable[[Any], tuple[str, ...]] = lambda measure: ()
+    distance_max: float = 1.0  # a distance's largest value: its similarity is 1 - value / distance_max
 
     def similarity(self, value: Any) -> Any:
-        """The value as "higher is more alike" (a number or a pandas column)."""
-        return value if self.kind == SIMILARITY else 1 - value
+        """The value as "higher is more alike", at most 1 (a number or a pandas column)."""
+        return value if self.kind == SIMILARITY else 1 - value / self.distance_max
+
+    def calibrated(self, value: Any, null_mean: Any) -> Any:
+        """The similarity above chance as a share of its room above chance (Groeger et al. 2026):
+        (s - s_0) / (1 - s_0), s_0 the similarity of the null mean (the same as the null mean of
+        the similarity: similarity is affine)."""
+        chance = self.similarity(null_mean)
+        return (self.similarity(value) - chance) / (1 - chance)
 
 
 class RowState(NamedTuple):
@@ -99,7 +112,7 @@ class BlockState(NamedTuple):
     rows: Any
 
 
-def _cka_terms(cka: Any) -> Terms:
+def _cka_terms(cka: Any, measure: Any) -> Terms:
     import torch
 
     from cka_hydra import cka as math_
@@ -176,17 +189,58 @@ def _linear_terms(debiased: bool, dtype: Any) -> Terms:
                  chance=lambda a, b: _chance(a.trace, b.trace, a.self_term, b.self_term, a.rows.shape[-2], debiased))
 
 
-def _pca_cka_terms(cka: Any) -> Terms:
+def _pca_cka_terms(cka: Any, measure: Any) -> Terms:
     import torch
 
     return _linear_terms(False, torch.float64)
 
 
-def _procrustes_terms(cka: Any) -> Terms:
+def _procrustes_terms(cka: Any, measure: Any) -> Terms:
     from cka_hydra import cka as math_
 
     return Terms(("procrustes",), lambda x: math_.procrustes_scaled(x, side="compared"), math_.procrustes_of_scaled,
-                 math_.procrustes_disparity, lambda state, perms: state[perms])
+                 math_.procrustes_disparity, _permuted_rows)
+
+
+def _permuted_rows(rows: Any, perms: Any) -> Any:
+    return rows[perms]
+
+
+def _shape_terms(cka: Any, measure: Any) -> Terms:
+    from cka_hydra import measures
+
+    return Terms(("shape", measure.alpha, measure.center),
+                 lambda x: measures.shape_prepared(x, measure.alpha, measure.center, "compared"),
+                 measures.angular_shape_distance, None, _permuted_rows)
+
+
+def _svcca_terms(cka: Any, measure: Any) -> Terms:
+    from cka_hydra import measures
+
+    components = measure.components if measure.variance is None else None
+    return Terms(("svcca", measure.variance, components),
+                 lambda x: measures.svcca_basis(x, measure.variance, components, "compared"),
+                 measures.mean_canonical_correlation, None, _permuted_rows)
+
+
+def _mknn_terms(cka: Any, measure: Any) -> Terms:
+    from cka_hydra import cka as math_, measures
+
+    def prepare(x: Any) -> Any:
+        if measure.k >= x.shape[0]:
+            raise math_.UndefinedMeasureError(f"measure.k={measure.k}: expected fewer neighbours per city than the "
+                                              f"{x.shape[0]} cities compared")
+        return measures.nearest_neighbours(x, measure.k, measure.metric.value, "compared")
+
+    return Terms(("mknn", measure.k, measure.metric.value), prepare,
+                 measures.mutual_knn_alignment, None, measures.permuted_neighbours)
+
+
+def _rsa_terms(cka: Any, measure: Any) -> Terms:
+    from cka_hydra import measures
+
+    return Terms(("rsa", measure.rdm.value), lambda x: measures.rsa_prepared(x, measure.rdm.value, "compared"),
+                 measures.spearman_of_ranked, None, measures.permuted_rdm)
 
 
 REGISTRY: dict[str, Measure] = {}
@@ -210,13 +264,31 @@ def _cka_statistics(cka: Any, settings: Mapping[str, Any], statistics: Mapping[s
 
 
 # The built-in measures: one declaration each.
+def _pca_settings(measure: Any) -> tuple[str, ...]:
+    return ("components", "pca_filter")
+
+
+# The built-in measures: one declaration each.
 register(Measure("cka", "cka", SIMILARITY, "CKA", "CKA of the whole representations, as the cka.* settings say",
                  _cka_terms, record=_cka_record))
 register(Measure("pca_cka", "pca_cka", SIMILARITY, "CKA of the first {k} PCs",
                  "linear CKA of the first principal components", _pca_cka_terms, Needs.pca_scores,
-                 record=_cka_statistics))
+                 record=_cka_statistics, settings=_pca_settings))
 register(Measure("procrustes", "procrustes_disparity", DISTANCE, "Procrustes similarity, 1 - disparity ({k} PCs)",
-                 "the Procrustes disparity of the first principal components", _procrustes_terms, Needs.pca_scores))
+                 "the Procrustes disparity of the first principal components", _procrustes_terms, Needs.pca_scores,
+                 settings=_pca_settings))
+register(Measure("shape", "shape_angle", DISTANCE, "shape similarity, 1 - angle / (pi/2)",
+                 "the angular Procrustes shape metric (Williams et al. 2021)", _shape_terms,
+                 settings=lambda measure: ("alpha", "center"), distance_max=math.pi / 2))
+register(Measure("svcca", "svcca", SIMILARITY, "SVCCA, mean canonical correlation",
+                 "SVCCA (Raghu et al. 2017)", _svcca_terms,
+                 settings=lambda measure: ("variance",) if measure.variance is not None else ("variance", "components")))
+register(Measure("mknn", "mknn", SIMILARITY, "mutual kNN alignment",
+                 "mutual k-nearest-neighbour alignment (Huh et al. 2024)", _mknn_terms,
+                 settings=lambda measure: ("k", "metric")))
+register(Measure("rsa", "rsa", SIMILARITY, "RSA, Spearman correlation of RDMs",
+                 "representational similarity analysis (Spearman correlation of RDMs)", _rsa_terms,
+                 settings=lambda measure: ("rdm",)))
 BUILT_IN = tuple(REGISTRY)
 
 
@@ -256,8 +328,8 @@ def user_measure(name: str, target: str, kind: str | None) -> Measure:
         return x.to(torch.float64)
 
     return Measure(name, name, kind, _user_label(name, kind), f"the user measure {target}",
-                   lambda cka: Terms(("user", target), prepare, compare, compare, lambda x, perm: x[perm],
-                                     batched=False), target=target)
+                   lambda cka, settings: Terms(("user", target), prepare, compare, compare, _permuted_rows,
+                                               batched=False), target=target)
 
 
 class UndefinedValue(InputError):

@@ -23,7 +23,7 @@ COLUMNS = [
     "setting", "settings", "measure", "measure_kind", "regime", "layer", "layer_b", "model_a", "seed_a", "model_b",
     "seed_b", "instance_a", "instance_b", "tasks_a", "tasks_b", "n_shared_tasks", "n_tasks_a", "n_tasks_b", "kernel",
     "debiased", "sigma_frac", "components", "step", "final", "value", "similarity", "chance", "null_mean", "null_std",
-    "p_value", "cka_low", "cka_high", "n_cities", "excluded", "run_dir",
+    "p_value", "chance_similarity", "calibrated", "cka_low", "cka_high", "n_cities", "excluded", "run_dir",
 ]
 DEFAULT_SETTING = "default"  # the label of results computed with every default setting
 PROGRESS_EVERY = 200
@@ -154,7 +154,10 @@ def _rows(run_dir: Path, summary: dict) -> pd.DataFrame:
     for column in ("chance", "null_mean", "null_std", "p_value", "cka_low", "cka_high"):
         if column not in rows:
             rows[column] = float("nan")
-    return rows
+    # the null mean: exact where the measure has one, else the permutation test's; and the value
+    # calibrated against it
+    null_mean = rows["chance"].fillna(rows["null_mean"])
+    return rows.assign(chance_similarity=measure.similarity(null_mean), calibrated=measure.calibrated(value, null_mean))
 
 
 def _setting_labels(summaries: list[dict], roots: list[str]) -> tuple[list[str], dict[str, str]]:

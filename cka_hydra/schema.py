@@ -211,15 +211,39 @@ class NullConfig:
 FOLLOWS_CITY_FILTER = "${city_filter}"
 
 
+class Neighbourhood(Enum):
+    cosine = "cosine"  # rows scaled to unit norm (Huh et al.)
+    euclidean = "euclidean"
+
+
+class RDM(Enum):
+    correlation = "correlation"  # 1 - the Pearson correlation of two cities' rows
+    euclidean = "euclidean"  # their squared Euclidean distance
+
+
 @dataclass
 class MeasureConfig:
-    # set by the group option: measure=cka|pca_cka|procrustes, or a measure/NAME.yaml of your
-    # --config-dir (named after its file)
+    # set by the group option: measure=cka|pca_cka|procrustes|shape|svcca|mknn|rsa, or a
+    # measure/NAME.yaml of your --config-dir (named after its file)
     name: Optional[str] = "cka"
-    # principal components kept per instance (pca_cka, procrustes)
+    # principal components kept per instance (pca_cka, procrustes; svcca with variance=null)
     components: int = 3
     # the cities each instance's PCA is fitted on (it is applied to all); see README, "City filter"
     pca_filter: Optional[str] = FOLLOWS_CITY_FILTER
+    # shape: 1 aligns by rotations only, 0 by any invertible linear map (each side whitened),
+    # between: partial whitening (netrep's LinearMetric)
+    alpha: float = 1.0
+    # shape: centre each side's columns (a translation changes nothing)
+    center: bool = True
+    # svcca: each side keeps the fewest components holding this share of its variance; null:
+    # measure.components of them
+    variance: Optional[float] = 0.99
+    # mknn: neighbours per city
+    k: int = 10
+    # mknn: nearness of two cities' rows
+    metric: Neighbourhood = Neighbourhood.cosine
+    # rsa: the dissimilarity of two cities' rows
+    rdm: RDM = RDM.correlation
     # a user measure's function (module.function: f(x, y) -> float) and whether it gives a
     # similarity or a distance
     _target_: Optional[str] = None
@@ -228,6 +252,14 @@ class MeasureConfig:
     def __post_init__(self) -> None:
         if self.components < 1:
             raise InputError(f"measure.components={self.components}: expected 1 or more principal components")
+        if not 0 <= self.alpha <= 1:
+            raise InputError(f"measure.alpha={self.alpha}: expected a number from 0 (any invertible linear map) to 1 "
+                             "(rotations only)")
+        if self.variance is not None and not 0 < self.variance <= 1:
+            raise InputError(f"measure.variance={self.variance}: expected a share of the variance, above 0 and at "
+                             "most 1, such as 0.99 (or null: keep measure.components components)")
+        if self.k < 1:
+            raise InputError(f"measure.k={self.k}: expected 1 or more neighbours per city")
         if self._target_ is None and self.kind is not None:
             raise InputError(f"measure.kind={self.kind}: only a user measure (one with _target_) has a kind")
         self.registered  # the name is a measure, and a user measure's function imports
@@ -243,14 +275,35 @@ class MeasureConfig:
         is used, from that process's working directory."""
         return {key: value for key, value in self.__dict__.items() if key != "registered"}
 
+    def cautions(self) -> list[str]:
+        """Another measure's settings, changed: this measure does not read them (a sweep over
+        measures may set them for the others)."""
+        default = MeasureConfig()
+        changed = [f"measure.{key}={_text(getattr(self, key))}" for key in _MEASURE_SETTINGS
+                   if key in self.unused() and key != "pca_filter" and getattr(self, key) != getattr(default, key)]
+        return [f"{', '.join(changed)}: not a setting of measure={self.name}, which does not read "
+                f"{'it' if len(changed) == 1 else 'them'}"] if changed else []
+
     def unused(self) -> set[str]:
-        """Settings that cannot change the result, given the others. With measure=cka all of them:
-        its results keep the settings, and so the run folders, they had before measures existed."""
-        user = {"_target_", "kind"}
-        if self.registered.target is not None:
-            return {"components", "pca_filter"}
-        return user if self.registered.needs is registry.Needs.pca_scores else user | {"name", "components",
-                                                                                      "pca_filter"}
+        """Settings that cannot change the result, given the others: those of other measures (each
+        measure declares its own, registry.Measure.settings), and a user measure's function and
+        kind unless it is one. With measure=cka all of them: its results keep the settings, and so
+        the run folders, they had before measures existed."""
+        measure = self.registered
+        unused = set(_MEASURE_SETTINGS) - set(measure.settings(self))
+        if measure.target is None:
+            unused |= {"_target_", "kind"}
+        if measure.name == "cka" and measure.target is None:
+            unused.add("name")
+        return unused
+
+
+# the settings of some measures but not all (registry.Measure.settings says whose)
+_MEASURE_SETTINGS = ("components", "pca_filter", "alpha", "center", "variance", "k", "metric", "rdm")
+
+
+def _text(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
 
 
 def _filter_text(text: Optional[str], setting: str) -> Optional[str]:
@@ -344,7 +397,7 @@ class RunConfig:
 
     def cautions(self) -> list[str]:
         """What to tell the user of settings that run but give a poor result."""
-        return self.cka.cautions() + self.null.cautions()
+        return self.measure.cautions() + self.cka.cautions() + self.null.cautions()
 
     @property
     def comparison(self) -> Comparison:

@@ -11,7 +11,7 @@ from scipy import stats
 from scipy.spatial import procrustes
 
 from cka_hydra import engine, run_folder
-from cka_hydra.schema import CKAConfig, Kernel
+from cka_hydra.schema import CKAConfig, Kernel, MeasureConfig
 from cka_hydra.registry import REGISTRY
 from cka_hydra.stats import not_above_chance
 
@@ -41,7 +41,7 @@ def monte_carlo(reference, x, y, count=N_MONTE_CARLO, seed=1):
 
 
 def terms(measure="cka", **cka):
-    return REGISTRY[measure].terms(CKAConfig(**cka))
+    return REGISTRY[measure].terms(CKAConfig(**cka), MeasureConfig(measure))
 
 
 def exact_chance(t, x, y):

@@ -150,7 +150,7 @@ def test_rows_do_not_depend_on_the_side_an_instance_is_on(tmp_path):
 
 def test_prepared_values_equal_the_functions_of_two_row_sets():
     """Every built-in measure's prepared path equals its plain function of two row sets."""
-    from cka_hydra.schema import CKAConfig, Kernel
+    from cka_hydra.schema import CKAConfig, Kernel, MeasureConfig
     from cka_hydra.registry import REGISTRY
 
     g = torch.Generator().manual_seed(3)
@@ -162,7 +162,7 @@ def test_prepared_values_equal_the_functions_of_two_row_sets():
     cases = [(REGISTRY["cka"], c) for c in configs] + [(REGISTRY["pca_cka"], CKAConfig()),
                                                        (REGISTRY["procrustes"], CKAConfig())]
     for measure, cka in cases:
-        terms = measure.terms(cka)
+        terms = measure.terms(cka, MeasureConfig(measure.name))
         value = float(terms.compare(terms.prepare(x), terms.prepare(y)))
         assert value == pytest.approx(float(terms.function(x, y)), abs=1e-12), (measure.name, cka)
         assert float(terms.compare(terms.prepare(y), terms.prepare(x))) == pytest.approx(value, abs=1e-12)
@@ -188,13 +188,13 @@ def test_a_gram_too_large_to_keep_is_compared_block_by_block(monkeypatch):
     """Above the kernel size kept whole (1 GiB), an RBF instance keeps its centred rows and each
     comparison builds both Grams in blocks: the same value, memory O(256 n)."""
     from cka_hydra import cka
-    from cka_hydra.schema import CKAConfig, Kernel
+    from cka_hydra.schema import CKAConfig, Kernel, MeasureConfig
     from cka_hydra.registry import REGISTRY, BlockState
 
     g = torch.Generator().manual_seed(5)
     x, y = (torch.randn(90, d, generator=g, dtype=torch.float64) for d in (5, 7))
     for debiased in (False, True):
-        terms = REGISTRY["cka"].terms(CKAConfig(kernel=Kernel.rbf, debiased=debiased))
+        terms = REGISTRY["cka"].terms(CKAConfig(kernel=Kernel.rbf, debiased=debiased), MeasureConfig())
         whole = float(terms.compare(terms.prepare(x), terms.prepare(y)))
         monkeypatch.setattr(cka, "DEFAULT_CACHE_BYTES", 8 * 90 * 90 - 1)
         a, b = terms.prepare(x), terms.prepare(y)

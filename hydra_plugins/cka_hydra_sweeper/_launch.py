@@ -113,9 +113,10 @@ def interruptible() -> Iterator[List[int]]:
 
 
 def sharing_key(overrides: List[str]) -> Tuple[str, ...]:
-    """What the jobs that read the same instances share: every override but the pair's and the
-    seed pair's (regime, layer, layer_b and the settings)."""
-    return tuple(o for o in overrides if not o.startswith(("pair=", "seed_pair=")))
+    """What the jobs that read the same instances share: every override but the pair's, the seed
+    pair's and the measure's (regime, layer, layer_b and the other settings). The measures of one
+    comparison go out together: their instances' rows are read once for all of them."""
+    return tuple(o for o in overrides if not o.startswith(("pair=", "seed_pair=", "measure=", "measure.")))
 
 
 def trail(jobs: List[Job]) -> List[Job]:
