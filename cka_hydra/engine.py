@@ -188,7 +188,7 @@ def prepared(instance: Instance, pca: PCASpec | None, terms: Terms, device: torc
             raise InputError(f"step {instance.step}, {instance.side.instance}: {err}") from None
         return Prepared(None, state, _tensor_bytes(state))
 
-    entry = CACHE.get((key, terms.key), build)
+    entry = CACHE.get((*key, terms.key), build)
     return Prepared(rows() if with_rows else None, entry.state, entry.nbytes)
 
 

@@ -3,6 +3,7 @@ prepared once for all of them, and every value is the one the comparison gets co
 
 import csv
 import json
+from pathlib import Path
 
 import torch
 
@@ -56,3 +57,24 @@ def test_a_comparison_that_fails_ahead_fails_alone_with_its_own_message(store_co
     failed = {(row["pair"], row["seed_pair"]): row["error"] for row in jobs_csv(tmp_path) if row["status"] != "done"}
     assert failed.keys() == {("1_2", "orig_1"), ("2_3", "1_2")}
     assert all("1 NaN/Inf values among the compared cities" in error for error in failed.values())
+
+
+def test_the_measures_of_one_comparison_read_its_instances_once(small_store, tmp_path, monkeypatch):
+    """A sweep over measures launches each comparison's measures together: every instance-step's
+    rows are read once, and each measure prepares its own state from them."""
+    engine.CACHE.clear()
+    cities.clear()
+    misses, reads = engine.CACHE.misses, []
+    monkeypatch.setattr(engine, "_read", lambda instance, *args, _read=engine._read: reads.append(instance.folder)
+                        or _read(instance, *args))
+    result = run_app("-m", "sweep", "regime=pt3", "layer=5", "measure=cka,shape,rsa", f"data.root={small_store}",
+                     "hydra.launcher.n_jobs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    rows = jobs_csv(tmp_path)
+    assert len(rows) == 3 * 21 and {row["status"] for row in rows} == {"done"}
+    summaries = [run_folder.read_result(tmp_path / "outputs/cka" / row["run_dir"]) for row in rows]
+    assert {summary["measure"] for summary in summaries} == {"cka", "shape", "rsa"}
+    checkpoints = {Path(summary["data_root"]) / summary["inputs"][f"representations_{side}"] / f"checkpoint-{step}"
+                   for summary in summaries for side in "ab" for step in summary["steps"]}
+    assert sorted(reads) == sorted(checkpoints)  # each instance-step's rows read once, for the three measures
+    assert engine.CACHE.misses - misses == 3 * len(checkpoints)  # a state per measure and instance-step
