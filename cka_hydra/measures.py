@@ -8,6 +8,7 @@ float64 on the input's device. Each is symmetric in its two sides. A side for wh
 has no value (constant rows, a zero row for cosine) raises UndefinedMeasureError.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -213,13 +214,22 @@ def spearman_of_ranked(a: RankedRDM, b: RankedRDM) -> Tensor:
 
 def permuted_rdm(ranked: RankedRDM, perms: Tensor) -> RankedRDM:
     """The ranked RDM of the cities re-paired by perms ((n,) or (B, n)): entry (i, j) of the
-    permuted side is entry (P[i], P[j]), i.e. (min, max) of those, of the side's upper triangle."""
+    permuted side is entry (P[i], P[j]), i.e. (min, max) of those, of the side's upper triangle,
+    at position low (2n - 1 - low) / 2 + high - low - 1 there."""
     n = ranked.n
-    i, j = torch.triu_indices(n, n, 1, device=perms.device)
+    i, j = _upper_pairs(n, str(perms.device))
+    perms = perms.to(torch.int32)
     a, b = perms[..., i], perms[..., j]
     low, high = torch.minimum(a, b), torch.maximum(a, b)
-    position = low * n - low * (low + 1) // 2 + (high - low - 1)
-    return RankedRDM(ranked.ranks[position], n)
+    return RankedRDM(ranked.ranks[low * (2 * n - 1 - low) // 2 + high - low - 1], n)
+
+
+@functools.lru_cache(maxsize=1)
+def _upper_pairs(n: int, device: str) -> tuple[Tensor, Tensor]:
+    """The (i, j), i < j, of an upper triangle, row by row, as int32 (a permutation test's every
+    permutation uses them)."""
+    i, j = torch.triu_indices(n, n, 1, device=device).to(torch.int32)
+    return i, j
 
 
 def rsa(x: Tensor, y: Tensor, rdm: str = "correlation") -> Tensor:
