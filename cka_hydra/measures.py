@@ -67,14 +67,14 @@ def svcca_basis(x: Tensor, variance: float | None = 0.99, components: int | None
                 side: str = "first") -> Tensor:
     """One side of SVCCA: an orthonormal basis U_k (n, k) of its centred rows' top k singular
     directions, X_c = U S V^T: k the fewest components whose squared singular values hold
-    `variance` of the total, or `components` when variance is None. Refuses a k beyond the
-    side's rank (its directions there would be arbitrary)."""
+    `variance` of the total (at most its rank), or `components` when variance is None. Refuses
+    components beyond the side's rank (its directions there would be arbitrary)."""
     xc = centred(x, torch.float64, side, "SVCCA")
     u, s, _ = torch.linalg.svd(xc, full_matrices=False)
     rank = int((s > s[0] * max(xc.shape) * torch.finfo(s.dtype).eps).sum())
     if variance is not None:
         share = torch.cumsum(s**2, 0) / (s**2).sum()
-        k = min(int((share < variance).sum()) + 1, len(s))
+        k = min(int((share < variance).sum()) + 1, rank)  # never a direction of no variance
     else:
         k = components
         if k > rank:
