@@ -175,13 +175,14 @@ def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.mean(a) - np.mean(b)) / pooled * (1 - 3 / (4 * (n_a + n_b) - 9)))
 
 
-def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
+def compare_kinds(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame:
     """Same-task cross-seed against different-task similarity (the research group's "intra-task vs
     inter-task"), per setting, regime and layer pair.
 
     Paired over seed pairings (both kinds' means come from the same seeds): paired t-test
     on the per-pairing differences, effect size d_z = mean difference / its std. Of the
-    comparisons that count (comparisons_that_count).
+    comparisons that count (comparisons_that_count). With interval, also the difference's 95%
+    interval (difference_ci_low, difference_ci_high): the paired t-test's, over the differences.
     """
     units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], [*KEYS, "kind"])
     wide = units.pivot_table(index=[*KEYS, "seed_pairing"], columns="kind", values="similarity").dropna()
@@ -194,6 +195,7 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
         test = stats.ttest_rel(group[SAME_TASK], group[DIFFERENT_TASK]) if len(diff) > 1 else None
         (_, same_low, same_high), (_, diff_low, diff_high) = (mean_ci(group[kind].to_numpy())
                                                                for kind in (SAME_TASK, DIFFERENT_TASK))
+        _, low, high = mean_ci(diff)
         rows.append(dict(zip(KEYS, key), n_units=len(diff),
                          seed_pairings=pairings_text(sorted(group.index.get_level_values("seed_pairing"))),
                          same_task=float(group[SAME_TASK].mean()), same_task_ci_low=same_low,
@@ -204,15 +206,17 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
                          difference=float(diff.mean()),
                          effect_size_dz=float(diff.mean() / np.std(diff, ddof=1)) if len(diff) > 1 else float("nan"),
                          t=float(test.statistic) if test else float("nan"),
-                         p=float(test.pvalue) if test else float("nan")))
+                         p=float(test.pvalue) if test else float("nan"),
+                         **(dict(difference_ci_low=low, difference_ci_high=high) if interval else {})))
     return pd.DataFrame(rows)
 
 
-def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
+def compare_regimes(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame:
     """Different-task similarity between each two regimes, per setting and layer pair, over the
     seed pairings both regimes have (like for like; `left_out` names the others): Welch's
     t-test on the seed-pairing means (different regimes are different training runs: unpaired),
-    effect size Hedges' g. Of the comparisons that count (comparisons_that_count)."""
+    effect size Hedges' g. Of the comparisons that count (comparisons_that_count). With interval,
+    also the difference's 95% interval (difference_ci_low, difference_ci_high): Welch's test's."""
     keys = [key for key in KEYS if key != "regime"]
     units = unit_means(final[final["kind"] == DIFFERENT_TASK], [*keys, "regime"])
     chances = final[final["kind"] == DIFFERENT_TASK].groupby([*keys, "regime"])["chance_similarity"].mean()
@@ -227,6 +231,7 @@ def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
                 a, b = (shared.loc[shared["regime"] == r, "similarity"].to_numpy() for r in (first, second))
                 testable = len(a) > 1 and len(b) > 1
                 test = stats.ttest_ind(a, b, equal_var=False) if testable else None
+                low, high = test.confidence_interval(0.95) if test else (float("nan"), float("nan"))
                 rows.append(dict(zip(keys, key), regime_a=first, regime_b=second, n_units_a=len(a),
                                  n_units_b=len(b), seed_pairings=pairings_text(common),
                                  left_out=pairings_text(others), mean_a=float(a.mean()) if len(a) else float("nan"),
@@ -235,5 +240,8 @@ def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
                                  difference=float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
                                  hedges_g=hedges_g(a, b) if testable else float("nan"),
                                  t=float(test.statistic) if test else float("nan"),
-                                 p=float(test.pvalue) if test else float("nan")))
+                                 p=float(test.pvalue) if test else float("nan"),
+                                 **(dict(difference_ci_low=float(low), difference_ci_high=float(high))
+                                    if interval else {})))
     return pd.DataFrame(rows)
+
