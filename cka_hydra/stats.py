@@ -245,3 +245,20 @@ def compare_regimes(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame
                                     if interval else {})))
     return pd.DataFrame(rows)
 
+
+def trend_comparisons(final: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons the trend over training tasks reads: different-task comparisons of two models
+    trained on equally many tasks (n_tasks_a == n_tasks_b), each of a layer with itself."""
+    return final[(final["kind"] == DIFFERENT_TASK) & (final["n_tasks_a"] == final["n_tasks_b"])
+                 & (final["layer"] == final["layer_b"])]
+
+
+def trend_units(different: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Of one setting's trend_comparisons: the mean similarity per layer, number of training tasks
+    (n_tasks) and seed pairing, over the seed pairings every (layer, n_tasks) point has (like for
+    like: the same seeds at every point); those pairings; and the pairings left out, held by only
+    some points."""
+    every = unit_means(different.rename(columns={"n_tasks_a": "n_tasks"}), ["layer", "n_tasks"])
+    units, common = on_common_pairings(every, ["layer", "n_tasks"])
+    return units, common, sorted(set(every["seed_pairing"]) - set(common))
+
