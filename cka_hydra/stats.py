@@ -262,3 +262,114 @@ def trend_units(different: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[
     units, common = on_common_pairings(every, ["layer", "n_tasks"])
     return units, common, sorted(set(every["seed_pairing"]) - set(common))
 
+
+def trends(final: pd.DataFrame) -> pd.DataFrame:
+    """Different-task similarity against the number of training tasks, per setting and layer (what
+    figures.trends_figure draws), of the comparisons that count (comparisons_that_count): the OLS
+    slope of the seed-pairing means (trend_units) on the number of training tasks, its 95% t
+    interval (n - 2 degrees of freedom) and two-sided p (scipy.stats.linregress), and as effect size
+    Pearson's r between the number of training tasks and the means; n_units: the means (seed
+    pairings x numbers of tasks), `regimes` those of each number of tasks. A layer needs two or more
+    numbers of training tasks; with two means, a line fits them exactly: no interval, p or r."""
+    rows = []
+    for (setting, measure), different in trend_comparisons(final).groupby(["setting", "measure"]):
+        units, common, _ = trend_units(different)
+        for layer, points in units.groupby("layer"):
+            if points["n_tasks"].nunique() < 2:
+                continue
+            fit = stats.linregress(points["n_tasks"], points["similarity"])
+            n = len(points)
+            half = stats.t.ppf(0.975, n - 2) * fit.stderr if n > 2 else float("nan")
+            regimes = different[different["layer"] == layer].groupby("n_tasks_a")["regime"].agg(
+                lambda r: ", ".join(sorted(set(r))))
+            rows.append(dict(setting=setting, measure=measure, layer=layer, layer_b=layer,
+                             n_tasks=", ".join(map(str, sorted(points["n_tasks"].unique()))),
+                             regimes=", ".join(regimes[sorted(points["n_tasks"].unique())]), n_units=n,
+                             seed_pairings=pairings_text(common), slope=float(fit.slope),
+                             ci_low=float(fit.slope - half), ci_high=float(fit.slope + half),
+                             p=float(fit.pvalue) if n > 2 else float("nan"),
+                             r=float(fit.rvalue) if n > 2 else float("nan")))
+    return pd.DataFrame(rows)
+
+
+# the study's claims, in the order the conclusions list them
+TREND, KINDS, REGIMES = "trend over training tasks", "same-task vs different-task", "regime vs regime"
+CLAIMS = (TREND, KINDS, REGIMES)
+# a claim's direction for a positive, negative and zero estimate
+DIRECTIONS = {TREND: ("rises", "falls", "flat"), KINDS: ("higher", "lower", "equal"),
+              REGIMES: ("higher", "lower", "equal")}
+CONCLUSIONS = ["claim", "setting", "measure", "layer", "layer_b", "what", "direction", "directions_agree",
+               "estimate_kind", "estimate", "ci_low", "ci_high", "p", "effect_size_kind", "effect_size", "n_units",
+               "seed_pairings"]
+
+
+def conclusions(final: pd.DataFrame) -> pd.DataFrame:
+    """The study's three claims side by side under each setting (so each measure), one tidy table of
+    the comparisons that count (comparisons_that_count), a row per claim, setting, layer pair and
+    `what` is compared, each number as the claim's own table computes it:
+    - trend over training tasks (trends): estimate the slope per training task, its interval and
+      p, effect size r (Pearson's, n_tasks against the seed-pairing means); direction rises, falls
+      or flat by the slope's sign;
+    - same-task vs different-task, per regime (compare_kinds): estimate the mean paired difference
+      (same-task minus different-task), the paired t-test's interval and p, effect size d_z;
+    - regime vs regime (compare_regimes): estimate the difference of the means (first regime named
+      minus second), Welch's interval and p, effect size Hedges' g; n_units both regimes' together.
+    For the last two, direction says whether the first named is higher, lower or equal. NaN where
+    the claim's table has none (a single seed pairing). directions_agree: whether every setting
+    with a direction for the same claim, layer pair and `what` has the same one ("yes", "no"; NaN
+    with fewer than two). Sorted by claim, layer, layer_b, what, then setting, so that the
+    settings' rows of one conclusion stand together."""
+    parts = []
+    trend = trends(final)
+    if len(trend):
+        parts.append(trend.assign(claim=TREND, what=trend["n_tasks"] + " training tasks (" + trend["regimes"] + ")",
+                                  estimate_kind="slope per training task", estimate=trend["slope"],
+                                  effect_size_kind="r", effect_size=trend["r"]))
+    kinds = compare_kinds(final, interval=True)
+    if len(kinds):
+        parts.append(kinds.assign(claim=KINDS, what=kinds["regime"] + f": {SAME_TASK} vs {DIFFERENT_TASK}",
+                                  estimate_kind="difference", estimate=kinds["difference"],
+                                  ci_low=kinds["difference_ci_low"], ci_high=kinds["difference_ci_high"],
+                                  effect_size_kind="d_z", effect_size=kinds["effect_size_dz"]))
+    regimes = compare_regimes(final, interval=True)
+    if len(regimes):
+        parts.append(regimes.assign(claim=REGIMES, what=regimes["regime_a"] + " vs " + regimes["regime_b"],
+                                    estimate_kind="difference", estimate=regimes["difference"],
+                                    ci_low=regimes["difference_ci_low"], ci_high=regimes["difference_ci_high"],
+                                    effect_size_kind="hedges_g", effect_size=regimes["hedges_g"],
+                                    n_units=regimes["n_units_a"] + regimes["n_units_b"]))
+    if not parts:
+        return pd.DataFrame(columns=CONCLUSIONS)
+    table = pd.concat(parts, ignore_index=True)
+    table["direction"] = [None if pd.isna(v) else DIRECTIONS[claim][0 if v > 0 else 1 if v < 0 else 2]
+                          for claim, v in zip(table["claim"], table["estimate"])]
+    conclusion = ["claim", "layer", "layer_b", "what"]
+    table["directions_agree"] = table.groupby(conclusion)["direction"].transform(
+        lambda d: None if d.notna().sum() < 2 else "yes" if d.nunique() == 1 else "no")
+    table["order"] = table["claim"].map(CLAIMS.index)
+    return table.sort_values(["order", *conclusion[1:], "setting"])[CONCLUSIONS].reset_index(drop=True)
+
+
+# a comparison whatever its setting: the rows of two settings that measured the same thing
+IDENTITY = ["regime", "instance_a", "instance_b", "layer", "layer_b"]
+AGREEMENT = ["setting_a", "measure_a", "setting_b", "measure_b", "n", "tau", "p", "note"]
+
+
+def measure_agreement(final: pd.DataFrame) -> pd.DataFrame:
+    """Whether the settings (so the measures) rank the comparisons alike, of the comparisons that
+    count (comparisons_that_count): over the comparisons (IDENTITY) that every setting has, Kendall's
+    tau-b (scipy.stats.kendalltau) of each two settings' similarities, its two-sided p, and n, the
+    number of those comparisons, one row per pair of settings (the report writes it as
+    measure_agreement.csv, beside conclusions.csv). With fewer than 3 such comparisons, no tau and
+    p: `note` says so; likewise where a setting's values there are all equal."""
+    names = final.drop_duplicates("setting").sort_values("setting").set_index("setting")["measure"]
+    values = final.pivot(index=IDENTITY, columns="setting", values="similarity").dropna()
+    rows = []
+    for i, a in enumerate(names.index):
+        for b in names.index[i + 1:]:
+            tau, p = stats.kendalltau(values[a], values[b]) if len(values) >= 3 else (float("nan"), float("nan"))
+            note = (f"fewer than 3 comparisons that every setting has ({len(values)}): no tau" if len(values) < 3
+                    else "" if not np.isnan(tau) else "a setting's values are all equal there: no tau")
+            rows.append(dict(setting_a=a, measure_a=names[a], setting_b=b, measure_b=names[b], n=len(values),
+                             tau=float(tau), p=float(p), note=note))
+    return pd.DataFrame(rows, columns=AGREEMENT)
