@@ -140,6 +140,21 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     _save(fig, path)
 
 
+def conclusions_trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
+    """The trends of several settings side by side, a trends_panel per setting: one x axis of
+    training tasks, each panel its own y scale (the values of different measures compare in
+    direction, not in size)."""
+    settings = sorted(final["setting"].unique())
+    fig = _new_figure(figsize=(5.5 * len(settings), 5))
+    axes = fig.subplots(1, len(settings), sharex=True, squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        trends_panel(ax, final[final["setting"] == setting], f"[{setting}]")
+    _tasks_axis(axes[0][0], trend_comparisons(final))  # the shared axis: every setting's numbers of tasks
+    fig.suptitle(title, fontsize=10, wrap=True)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def trends_panel(ax: Axes, final: pd.DataFrame, title: str) -> None:
     """One setting's different-task similarity against the number of training tasks on ax, one line
     per layer (stats.trend_units): mean over the seed pairings every point has, error bars their
