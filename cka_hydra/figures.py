@@ -17,7 +17,9 @@ from matplotlib.figure import Figure
 from cka_hydra import registry
 from cka_hydra.atomic import atomic_path
 from cka_hydra.pairs import instance_name
-from cka_hydra.stats import DIFFERENT_TASK, SAME_TASK, not_above_chance, on_common_pairings, unit_means
+from cka_hydra.stats import (
+    DIFFERENT_TASK, SAME_TASK, not_above_chance, on_common_pairings, trend_comparisons, trend_units, unit_means,
+)
 
 DPI = 120
 
@@ -130,15 +132,35 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
 
 
 def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
-    """Different-task similarity against the number of training tasks, one line per layer: mean over
-    seed pairings, error bars their standard deviation (the seed spread)."""
-    different = final[(final["kind"] == DIFFERENT_TASK) & (final["n_tasks_a"] == final["n_tasks_b"])]
-    every = unit_means(different.rename(columns={"n_tasks_a": "n_tasks"}), ["layer", "n_tasks"])
-    units, common = on_common_pairings(every, ["layer", "n_tasks"])  # like for like: the same seeds at every point
-    left_out = sorted(set(every["seed_pairing"]) - set(common))
+    """Different-task similarity against the number of training tasks, one line per layer (one
+    setting's trends_panel)."""
     fig = _new_figure(figsize=(6, 4.6))
-    ax = fig.subplots()
-    regimes = different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
+    trends_panel(fig.subplots(), final, title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def conclusions_trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
+    """The trends of several settings side by side, a trends_panel per setting: one x axis of
+    training tasks, each panel its own y scale (the values of different measures compare in
+    direction, not in size)."""
+    settings = sorted(final["setting"].unique())
+    fig = _new_figure(figsize=(5.5 * len(settings), 5))
+    axes = fig.subplots(1, len(settings), sharex=True, squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        trends_panel(ax, final[final["setting"] == setting], f"[{setting}]")
+    _tasks_axis(axes[0][0], trend_comparisons(final))  # the shared axis: every setting's numbers of tasks
+    fig.suptitle(title, fontsize=10, wrap=True)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def trends_panel(ax: Axes, final: pd.DataFrame, title: str) -> None:
+    """One setting's different-task similarity against the number of training tasks on ax, one line
+    per layer (stats.trend_units): mean over the seed pairings every point has, error bars their
+    standard deviation (the seed spread)."""
+    different = trend_comparisons(final)
+    units, common, left_out = trend_units(different)  # like for like: the same seeds at every point
     layers = sorted(units["layer"].unique())
     # a point some of whose values are not above chance (Benjamini-Hochberg over the figure's values)
     below = different.assign(below=not_above_chance(different)).groupby(["layer", "n_tasks_a"])["below"].any()
@@ -153,7 +175,7 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
             ax.scatter(np.array(low) + dodge, spread.loc[low, "mean"], s=160, facecolors="none", edgecolors="red",
                        label=ringed, zorder=3)
             ringed = None
-    ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
+    _tasks_axis(ax, different)
     ax.set_xlabel(textwrap.fill(f"training tasks per model; mean over the {len(common)} seed pairings every point has "
                                 f"({', '.join(common)}); bars: their std", 80)
                   + ("\n" + textwrap.fill(f"left out, held by only some points: {', '.join(left_out)}", 80)
@@ -162,8 +184,12 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
+
+
+def _tasks_axis(ax: Axes, different: pd.DataFrame) -> None:
+    """An x axis of training tasks: a tick at each number of them, named with its regimes."""
+    regimes = different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
+    ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
 
 
 def timeline_curves(results: pd.DataFrame) -> pd.DataFrame:

@@ -15,8 +15,8 @@ from cka_hydra.errors import InputError
 from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
 from cka_hydra.schema import ReportConfig
 from cka_hydra.stats import (
-    ALPHA, DIFFERENT_TASK, INCOMPLETE, compare_kinds, compare_regimes, comparisons_that_count, final_values,
-    group_summary, left_out_pairings, not_above_chance,
+    ALPHA, CLAIMS, DIFFERENT_TASK, INCOMPLETE, compare_kinds, compare_regimes, comparisons_that_count, conclusions,
+    final_values, group_summary, left_out_pairings, measure_agreement, not_above_chance, trend_comparisons,
 )
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,44 @@ With the study's three seed pairings a test has 2 degrees of freedom and little 
 and the pairings orig_1 and orig_2 share the original runs, so p-values are
 approximate: read effect sizes and intervals first. Groups with a single seed pairing
 get no interval or test."""
+
+
+CONCLUSIONS_METHOD = """\
+The study's three claims under each setting (so each measure) of this report, side by side: the
+numbers are computed as the report's own tables compute them, of the same comparisons (those that
+count, see the report), each setting on its own.
+
+- Trend over training tasks: models trained on disjoint tasks grow more alike with the number of
+  tasks they were trained on (pt1, pt2, pt3: 1, 2, 3 tasks per model). Per setting and layer, the
+  different-task comparisons of two models with equally many tasks, at that layer, are averaged per
+  seed pairing and number of tasks, over the seed pairings every point of the setting has (as its
+  trends figure draws them). Estimate: the least-squares slope of those means on the number of
+  tasks (per task), its 95% t interval with n - 2 degrees of freedom and its two-sided p; effect
+  size r, the Pearson correlation of the number of tasks with the means. The slope takes every mean
+  as an independent point. Direction: rises, falls or flat, the slope's sign.
+- Same-task cross-seed against different-task, per regime and layer pair (the statistics' table of
+  that name): the mean paired difference, same-task minus different-task, over the seed pairings
+  both kinds have, its paired t interval and p; effect size d_z. Direction: higher or lower, the
+  same-task side's.
+- Regime against regime, different-task comparisons (the statistics' table of that name): the
+  difference of the two regimes' means, the first named minus the second, over the seed pairings
+  both have, Welch's interval and p; effect size Hedges' g; n_units counts both regimes' units.
+  Direction: higher or lower, the first named regime's.
+
+Every value is read as a similarity, higher meaning more alike: a distance (Procrustes disparity)
+as 1 - it, so that a direction means the same under every measure. The raw values of different
+measures are not comparable in size, only in direction: compare directions, effect sizes and
+p-values across measures, not estimates or intervals. directions_agree: whether every setting with a
+direction for a claim, layer pair and comparison (what) goes the same way (yes or no; - with fewer
+than two). With the study's three seed pairings a test has 2 degrees of freedom, and the pairings
+orig_1 and orig_2 share the original runs: p-values are approximate; read effect sizes and
+intervals first. "-": no interval, test or effect size (a single seed pairing, or a slope through
+two means).
+
+Agreement between measures: over the comparisons every setting of this report has (the same regime,
+instances and layers; their number is n), Kendall's tau-b between each two settings' similarities,
+and its p-value: 1 when two settings rank the comparisons alike, -1 when in reverse. With fewer
+than 3 such comparisons there is no tau."""
 
 
 REPORT_FILE = results_dir.REPORT_FILE  # what the last report found and wrote; the next one removes those files first
@@ -157,10 +195,15 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
                      else "(no such comparisons in this sweep)", ""]
     write_atomic(out_dir / "stats.md", "\n".join(markdown))
     written += ["stats.csv", "stats.md", *images]
+    measures = final["measure"].nunique()
+    if measures > 1:
+        log.info("results of %d measures: the study's conclusions under each, side by side, in conclusions.html",
+                 measures)
+        written += _conclusions(final, drawn, out_dir)
     setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name], "figures": name in drawn,
                            "final_steps": final_steps[name]} for name in settings}
     write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, excluded, kept, setting_rows, min_runs,
-                                               images, tables, pairings_left_out))
+                                               images, tables, pairings_left_out, "conclusions.html" in written))
     written.append("index.html")
     found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "left_out_runs": left_out_runs,
              "excluded": excluded, "kept_although_excluded": kept,
@@ -282,32 +325,73 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
     return names
 
 
+def _conclusions(final: pd.DataFrame, drawn: list[str], out_dir: Path) -> list[str]:
+    """A report of two or more measures: the study's conclusions under each setting side by side, of
+    the comparisons that count (final), into out_dir: conclusions.csv (stats.conclusions),
+    measure_agreement.csv (stats.measure_agreement), the trends of every setting drawn (drawn: of
+    at least min_runs runs) that has two or more numbers of training tasks, a panel each
+    (conclusions_trends.png), and conclusions.html, which shows them; returns the files' names."""
+    table, agreement = conclusions(final), measure_agreement(final)
+    write_table(out_dir / "conclusions.csv", table)
+    write_table(out_dir / "measure_agreement.csv", agreement)
+    names = ["conclusions.csv", "measure_agreement.csv"]
+    trend = trend_comparisons(final[final["setting"].isin(drawn)])
+    tasks = trend.groupby("setting")["n_tasks_a"].nunique()
+    images = []
+    if (tasks > 1).any():
+        images.append("conclusions_trends.png")
+        figures.conclusions_trends_figure(trend[trend["setting"].isin(tasks.index[tasks > 1])],
+                                          "Models trained on disjoint tasks, under each setting",
+                                          out_dir / images[0])
+    parts = [_head("The study's conclusions under each measure"),
+             "<h1>The study's conclusions under each measure</h1><p>Of the comparisons of "
+             "<a href='index.html'>the report</a>. Data: <a href='conclusions.csv'>conclusions.csv</a>, "
+             "<a href='measure_agreement.csv'>measure_agreement.csv</a>.</p>",
+             f"<pre>{html.escape(CONCLUSIONS_METHOD)}</pre>"]
+    for claim in CLAIMS:
+        rows = table[table["claim"] == claim].drop(columns="claim")
+        parts.append(f"<h2>{html.escape(claim)}</h2>" + (_shown(rows).to_html(index=False) if len(rows) else
+                                                        "<p>No setting has the comparisons it needs.</p>"))
+    parts += ["<h2>Agreement between measures</h2>", _shown(agreement).to_html(index=False),
+              *(_figure(name) for name in images), "</body></html>"]
+    write_atomic(out_dir / "conclusions.html", "\n".join(parts))
+    return [*names, *images, "conclusions.html"]
+
+
+def _head(title: str) -> str:
+    """A page's head, up to its body."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
+            "figure{margin:0 0 1em 0}figcaption{font-size:0.8em;color:#555}"
+            ".grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
+            "table{border-collapse:collapse;font-size:0.85em;display:block;overflow-x:auto;max-width:100%}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}"
+            "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>")
+
+
+def _figure(name: str) -> str:
+    """A figure on a page, linked, not embedded: a study of many settings stays a page of kilobytes."""
+    return (f"<figure><a href='{name}'><img alt='{name}' src='{name}' loading='lazy'></a>"
+            f"<figcaption>{name} (click for full size)</figcaption></figure>")
+
+
 def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict], kept: dict[str, int],
           settings: dict[str, dict], min_runs: int, images: list[str], tables: dict[str, pd.DataFrame],
-          pairings_left_out: pd.DataFrame) -> str:
+          pairings_left_out: pd.DataFrame, with_conclusions: bool) -> str:
     """One page beside its figures: trends and timelines, then statistics, then the model matrices
-    in a grid and the instance matrices one per row."""
-
-    def figure(name: str) -> str:  # linked, not embedded: a study of many settings stays a page of kilobytes
-        return (f"<figure><a href='{name}'><img alt='{name}' src='{name}' loading='lazy'></a>"
-                f"<figcaption>{name} (click for full size)</figcaption></figure>")
-
+    in a grid and the instance matrices one per row; with_conclusions: linked to conclusions.html."""
     matrices = [name for name in images if name.startswith(("matrix_", "models_"))]
     n_left = int(pairings_left_out["comparisons"].sum())
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>CKA report</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;border:1px solid #ddd}"
-        "figure{margin:0 0 1em 0}figcaption{font-size:0.8em;color:#555}"
-        ".grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
-        "table{border-collapse:collapse;font-size:0.85em;display:block;overflow-x:auto;max-width:100%}"
-        "td,th{border:1px solid #ccc;padding:2px 6px}"
-        "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>",
+        _head("CKA report"),
         f"<h1>CKA report</h1><p>{n_runs} runs from <code>{html.escape(str(sweep_dir))}</code>; left out: "
         f"{html.escape(skipped)}"
         + (f"; {n_left} comparison{'' if n_left == 1 else 's'} at incomplete seed pairings (see Left out)"
            if n_left else "")
         + ". Data: <a href='cka_results.csv'>cka_results.csv</a>, "
-        "<a href='stats.csv'>stats.csv</a>, <a href='stats.md'>stats.md</a>.</p>",
+        "<a href='stats.csv'>stats.csv</a>, <a href='stats.md'>stats.md</a>."
+        + (" The study's conclusions under each measure, side by side: <a href='conclusions.html'>conclusions.html</a>."
+           if with_conclusions else "") + "</p>",
         "<h2>Left out</h2>" + (pd.DataFrame([{"model or instance": name, **what} for name, what in excluded.items()])
                                .to_html(index=False) if excluded else "<p>No model or instance.</p>")
         + "<p>Every comparison of a model or instance named here is left out of every table, figure and test: "
@@ -321,7 +405,7 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         "a one-off check: it is listed here and in the statistics, without figures of its own.</p>",
         pd.DataFrame([{"setting": name, **row} for name, row in settings.items()]).to_html(index=False),
         "<h2>Trends, layer maps and timelines</h2><div class='grid'>",
-        *(figure(name) for name in images if name not in matrices),
+        *(_figure(name) for name in images if name not in matrices),
         f"</div><h2>Statistics</h2><pre>{html.escape(METHOD)}</pre>",
     ]
     for name, table in tables.items():
@@ -329,7 +413,7 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
                 else "<p>none</p>")
         parts.append(f"<h3>{html.escape(name)}</h3>{body}")
     parts += ["<h2>Model matrices</h2><div class='grid'>",
-              *(figure(name) for name in matrices if name.startswith("models_")),
+              *(_figure(name) for name in matrices if name.startswith("models_")),
               "</div><h2>Instance matrices</h2><p>One per row: 21 x 21 cells and more.</p>",
-              *(figure(name) for name in matrices if name.startswith("matrix_")), "</body></html>"]
+              *(_figure(name) for name in matrices if name.startswith("matrix_")), "</body></html>"]
     return "\n".join(parts)

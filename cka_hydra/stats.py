@@ -174,13 +174,14 @@ def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.mean(a) - np.mean(b)) / pooled * (1 - 3 / (4 * (n_a + n_b) - 9)))
 
 
-def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
+def compare_kinds(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame:
     """Same-task cross-seed against different-task similarity (the research group's "intra-task vs
     inter-task"), per setting, regime and layer pair.
 
     Paired over seed pairings (both kinds' means come from the same seeds): paired t-test
     on the per-pairing differences, effect size d_z = mean difference / its std. Of the
-    comparisons that count (comparisons_that_count).
+    comparisons that count (comparisons_that_count). With interval, also the difference's 95%
+    interval (difference_ci_low, difference_ci_high): the paired t-test's, over the differences.
     """
     units = unit_means(final[final["kind"].isin([SAME_TASK, DIFFERENT_TASK])], [*KEYS, "kind"])
     wide = units.pivot_table(index=[*KEYS, "seed_pairing"], columns="kind", values="similarity").dropna()
@@ -193,6 +194,7 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
         test = stats.ttest_rel(group[SAME_TASK], group[DIFFERENT_TASK]) if len(diff) > 1 else None
         (_, same_low, same_high), (_, diff_low, diff_high) = (mean_ci(group[kind].to_numpy())
                                                                for kind in (SAME_TASK, DIFFERENT_TASK))
+        _, low, high = mean_ci(diff)
         rows.append(dict(zip(KEYS, key), n_units=len(diff),
                          seed_pairings=pairings_text(sorted(group.index.get_level_values("seed_pairing"))),
                          same_task=float(group[SAME_TASK].mean()), same_task_ci_low=same_low,
@@ -203,15 +205,17 @@ def compare_kinds(final: pd.DataFrame) -> pd.DataFrame:
                          difference=float(diff.mean()),
                          effect_size_dz=float(diff.mean() / np.std(diff, ddof=1)) if len(diff) > 1 else float("nan"),
                          t=float(test.statistic) if test else float("nan"),
-                         p=float(test.pvalue) if test else float("nan")))
+                         p=float(test.pvalue) if test else float("nan"),
+                         **(dict(difference_ci_low=low, difference_ci_high=high) if interval else {})))
     return pd.DataFrame(rows)
 
 
-def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
+def compare_regimes(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame:
     """Different-task similarity between each two regimes, per setting and layer pair, over the
     seed pairings both regimes have (like for like; `left_out` names the others): Welch's
     t-test on the seed-pairing means (different regimes are different training runs: unpaired),
-    effect size Hedges' g. Of the comparisons that count (comparisons_that_count)."""
+    effect size Hedges' g. Of the comparisons that count (comparisons_that_count). With interval,
+    also the difference's 95% interval (difference_ci_low, difference_ci_high): Welch's test's."""
     keys = [key for key in KEYS if key != "regime"]
     units = unit_means(final[final["kind"] == DIFFERENT_TASK], [*keys, "regime"])
     chances = final[final["kind"] == DIFFERENT_TASK].groupby([*keys, "regime"])["chance_similarity"].mean()
@@ -226,6 +230,7 @@ def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
                 a, b = (shared.loc[shared["regime"] == r, "similarity"].to_numpy() for r in (first, second))
                 testable = len(a) > 1 and len(b) > 1
                 test = stats.ttest_ind(a, b, equal_var=False) if testable else None
+                low, high = test.confidence_interval(0.95) if test else (float("nan"), float("nan"))
                 rows.append(dict(zip(keys, key), regime_a=first, regime_b=second, n_units_a=len(a),
                                  n_units_b=len(b), seed_pairings=pairings_text(common),
                                  left_out=pairings_text(others), mean_a=float(a.mean()) if len(a) else float("nan"),
@@ -234,5 +239,136 @@ def compare_regimes(final: pd.DataFrame) -> pd.DataFrame:
                                  difference=float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
                                  hedges_g=hedges_g(a, b) if testable else float("nan"),
                                  t=float(test.statistic) if test else float("nan"),
-                                 p=float(test.pvalue) if test else float("nan")))
+                                 p=float(test.pvalue) if test else float("nan"),
+                                 **(dict(difference_ci_low=float(low), difference_ci_high=float(high))
+                                    if interval else {})))
     return pd.DataFrame(rows)
+
+
+def trend_comparisons(final: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons the trend over training tasks reads: different-task comparisons of two models
+    trained on equally many tasks (n_tasks_a == n_tasks_b), each of a layer with itself."""
+    return final[(final["kind"] == DIFFERENT_TASK) & (final["n_tasks_a"] == final["n_tasks_b"])
+                 & (final["layer"] == final["layer_b"])]
+
+
+def trend_units(different: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Of one setting's trend_comparisons: the mean similarity per layer, number of training tasks
+    (n_tasks) and seed pairing, over the seed pairings every (layer, n_tasks) point has (like for
+    like: the same seeds at every point); those pairings; and the pairings left out, held by only
+    some points."""
+    every = unit_means(different.rename(columns={"n_tasks_a": "n_tasks"}), ["layer", "n_tasks"])
+    units, common = on_common_pairings(every, ["layer", "n_tasks"])
+    return units, common, sorted(set(every["seed_pairing"]) - set(common))
+
+
+def trends(final: pd.DataFrame) -> pd.DataFrame:
+    """Different-task similarity against the number of training tasks, per setting and layer (what
+    figures.trends_figure draws), of the comparisons that count (comparisons_that_count): the OLS
+    slope of the seed-pairing means (trend_units) on the number of training tasks, its 95% t
+    interval (n - 2 degrees of freedom) and two-sided p (scipy.stats.linregress), and as effect size
+    Pearson's r between the number of training tasks and the means; n_units: the means (seed
+    pairings x numbers of tasks), `regimes` those of each number of tasks. A layer needs two or more
+    numbers of training tasks; with two means, a line fits them exactly: no interval, p or r."""
+    rows = []
+    for (setting, measure), different in trend_comparisons(final).groupby(["setting", "measure"]):
+        units, common, _ = trend_units(different)
+        for layer, points in units.groupby("layer"):
+            if points["n_tasks"].nunique() < 2:
+                continue
+            fit = stats.linregress(points["n_tasks"], points["similarity"])
+            n = len(points)
+            half = stats.t.ppf(0.975, n - 2) * fit.stderr if n > 2 else float("nan")
+            regimes = different[different["layer"] == layer].groupby("n_tasks_a")["regime"].agg(
+                lambda r: ", ".join(sorted(set(r))))
+            rows.append(dict(setting=setting, measure=measure, layer=layer, layer_b=layer,
+                             n_tasks=", ".join(map(str, sorted(points["n_tasks"].unique()))),
+                             regimes=", ".join(regimes[sorted(points["n_tasks"].unique())]), n_units=n,
+                             seed_pairings=pairings_text(common), slope=float(fit.slope),
+                             ci_low=float(fit.slope - half), ci_high=float(fit.slope + half),
+                             p=float(fit.pvalue) if n > 2 else float("nan"),
+                             r=float(fit.rvalue) if n > 2 else float("nan")))
+    return pd.DataFrame(rows)
+
+
+# the study's claims, in the order the conclusions list them
+TREND, KINDS, REGIMES = "trend over training tasks", "same-task vs different-task", "regime vs regime"
+CLAIMS = (TREND, KINDS, REGIMES)
+# a claim's direction for a positive, negative and zero estimate
+DIRECTIONS = {TREND: ("rises", "falls", "flat"), KINDS: ("higher", "lower", "equal"),
+              REGIMES: ("higher", "lower", "equal")}
+CONCLUSIONS = ["claim", "setting", "measure", "layer", "layer_b", "what", "direction", "directions_agree",
+               "estimate_kind", "estimate", "ci_low", "ci_high", "p", "effect_size_kind", "effect_size", "n_units",
+               "seed_pairings"]
+
+
+def conclusions(final: pd.DataFrame) -> pd.DataFrame:
+    """The study's three claims side by side under each setting (so each measure), one tidy table of
+    the comparisons that count (comparisons_that_count), a row per claim, setting, layer pair and
+    `what` is compared, each number as the claim's own table computes it:
+    - trend over training tasks (trends): estimate the slope per training task, its interval and
+      p, effect size r (Pearson's, n_tasks against the seed-pairing means); direction rises, falls
+      or flat by the slope's sign;
+    - same-task vs different-task, per regime (compare_kinds): estimate the mean paired difference
+      (same-task minus different-task), the paired t-test's interval and p, effect size d_z;
+    - regime vs regime (compare_regimes): estimate the difference of the means (first regime named
+      minus second), Welch's interval and p, effect size Hedges' g; n_units both regimes' together.
+    For the last two, direction says whether the first named is higher, lower or equal. NaN where
+    the claim's table has none (a single seed pairing). directions_agree: whether every setting
+    with a direction for the same claim, layer pair and `what` has the same one ("yes", "no"; NaN
+    with fewer than two). Sorted by claim, layer, layer_b, what, then setting, so that the
+    settings' rows of one conclusion stand together."""
+    parts = []
+    trend = trends(final)
+    if len(trend):
+        parts.append(trend.assign(claim=TREND, what=trend["n_tasks"] + " training tasks (" + trend["regimes"] + ")",
+                                  estimate_kind="slope per training task", estimate=trend["slope"],
+                                  effect_size_kind="r", effect_size=trend["r"]))
+    kinds = compare_kinds(final, interval=True)
+    if len(kinds):
+        parts.append(kinds.assign(claim=KINDS, what=kinds["regime"] + f": {SAME_TASK} vs {DIFFERENT_TASK}",
+                                  estimate_kind="difference", estimate=kinds["difference"],
+                                  ci_low=kinds["difference_ci_low"], ci_high=kinds["difference_ci_high"],
+                                  effect_size_kind="d_z", effect_size=kinds["effect_size_dz"]))
+    regimes = compare_regimes(final, interval=True)
+    if len(regimes):
+        parts.append(regimes.assign(claim=REGIMES, what=regimes["regime_a"] + " vs " + regimes["regime_b"],
+                                    estimate_kind="difference", estimate=regimes["difference"],
+                                    ci_low=regimes["difference_ci_low"], ci_high=regimes["difference_ci_high"],
+                                    effect_size_kind="hedges_g", effect_size=regimes["hedges_g"],
+                                    n_units=regimes["n_units_a"] + regimes["n_units_b"]))
+    if not parts:
+        return pd.DataFrame(columns=CONCLUSIONS)
+    table = pd.concat(parts, ignore_index=True)
+    table["direction"] = [None if pd.isna(v) else DIRECTIONS[claim][0 if v > 0 else 1 if v < 0 else 2]
+                          for claim, v in zip(table["claim"], table["estimate"])]
+    conclusion = ["claim", "layer", "layer_b", "what"]
+    table["directions_agree"] = table.groupby(conclusion)["direction"].transform(
+        lambda d: None if d.notna().sum() < 2 else "yes" if d.nunique() == 1 else "no")
+    table["order"] = table["claim"].map(CLAIMS.index)
+    return table.sort_values(["order", *conclusion[1:], "setting"])[CONCLUSIONS].reset_index(drop=True)
+
+
+# a comparison whatever its setting: the rows of two settings that measured the same thing
+IDENTITY = ["regime", "instance_a", "instance_b", "layer", "layer_b"]
+AGREEMENT = ["setting_a", "measure_a", "setting_b", "measure_b", "n", "tau", "p", "note"]
+
+
+def measure_agreement(final: pd.DataFrame) -> pd.DataFrame:
+    """Whether the settings (so the measures) rank the comparisons alike, of the comparisons that
+    count (comparisons_that_count): over the comparisons (IDENTITY) that every setting has, Kendall's
+    tau-b (scipy.stats.kendalltau) of each two settings' similarities, its two-sided p, and n, the
+    number of those comparisons, one row per pair of settings (the report writes it as
+    measure_agreement.csv, beside conclusions.csv). With fewer than 3 such comparisons, no tau and
+    p: `note` says so; likewise where a setting's values there are all equal."""
+    names = final.drop_duplicates("setting").sort_values("setting").set_index("setting")["measure"]
+    values = final.pivot(index=IDENTITY, columns="setting", values="similarity").dropna()
+    rows = []
+    for i, a in enumerate(names.index):
+        for b in names.index[i + 1:]:
+            tau, p = stats.kendalltau(values[a], values[b]) if len(values) >= 3 else (float("nan"), float("nan"))
+            note = (f"fewer than 3 comparisons that every setting has ({len(values)}): no tau" if len(values) < 3
+                    else "" if not np.isnan(tau) else "a setting's values are all equal there: no tau")
+            rows.append(dict(setting_a=a, measure_a=names[a], setting_b=b, measure_b=names[b], n=len(values),
+                             tau=float(tau), p=float(p), note=note))
+    return pd.DataFrame(rows, columns=AGREEMENT)

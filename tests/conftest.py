@@ -386,18 +386,24 @@ def pytest_collection_modifyitems(items: list) -> None:
 
 # --- the report ---
 
-def final_rows(*groups: tuple) -> list[dict]:
+def final_rows(*groups: tuple, measures: dict[str, str] | None = None) -> list[dict]:
     """Rows of a results table's final values, as stats.final_values reads them, from
     (setting, regime, layer, layer_b, kind, seed pairing, n comparisons, similarity) tuples,
     kind "different" (models 1 and 2, 3, ...), "same" (model i against itself) or "shared" (a
-    shared task, allow_overlap)."""
+    shared task, allow_overlap); the i-th comparison of a tuple has similarity + 0.01 i. The
+    measure: `measures`' for the setting, else cka; every model of regime ptN trained on N tasks;
+    instances named as the run folders name them (pt3-2_seed1)."""
     rows = []
     for setting, regime, layer, layer_b, kind, pairing, n, similarity in groups:
         seed_a, seed_b = pairing.split("_")
         for i in range(n):
             a, b = (i + 1, i + 1) if kind == "same" else (1, i + 2)
-            rows.append(dict(setting=setting, measure="cka", regime=regime, layer=layer, layer_b=layer_b,
-                             model_a=f"{regime}-{a}", seed_a=seed_a, model_b=f"{regime}-{b}", seed_b=seed_b,
+            rows.append(dict(setting=setting, measure=(measures or {}).get(setting, "cka"), regime=regime,
+                             layer=layer, layer_b=layer_b, model_a=f"{regime}-{a}", seed_a=seed_a,
+                             model_b=f"{regime}-{b}", seed_b=seed_b,
+                             instance_a=f"{regime}-{a}" + ("" if seed_a == "orig" else f"_seed{seed_a}"),
+                             instance_b=f"{regime}-{b}" + ("" if seed_b == "orig" else f"_seed{seed_b}"),
+                             n_tasks_a=int(regime.removeprefix("pt")), n_tasks_b=int(regime.removeprefix("pt")),
                              n_shared_tasks=0 if kind == "different" else 1 if kind == "shared" else 2,
                              final=True, similarity=similarity + 0.01 * i, measure_kind="similarity", chance=0.04,
                              null_mean=float("nan"), p_value=float("nan"),

@@ -7,12 +7,14 @@ and ckatorch; then the same measures through a real run, a sweep and the report.
 import re
 
 import ckatorch
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import RUN, read_json, reference_from_files, representations_dir, run_app, compare_into, short_hash, study_rows
 from hydra import compose, initialize_config_module
+from scipy import stats
 from scipy.spatial import procrustes
 from sklearn.decomposition import PCA
 
@@ -262,22 +264,59 @@ def test_a_measure_and_layer_map_sweep_and_its_report(small_store, tmp_path):
         estimator=REFERENCES["procrustes"], load=pca_rows(3))
     assert read_json(cross / "summary.json")["final_value"] == pytest.approx(expected, abs=1e-8)
     assert "[28/28] done 0, skipped 28" in run_app(*sweep, cwd=tmp_path).stdout
+    # and one pair of pt2 (two tasks per model): a trend and a regime against another, per measure
+    pt2 = ["-m", "sweep", "regime=pt2", "pair=1_2", *sweep[3:]]
+    assert run_app(*pt2, cwd=tmp_path).returncode == 0
 
     result = run_app("report", f"data.root={small_store}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
     out = results_dir / "report"
     for measure in ("pca_cka", "procrustes"):
         for name in (f"matrix_pt3_layer5_{measure}.png", f"models_pt3_layer5_{measure}.png",
-                     f"layer_map_{measure}.png"):  # (no trends: one regime, one number of tasks)
+                     f"layer_map_{measure}.png", f"trends_{measure}.png"):
             assert (out / name).is_file(), name
-    results = pd.read_csv(out / "cka_results.csv")
+    results = pd.read_csv(out / "cka_results.csv", dtype={"seed_a": str, "seed_b": str})
     procrustes_rows = results[results["measure"] == "procrustes"]
     assert np.allclose(procrustes_rows["similarity"], 1 - procrustes_rows["value"])
     assert set(zip(results["layer"], results["layer_b"])) == {(3, 5), (5, 5)}
     groups = pd.read_csv(out / "stats.csv").query("table == 'groups'")
-    cell = groups[(groups["measure"] == "procrustes") & (groups["layer"] == 3) & (groups["layer_b"] == 5)]
-    units = procrustes_rows[(procrustes_rows["layer"] == 3) & (procrustes_rows["layer_b"] == 5)]
+    cell = groups[(groups["measure"] == "procrustes") & (groups["regime"] == "pt3") & (groups["layer"] == 3)
+                  & (groups["layer_b"] == 5)]
+    units = procrustes_rows[(procrustes_rows["regime"] == "pt3") & (procrustes_rows["layer"] == 3)
+                            & (procrustes_rows["layer_b"] == 5)]
     assert cell["n_comparisons"].tolist() == [7] and cell["mean"].iloc[0] == pytest.approx(units["similarity"].mean())
+
+    # two measures: the study's conclusions under each, side by side, one seed pairing (orig_1)
+    conclusions = pd.read_csv(out / "conclusions.csv")
+    final = results[results["final"]]
+    for measure, rows in conclusions.groupby("measure"):
+        of = final[final["measure"] == measure]
+        mean = of.groupby(["regime", "layer"])["similarity"].mean()  # one pairing: the unit means
+        assert rows[["claim", "layer", "layer_b", "what"]].values.tolist() == [
+            ["trend over training tasks", 5, 5, "2, 3 training tasks (pt2, pt3)"],
+            ["regime vs regime", 3, 5, "pt2 vs pt3"], ["regime vs regime", 5, 5, "pt2 vs pt3"]]
+        assert rows["estimate"].tolist() == pytest.approx([mean["pt3", 5] - mean["pt2", 5],
+                                                           mean["pt2", 3] - mean["pt3", 3],
+                                                           mean["pt2", 5] - mean["pt3", 5]], abs=1e-12)
+        assert rows["n_units"].tolist() == [2, 2, 2] and rows["p"].isna().all()  # a single seed pairing: no test
+        assert (rows["setting"] == measure).all() and (rows["seed_pairings"] == "orig_1").all()
+        assert rows["direction"].tolist() == [
+            {True: "rises", False: "falls"}[mean["pt3", 5] > mean["pt2", 5]],
+            *({True: "higher", False: "lower"}[mean["pt2", layer] > mean["pt3", layer]] for layer in (3, 5))]
+    agreement = pd.read_csv(out / "measure_agreement.csv")
+    pairs = final.pivot(index=["regime", "instance_a", "instance_b", "layer", "layer_b"], columns="measure",
+                        values="similarity")
+    tau = stats.kendalltau(pairs["pca_cka"], pairs["procrustes"])
+    assert agreement[["setting_a", "setting_b", "n"]].values.tolist() == [["pca_cka", "procrustes", 16]]
+    assert agreement["tau"].iloc[0] == pytest.approx(tau.statistic, abs=1e-12)
+    assert "results of 2 measures: the study's conclusions under each" in result.stdout
+    page = (out / "conclusions.html").read_text()
+    assert "<img alt='conclusions_trends.png'" in page and f"<td>{tau.statistic:.4g}</td>" in page
+    assert "<a href='conclusions.html'>" in (out / "index.html").read_text()
+    image = matplotlib.image.imread(out / "conclusions_trends.png")
+    assert image.shape[1] > image.shape[0] and image[..., :3].std() > 0.05  # two panels side by side, not blank
+    assert {"conclusions.csv", "measure_agreement.csv", "conclusions_trends.png", "conclusions.html"} <= set(
+        read_json(out / "report.json")["files"])
 
 
 @pytest.mark.parametrize("mode", ["run", "sweep"])

@@ -70,6 +70,12 @@ def test_report_writes_every_file(sweep_dir, tmp_path):
     linked = re.findall(r"<img alt='[^']+' src='([^']+)'", page)
     assert sorted(linked) == sorted(images) and all((out / name).is_file() for name in linked)  # beside it
     assert len(page.encode()) < 100_000
+    # one measure: no conclusions side by side, and nothing that links to them
+    assert not any((out / name).exists() for name in ("conclusions.csv", "measure_agreement.csv",
+                                                      "conclusions_trends.png", "conclusions.html"))
+    assert "conclusions" not in page and "conclusions" not in result.stdout
+    assert not any("conclusions" in name or "agreement" in name
+                   for name in json.loads((out / "report.json").read_text())["files"])
 
     stats = pd.read_csv(out / "stats.csv")
     groups = stats[stats["table"] == "groups"]
@@ -260,6 +266,8 @@ def test_the_report_survives_any_mix_of_one_off_runs(study_with_one_offs, tmp_pa
         shutil.copytree(runs[kind], tmp_path / "cka" / runs[kind].relative_to(runs[kind].parents[2]))
     found = write_report(tmp_path / "cka", tmp_path / "report", min_runs=1)
     assert found["runs"] == len(kinds) and set(found["files"]) >= {"cka_results.csv", "stats.md", "index.html"}
+    # all together, three measures: their conclusions side by side, though no comparison is in every setting
+    assert ("conclusions.html" in found["files"]) == (len(kinds) > 1)
     for name in found["files"]:
         assert (tmp_path / "report" / name).is_file()
 
