@@ -145,11 +145,15 @@ def conclusions_trends_figure(final: pd.DataFrame, title: str, path: Path) -> No
     training tasks, each panel its own y scale (the values of different measures compare in
     direction, not in size)."""
     settings = sorted(final["setting"].unique())
-    fig = _new_figure(figsize=(5.5 * len(settings), 5))
-    axes = fig.subplots(1, len(settings), sharex=True, squeeze=False)
-    for ax, setting in zip(axes[0], settings):
+    columns = min(3, len(settings))
+    rows = -(-len(settings) // columns)
+    fig = _new_figure(figsize=(5.5 * columns, 5 * rows))
+    axes = fig.subplots(rows, columns, sharex=True, squeeze=False).flatten()
+    for ax, setting in zip(axes, settings):
         trends_panel(ax, final[final["setting"] == setting], f"[{setting}]")
-    _tasks_axis(axes[0][0], trend_comparisons(final))  # the shared axis: every setting's numbers of tasks
+    for ax in axes[len(settings):]:  # a last row's empty places
+        ax.set_axis_off()
+    _tasks_axis(axes[0], trend_comparisons(final))  # the shared axis: every setting's numbers of tasks
     fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout()
     _save(fig, path)

@@ -22,9 +22,10 @@ from cka_hydra.stats import (
 log = logging.getLogger(__name__)
 
 METHOD = """\
-Each value is a comparison's similarity at its final step: its CKA for the measures cka
-and pca_cka, 1 - its disparity for procrustes (higher is more alike for every measure),
-each setting (so each measure) on its own. Comparisons are not independent
+Each value is a comparison's similarity at its final step (higher is more alike for every
+measure): its CKA for the measures cka and pca_cka, 1 - its disparity for procrustes,
+1 - its angle / (pi/2) for shape, and the value itself for svcca, mknn and rsa; each
+setting (so each measure) on its own. Comparisons are not independent
 observations: every instance (a model at one seed) takes part in many of them. The
 unit of variation is therefore the seed pairing (e.g. every orig-vs-seed1 comparison
 of a regime and layer): values are averaged within each seed pairing first, and n,
@@ -91,10 +92,11 @@ count, see the report), each setting on its own.
   both have, Welch's interval and p; effect size Hedges' g; n_units counts both regimes' units.
   Direction: higher or lower, the first named regime's.
 
-Every value is read as a similarity, higher meaning more alike: a distance (Procrustes disparity)
-as 1 - it, so that a direction means the same under every measure. The raw values of different
-measures are not comparable in size, only in direction: compare directions, effect sizes and
-p-values across measures, not estimates or intervals. directions_agree: whether every setting with a
+Every value is read as a similarity, higher meaning more alike: a distance as 1 - it over its
+largest value (Procrustes disparity: 1 - d; the shape metric's angle: 1 - angle / (pi/2)), so that
+a direction means the same under every measure. The raw values of different measures are not
+comparable in size, only in direction: compare directions, effect sizes and p-values across
+measures, not estimates or intervals. directions_agree: whether every setting with a
 direction for a claim, layer pair and comparison (what) goes the same way (yes or no; - with fewer
 than two). With the study's three seed pairings a test has 2 degrees of freedom, and the pairings
 orig_1 and orig_2 share the original runs: p-values are approximate; read effect sizes and
@@ -104,7 +106,8 @@ two means).
 Agreement between measures: over the comparisons every setting of this report has (the same regime,
 instances and layers; their number is n), Kendall's tau-b between each two settings' similarities,
 and its p-value: 1 when two settings rank the comparisons alike, -1 when in reverse. With fewer
-than 3 such comparisons there is no tau."""
+than 3 such comparisons there is no tau. The p-value takes the comparisons as independent, which
+they are not (every instance takes part in many): it is optimistic; read tau."""
 
 
 REPORT_FILE = results_dir.REPORT_FILE  # what the last report found and wrote; the next one removes those files first
