@@ -62,7 +62,11 @@ confidence intervals and tests count seed pairings, not comparisons.
   and matrices (°) and trends (red rings) mark the values not above chance at 5% after
   the Benjamini-Hochberg correction over each figure's values (n_not_above_chance of
   n_tested in the groups table). The test assumes the cities are exchangeable: for a
-  spatially smooth representation the p-values are optimistic.
+  spatially smooth representation the p-values are optimistic. Where a chance level is
+  known, the groups table's calibrated is the mean of (s - s0) / (1 - s0), each value's
+  similarity s above its chance level s0 as a share of the room above it (Groeger et al.
+  2026): raw values of different measures are not comparable in size, calibrated ones
+  are (cka_results.csv has it per value).
 
 With the study's three seed pairings a test has 2 degrees of freedom and little power,
 and the pairings orig_1 and orig_2 share the original runs, so p-values are

@@ -142,7 +142,8 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
 
 def group_summary(final: pd.DataFrame, left_out: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per setting, regime, layer pair and kind: comparisons, units and which seed pairings they
-    are, mean, std, chance, 95% CI over units, all of the comparisons that count (final:
+    are, mean, std, chance, the mean calibrated value (results.py: where a null mean is known),
+    95% CI over units, all of the comparisons that count (final:
     comparisons_that_count's, left_out: what it left out, named per group in
     incomplete_pairings; without left_out, final is every comparison and is selected here by
     that rule). Each group over all of its own pairings: tests and figures that compare groups
@@ -162,6 +163,8 @@ def group_summary(final: pd.DataFrame, left_out: pd.DataFrame | None = None) -> 
                          incomplete_pairings=left_out.get(key, ""), mean=mean,
                          std=float(group["similarity"].std(ddof=1)) if len(group) > 1 else float("nan"),
                          ci_low=low, ci_high=high, chance=float(group["chance_similarity"].mean()),
+                         # above chance, as a share of the room above it: comparable across measures
+                         calibrated=float(group["calibrated"].mean()) if "calibrated" in group else float("nan"),
                          n_not_above_chance=int(not_above_chance(group).sum()),
                          n_tested=int(group["p_value"].notna().sum())))
     return pd.DataFrame(rows)

@@ -180,8 +180,14 @@ def test_the_report_marks_values_not_above_chance(store_copy, tmp_path):
     noisy = (results["instance_a"] == "pt3-4_seed1") | (results["instance_b"] == "pt3-4_seed1")
     flagged = not_above_chance(results)
     assert flagged[noisy].any() and not flagged[~noisy].any()
+    # each value calibrated against its exact chance level: at chance 0, as similar as itself 1
+    assert np.allclose(results["calibrated"], (results["value"] - results["chance"]) / (1 - results["chance"]))
+    assert results.loc[noisy, "calibrated"].abs().max() < 0.05 < results.loc[~noisy, "calibrated"].min()
     groups = pd.read_csv(out / "stats.csv").query("table == 'groups'")
     assert groups["chance"].notna().all()
+    counted = results[results["final"] & (results["n_shared_tasks"] == 0)]
+    assert np.allclose(groups.set_index(["regime", "layer"])["calibrated"].sort_index(),
+                       counted.groupby(["regime", "layer"])["calibrated"].mean().sort_index())
     assert groups["n_not_above_chance"].sum() == flagged.sum() and groups["n_tested"].sum() == len(results)
     page = (out / "index.html").read_text()
     assert "Benjamini-Hochberg" in page and "not above chance" in page
