@@ -26,35 +26,50 @@ ROW_BLOCK = 1024
 # --- the shape metric (Williams et al. 2021) ---
 
 def shape_prepared(x: Tensor, alpha: float = 1.0, center: bool = True, side: str = "first") -> Tensor:
-    """One side of the shape metric: X (column-centred when `center`) partially whitened,
+    """One side of the shape metric: X (column-centred when `center`) scaled to unit Frobenius
+    norm, partially whitened,
 
         X_w = X V diag(alpha + (1 - alpha) lambda^(-1/2)) V^T
 
-    with X^T X = V diag(lambda) V^T (eigenvalues floored at EIGENVALUE_FLOOR), and scaled to unit
-    Frobenius norm. alpha = 1 leaves X as it is (rotations only); alpha = 0 whitens it fully (any
-    invertible linear map). netrep's LinearMetric(alpha, center_columns) transforms each side so."""
+    with X^T X = V diag(lambda) V^T (eigenvalues floored at EIGENVALUE_FLOOR, a share of the
+    total variance), and scaled to unit norm again. alpha = 1 leaves X as it is (rotations only);
+    alpha = 0 whitens it fully (any invertible linear map). As netrep's LinearMetric(alpha,
+    center_columns), but for the first scaling: netrep whitens by X's raw X^T X, which makes a
+    value at 0 < alpha < 1 depend on the data's units and number of rows; here it does not."""
     if center:
         xw = centred(x, torch.float64, side, "the shape metric")
     else:
         xw = x.to(torch.float64, copy=True)
+    xw = _unit_norm(xw, side)
     if alpha < 1 - EIGENVALUE_FLOOR:
         eigenvalues, vectors = torch.linalg.eigh(xw.mT @ xw)
         scale = alpha + (1 - alpha) * eigenvalues.clamp(min=EIGENVALUE_FLOOR).rsqrt()
-        xw = (xw @ vectors) * scale[..., None, :] @ vectors.mT
-    norm = torch.linalg.matrix_norm(xw)
+        xw = _unit_norm((xw @ vectors) * scale[..., None, :] @ vectors.mT, side)
+    return xw
+
+
+def _unit_norm(x: Tensor, side: str) -> Tensor:
+    norm = torch.linalg.matrix_norm(x)
     if (norm == 0).any():
         raise UndefinedMeasureError(f"the shape metric is undefined: the {side} representation is all zeros")
-    return xw / norm[..., None, None]
+    return x / norm[..., None, None]
 
 
 def angular_shape_distance(xw: Tensor, yw: Tensor) -> Tensor:
     """The angle between two prepared sides after the best rotation of one onto the other:
 
-        theta = arccos ||X_w^T Y_w||_*
+        theta = arccos ||X_w^T Y_w||_*  =  2 arcsin(||X_w - Y_w Q||_F / 2)
 
-    (||.||_* the nuclear norm: max over orthogonal Q of <X_w, Y_w Q>). 0 for the same shape, at
-    most pi/2 (a centred side); a metric. yw may be a batch (..., n, d)."""
-    return torch.arccos(torch.linalg.matrix_norm(xw.mT @ yw, ord="nuc").clamp(max=1))
+    (||.||_* the nuclear norm; Q = V U^T from X_w^T Y_w = U S V^T, the rotation of the narrower
+    side into the wider's space that maximises <X_w, Y_w Q>). Computed by the chord, which keeps
+    its precision near 0 where arccos loses half of it. 0 for the same shape, at most pi/2 (a
+    centred side); a metric. yw may be a batch (..., n, d)."""
+    u, _, vh = torch.linalg.svd(xw.mT @ yw, full_matrices=False)
+    if xw.shape[-1] >= yw.shape[-1]:  # the narrower side turned: its norm stays 1
+        chord = torch.linalg.matrix_norm(yw @ (u @ vh).mT - xw)
+    else:
+        chord = torch.linalg.matrix_norm(xw @ (u @ vh) - yw)
+    return 2 * torch.arcsin((chord / 2).clamp(max=1))
 
 
 def shape_metric(x: Tensor, y: Tensor, alpha: float = 1.0, center: bool = True) -> Tensor:

@@ -428,3 +428,76 @@ def figure_data(monkeypatch) -> dict:
 
         monkeypatch.setattr(figures, name, record)
     return handed
+
+
+# --- trained networks: small MLPs on scikit-learn's digits ---
+
+DIGITS_TRAIN = 1400  # of the 1797 digits: the rest are held out, the cities a layer is compared on
+
+
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits (1797 8x8 images, shipped inside it), each pixel standardised."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x - x.mean(0)) / (x.std(0) + 1)
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+
+def train_digits_mlp(seed: int, x: torch.Tensor, y: torch.Tensor, widths: tuple[int, ...] = (64, 64, 32),
+                     epochs: int = 15) -> torch.nn.Sequential:
+    """A tanh MLP (widths: input, then hidden layers; 10 logits) trained by Adam on the first
+    DIGITS_TRAIN digits from seed alone (torch's global generator is left as it was)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        layers = []
+        for d_in, d_out in zip(widths, widths[1:]):
+            layers += [torch.nn.Linear(d_in, d_out), torch.nn.Tanh()]
+        net = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], 10))
+        optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+        order = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            for rows in torch.randperm(DIGITS_TRAIN, generator=order).split(64):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(net(x[rows]), y[rows]).backward()
+                optimizer.step()
+    return net
+
+
+def module_outputs(net: torch.nn.Sequential, x: torch.Tensor, kind: type) -> list[torch.Tensor]:
+    """The output of each of net's modules of this kind (torch.nn.Tanh: the hidden layers;
+    torch.nn.Linear: each layer before its tanh, the logits last) for the rows x."""
+    outputs = []
+    with torch.no_grad():
+        for module in net:
+            x = module(x)
+            if isinstance(module, kind):
+                outputs.append(x)
+    return outputs
+
+
+@pytest.fixture(scope="session")
+def digits_layers(tmp_path_factory) -> dict[str, np.ndarray]:
+    """Two tanh MLPs (64-64-32-10) trained on digits from seeds 0 and 1: `net{seed}_layer{i}`,
+    hidden layer i's output on the 397 held-out digits (397, 64 or 32) in float64, and
+    `net{seed}_accuracy`, its held-out accuracy. Trained once per session for every worker, on
+    one thread (a second thread makes such small products slower, and the weights depend on it)."""
+    def build(folder: Path) -> None:
+        x, y = digits()
+        arrays = {}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            nets = [train_digits_mlp(seed, x, y) for seed in (0, 1)]
+        finally:
+            torch.set_num_threads(threads)
+        for seed, net in enumerate(nets):
+            with torch.no_grad():
+                correct = net(x[DIGITS_TRAIN:]).argmax(1) == y[DIGITS_TRAIN:]
+            arrays[f"net{seed}_accuracy"] = float(correct.double().mean())
+            for i, layer in enumerate(module_outputs(net, x[DIGITS_TRAIN:], torch.nn.Tanh)):
+                arrays[f"net{seed}_layer{i}"] = layer.double().numpy()
+        np.savez(folder / "layers.npz", **arrays)
+
+    with np.load(built_once(tmp_path_factory, "digits-layers", build) / "layers.npz") as stored:
+        return {name: stored[name] for name in stored.files}
