@@ -206,3 +206,22 @@ def test_unknown_choice_is_refused_before_anything_runs(tmp_path):
     assert result.returncode == 1
     assert "regime=pt9: no such option; regime has: pt1, pt2, pt3" in result.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_sweep_of_measures_launches_each_batchs_comparisons_with_all_their_measures():
+    """256 comparisons per launch by default, each with every measure swept: six measures' study
+    goes out at once, not in six launches that each end waiting on their slowest worker."""
+    from types import SimpleNamespace
+
+    from hydra_plugins.cka_hydra_sweeper._launch import _batch_size
+
+    def jobs(*measures):
+        return [SimpleNamespace(overrides=[f"pair={a}_{a + 1}", *(f"measure={m}" for m in [measure] if m)])
+                for a in range(300) for measure in measures]
+
+    workers = SimpleNamespace(batch_size=None, launcher=SimpleNamespace())
+    assert _batch_size(workers, jobs(None)) == _batch_size(workers, jobs("shape")) == 256
+    assert _batch_size(workers, jobs("cka", "shape", "rsa")) == 3 * 256
+    assert _batch_size(SimpleNamespace(batch_size=10, launcher=workers.launcher), jobs("cka", "rsa")) == 10
+    array = SimpleNamespace(batch_size=None, launcher=SimpleNamespace(array_tasks_fail_alone=True))
+    assert _batch_size(array, jobs("cka", "rsa")) == 600

@@ -32,7 +32,7 @@ def launch_all(sweeper: Any, jobs: List[Job], todo: List[Job], received: List[in
     start = time.perf_counter()
     first = 0
     todo = trail(todo)
-    for batch in pack(todo, _batch_size(sweeper, len(todo)), lambda job: sharing_key(job.overrides)):
+    for batch in pack(todo, _batch_size(sweeper, todo), lambda job: sharing_key(job.overrides)):
         for job in batch:
             job.status = "running"
         try:
@@ -237,10 +237,15 @@ def in_order(parts: Iterator[Tuple[List[int], List[JobReturn]]], n_jobs: int) ->
     return returns
 
 
-def _batch_size(sweeper: Any, n_jobs: int) -> int:
-    """hydra.sweeper.batch_size, else 256: when one worker dies, joblib (or the plugin's submitit
-    launchers) lose the whole launch() call. A launcher whose array tasks fail alone takes every
-    job at once, since the sweeper waits for each call to finish before the next."""
+def _batch_size(sweeper: Any, todo: List[Job]) -> int:
+    """hydra.sweeper.batch_size, else 256 comparisons with all their measures (a sweep of six
+    measures launches the study at once: each batch ends waiting on its slowest worker): when
+    one worker dies, joblib (or the plugin's submitit launchers) lose the whole launch() call.
+    A launcher whose array tasks fail alone takes every job at once, since the sweeper waits
+    for each call to finish before the next."""
     if sweeper.batch_size is not None:
         return sweeper.batch_size
-    return max(1, n_jobs) if getattr(sweeper.launcher, "array_tasks_fail_alone", False) else DEFAULT_BATCH_SIZE
+    if getattr(sweeper.launcher, "array_tasks_fail_alone", False):
+        return max(1, len(todo))
+    measures = {o for job in todo for o in job.overrides if o.startswith("measure=")}
+    return DEFAULT_BATCH_SIZE * max(1, len(measures))
