@@ -24,7 +24,9 @@ def test_compare_equals_the_command_line(small_store, tmp_path, monkeypatch):
     api_dir.mkdir()
     monkeypatch.chdir(api_dir)
     timeline = compare([*RUN, f"data.root={small_store}", "checkpoints=all"])
-    assert list(timeline.columns) == ["step", "value", "n_cities", "chance"]
+    assert list(timeline.columns) == ["step", "value", "n_cities", "chance", "calibrated"]
+    assert timeline["calibrated"].tolist() == pytest.approx(
+        ((timeline["value"] - timeline["chance"]) / (1 - timeline["chance"])).tolist(), abs=1e-15)
     assert timeline["step"].tolist() == cli["step"].tolist()
     assert timeline["value"].tolist() == pytest.approx(cli["cka"].tolist(), abs=1e-12)
     api_run = api_dir / cli_run.relative_to(cli_dir)  # the same folder, below the working directory
@@ -45,7 +47,7 @@ def test_compare_equals_the_command_line(small_store, tmp_path, monkeypatch):
 def test_compare_without_writing_writes_nothing(small_store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     written = compare([*RUN, f"data.root={small_store}", "cka.bootstrap=20"], write=False)
-    assert list(written.columns) == ["step", "value", "n_cities", "chance", "cka_low", "cka_high"]
+    assert list(written.columns) == ["step", "value", "n_cities", "chance", "cka_low", "cka_high", "calibrated"]
     assert written.attrs["summary"]["measure"] == "cka"
     assert not any(tmp_path.iterdir())
     again = compare([*RUN, f"data.root={small_store}", "cka.bootstrap=20"])

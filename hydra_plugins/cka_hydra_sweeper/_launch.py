@@ -98,18 +98,24 @@ def interruptible() -> Iterator[List[int]]:
         received.append(signum)
         raise KeyboardInterrupt
 
-    def unraisable(info: Any) -> None:  # that lost interrupt would print a traceback
-        if not issubclass(info.exc_type, KeyboardInterrupt):
-            default_hook(info)
-
     previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
-    default_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    default_hook, sys.unraisablehook = sys.unraisablehook, quiet_interrupts(sys.unraisablehook)
     try:
         yield received
     finally:
         sys.unraisablehook = default_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def quiet_interrupts(hook: Any) -> Any:
+    """sys.unraisablehook as hook, but silent for a KeyboardInterrupt: one that lands in a garbage
+    collector's callback is lost there, and would print a traceback."""
+    def unraisable(info: Any) -> None:
+        if not issubclass(info.exc_type, KeyboardInterrupt):
+            hook(info)
+
+    return unraisable
 
 
 def sharing_key(overrides: List[str]) -> Tuple[str, ...]:

@@ -4,6 +4,7 @@ import ctypes
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 
 from cka_hydra.lifecycle import compute_ahead
 
-from ._launch import balanced_pieces, instances, sharing_key
+from ._launch import balanced_pieces, instances, quiet_interrupts, sharing_key
 from ._run_job import run_sweep_job
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ def run_chunk(jobs: List[Tuple[int, Sequence[str], Any]], hydra_context: HydraCo
     os.chdir(config.hydra.runtime.cwd)
     setup_globals()
     keep_freed_memory()
+    # a terminal's Ctrl-C reaches the workers too (its process group): the sweep's process stops
+    # them and says so, and an idle worker's interrupt must print nothing
+    if sys.unraisablehook is sys.__unraisablehook__:  # once per worker process
+        sys.unraisablehook = quiet_interrupts(sys.__unraisablehook__)
     compute_ahead([(*plan, idx) for idx, _, plan in jobs if plan is not None])
     returns = []
     for idx, overrides, _ in jobs:
