@@ -263,7 +263,6 @@ def _cka_statistics(cka: Any, settings: Mapping[str, Any], statistics: Mapping[s
     return {f"{name}_cka": value for name, value in statistics.items()}
 
 
-# The built-in measures: one declaration each.
 def _pca_settings(measure: Any) -> tuple[str, ...]:
     return ("components", "pca_filter")
 

@@ -281,8 +281,8 @@ class MeasureConfig:
         default = MeasureConfig()
         changed = [f"measure.{key}={_text(getattr(self, key))}" for key in _MEASURE_SETTINGS
                    if key in self.unused() and key != "pca_filter" and getattr(self, key) != getattr(default, key)]
-        return [f"{', '.join(changed)}: not a setting of measure={self.name}, which does not read "
-                f"{'it' if len(changed) == 1 else 'them'}"] if changed else []
+        return [f"{', '.join(changed)}: ignored, as measure={self.name} does not read "
+                f"{'it' if len(changed) == 1 else 'them'} with these settings"] if changed else []
 
     def unused(self) -> set[str]:
         """Settings that cannot change the result, given the others: those of other measures (each
@@ -303,7 +303,10 @@ _MEASURE_SETTINGS = ("components", "pca_filter", "alpha", "center", "variance", 
 
 
 def _text(value: Any) -> Any:
-    return value.value if isinstance(value, Enum) else value
+    """A setting's value as the command line spells it (false, null, euclidean)."""
+    if isinstance(value, Enum):
+        return value.value
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else value
 
 
 def _filter_text(text: Optional[str], setting: str) -> Optional[str]:

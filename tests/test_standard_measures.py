@@ -528,6 +528,15 @@ def composed(*overrides):
 def test_a_measures_own_settings_and_no_others_name_its_run_folder(overrides, label):
     run = composed(*RUN, *overrides)
     assert identity.run_subdir(run) == f"pt2/pt2-1_vs_pt2-2_seed1/layer5-{label}"
+    # what the measure does not read is said, once, each setting as it was typed
+    ignored = {o for o in overrides[1:] if o.split("=")[0].removeprefix("measure.") in run.measure.unused()}
+    cautions = run.measure.cautions()
+    assert len(cautions) == (1 if ignored else 0)
+    if ignored:
+        said, reason = cautions[0].split(": ")
+        assert set(said.replace(".0", "").split(", ")) == ignored
+        assert reason == f"ignored, as {overrides[0]} does not read {'it' if len(ignored) == 1 else 'them'} " \
+                         "with these settings"
 
 
 # --- 7. symmetry in the planner ---
