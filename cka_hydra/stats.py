@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from cka_hydra import inference
+
 # kinds of comparison
 DIFFERENT_TASK = "different-task"  # two models that share no training task
 SAME_TASK = "same-task cross-seed"  # one model at two seeds
@@ -158,11 +160,13 @@ def group_summary(final: pd.DataFrame, left_out: pd.DataFrame | None = None) -> 
     for key, group in final.groupby(keys):
         unit_values = units[key]["similarity"].to_numpy()
         mean, low, high = mean_ci(unit_values)
+        over_models = inference.linear_estimate([inference.Part(group, 1.0)])
         rows.append(dict(zip(keys, key), n_comparisons=len(group), n_units=len(unit_values),
                          seed_pairings=pairings_text(sorted(units[key]["seed_pairing"])),
                          incomplete_pairings=left_out.get(key, ""), mean=mean,
                          std=float(group["similarity"].std(ddof=1)) if len(group) > 1 else float("nan"),
-                         ci_low=low, ci_high=high, chance=float(group["chance_similarity"].mean()),
+                         ci_low=low, ci_high=high, ms_ci_low=over_models.ci_low, ms_ci_high=over_models.ci_high,
+                         n_models=over_models.n_models, chance=float(group["chance_similarity"].mean()),
                          # above chance, as a share of the room above it: comparable across measures
                          calibrated=float(group["calibrated"].mean()) if "calibrated" in group else float("nan"),
                          n_not_above_chance=int(not_above_chance(group).sum()),
@@ -192,8 +196,15 @@ def compare_kinds(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame:
     rows = []
     if SAME_TASK not in wide or DIFFERENT_TASK not in wide:
         return pd.DataFrame(rows)
+    comparisons = dict(iter(final.groupby([*KEYS, "kind"])))
     for key, group in wide.groupby(level=KEYS):  # the pairings both kinds have: a paired test
         diff = (group[SAME_TASK] - group[DIFFERENT_TASK]).to_numpy()
+        pairings = group.index.get_level_values("seed_pairing")
+        same, different = (comparisons[(*key, kind)] for kind in (SAME_TASK, DIFFERENT_TASK))
+        same, different = (c[c["seed_pairing"].isin(pairings)] for c in (same, different))
+        # paired model by model: each model's same-task comparisons weigh as its different-task ones
+        over_models = inference.linear_estimate([inference.Part(same, 1.0, partners=different),
+                                                 inference.Part(different, -1.0)])
         test = stats.ttest_rel(group[SAME_TASK], group[DIFFERENT_TASK]) if len(diff) > 1 else None
         (_, same_low, same_high), (_, diff_low, diff_high) = (mean_ci(group[kind].to_numpy())
                                                                for kind in (SAME_TASK, DIFFERENT_TASK))
@@ -209,7 +220,8 @@ def compare_kinds(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame:
                          effect_size_dz=float(diff.mean() / np.std(diff, ddof=1)) if len(diff) > 1 else float("nan"),
                          t=float(test.statistic) if test else float("nan"),
                          p=float(test.pvalue) if test else float("nan"),
-                         **(dict(difference_ci_low=low, difference_ci_high=high) if interval else {})))
+                         **(dict(difference_ci_low=low, difference_ci_high=high) if interval else {}),
+                         **over_models.columns()))
     return pd.DataFrame(rows)
 
 
@@ -220,7 +232,9 @@ def compare_regimes(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame
     effect size Hedges' g. Of the comparisons that count (comparisons_that_count). With interval,
     also the difference's 95% interval (difference_ci_low, difference_ci_high): Welch's test's."""
     keys = [key for key in KEYS if key != "regime"]
-    units = unit_means(final[final["kind"] == DIFFERENT_TASK], [*keys, "regime"])
+    different = final[final["kind"] == DIFFERENT_TASK]
+    units = unit_means(different, [*keys, "regime"])
+    comparisons = dict(iter(different.groupby([*keys, "regime"])))
     chances = final[final["kind"] == DIFFERENT_TASK].groupby([*keys, "regime"])["chance_similarity"].mean()
     rows = []
     for key, group in units.groupby(keys):
@@ -231,6 +245,9 @@ def compare_regimes(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame
                 shared, common = on_common_pairings(pair, ["regime"])
                 others = sorted(set(pair["seed_pairing"]) - set(common))
                 a, b = (shared.loc[shared["regime"] == r, "similarity"].to_numpy() for r in (first, second))
+                of_a, of_b = (comparisons[(*key, r)] for r in (first, second))
+                over_models = inference.linear_estimate([inference.Part(of_a[of_a["seed_pairing"].isin(common)], 1.0),
+                                                         inference.Part(of_b[of_b["seed_pairing"].isin(common)], -1.0)])
                 testable = len(a) > 1 and len(b) > 1
                 test = stats.ttest_ind(a, b, equal_var=False) if testable else None
                 low, high = test.confidence_interval(0.95) if test else (float("nan"), float("nan"))
@@ -244,7 +261,7 @@ def compare_regimes(final: pd.DataFrame, interval: bool = False) -> pd.DataFrame
                                  t=float(test.statistic) if test else float("nan"),
                                  p=float(test.pvalue) if test else float("nan"),
                                  **(dict(difference_ci_low=float(low), difference_ci_high=float(high))
-                                    if interval else {})))
+                                    if interval else {}), **over_models.columns()))
     return pd.DataFrame(rows)
 
 
@@ -281,6 +298,8 @@ def trends(final: pd.DataFrame) -> pd.DataFrame:
                 continue
             fit = stats.linregress(points["n_tasks"], points["similarity"])
             n = len(points)
+            over_models = trend_over_models(different[(different["layer"] == layer)
+                                                      & different["seed_pairing"].isin(common)])
             half = stats.t.ppf(0.975, n - 2) * fit.stderr if n > 2 else float("nan")
             regimes = different[different["layer"] == layer].groupby("n_tasks_a")["regime"].agg(
                 lambda r: ", ".join(sorted(set(r))))
@@ -290,8 +309,20 @@ def trends(final: pd.DataFrame) -> pd.DataFrame:
                              seed_pairings=pairings_text(common), slope=float(fit.slope),
                              ci_low=float(fit.slope - half), ci_high=float(fit.slope + half),
                              p=float(fit.pvalue) if n > 2 else float("nan"),
-                             r=float(fit.rvalue) if n > 2 else float("nan")))
+                             r=float(fit.rvalue) if n > 2 else float("nan"), **over_models.columns()))
     return pd.DataFrame(rows)
+
+
+def trend_over_models(rows: pd.DataFrame) -> inference.Estimate:
+    """The slope of mean similarity on the number of training tasks, of one setting's and layer's
+    trend comparisons (at the seed pairings every point has), over models and seeds: the least-
+    squares slope through each number of tasks' mean, as a linear combination of the regimes' means
+    (a number of tasks shared by regimes pools them, each by its share of the rows)."""
+    tasks = np.array(sorted(rows["n_tasks_a"].unique()), dtype=float)
+    slope = dict(zip(tasks, inference.slope_coefficients(tasks)))
+    sizes = rows.groupby("n_tasks_a").size()
+    return inference.linear_estimate([inference.Part(group, slope[float(n)] * len(group) / sizes[n])
+                                      for (n, _), group in rows.groupby(["n_tasks_a", "regime"])])
 
 
 # the study's claims, in the order the conclusions list them
