@@ -1,17 +1,158 @@
-"""Similarity against covariates: the Mantel test against a slow reference and an exact
-enumeration, and the pairs it is computed over."""
+"""Similarity against covariates: the covariates file's checks, the Mantel test against a slow
+reference and an exact enumeration, and `report covariates=...` on an overlap sweep."""
 
 import itertools
+import json
 import math
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import built_once, run_app
 from scipy import stats
 
-from cka_hydra.covariates import covariate_tests, mantel_test, pair_similarities, read_covariates
+from cka_hydra.covariates import covariate_tests, mantel_test, pair_similarities, read_covariates, unlisted
+from cka_hydra.errors import InputError
+from cka_hydra.report import write_report
+from cka_hydra.schema import ReportConfig
 
 MODELS = [f"pt3-{i}" for i in range(1, 8)]
+
+
+@pytest.fixture(scope="module")
+def overlap_sweep(small_store, tmp_path_factory):
+    """pt3 at layer 5, seed pairing orig_1, every pair of models, those that share tasks too
+    (allow_overlap=true): 21 runs."""
+    def build(cwd):
+        result = run_app("-m", "sweep", "regime=pt3", "layer=5", "seed_pair=orig_1", "allow_overlap=true",
+                         f"data.root={small_store}", "hydra/launcher=basic", cwd=cwd)
+        assert result.returncode == 0, result.stdout
+
+    return built_once(tmp_path_factory, "overlap", build) / "outputs/cka"
+
+
+def test_report_tests_similarity_against_covariates(overlap_sweep, tmp_path):
+    """The command line, a relative path read from the folder it is run in: the built-in
+    n_shared_tasks and a file's model-level covariate, each rho that of scipy.stats.spearmanr
+    over cka_results.csv's model pairs."""
+    sizes = {model: float(i * i) for i, model in enumerate(MODELS[:6])}  # pt3-7 not in it: not analysed
+    (tmp_path / "sizes.csv").write_text("model,size\n" + "".join(f"{m},{v}\n" for m, v in sizes.items()))
+    out = tmp_path / "report"
+    result = run_app("report", f"sweep_dir={overlap_sweep}", f"out_dir={out}", "covariates=sizes.csv",
+                     "mantel_permutations=199", "mantel_seed=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert f"covariates of {tmp_path / 'sizes.csv'}: 1 of the results' models not in it, not analysed" \
+        in result.stdout
+
+    table = pd.read_csv(out / "covariates.csv", keep_default_na=False, na_values=[""])
+    assert list(table.columns) == ["setting", "measure", "regime", "layer", "covariate", "rule", "n_pairs",
+                                   "n_models", "rho", "mantel_p", "permutations", "seed", "note"]
+    rows = table.set_index("covariate")
+    assert rows.loc["n_shared_tasks", ["rule", "n_pairs", "n_models", "permutations", "seed"]].tolist() == [
+        "pair-level", 21, 7, 199, 3]
+    assert rows.loc["size", ["rule", "n_pairs", "n_models"]].tolist() == ["absolute difference", 15, 6]
+    results = pd.read_csv(out / "cka_results.csv").query("final")
+    pairs = results[["model_a", "model_b", "similarity", "n_shared_tasks"]]
+    assert len(pairs) == 21 and (pairs["model_a"] != pairs["model_b"]).all()
+    assert rows.loc["n_shared_tasks", "rho"] == pytest.approx(
+        stats.spearmanr(pairs["similarity"], pairs["n_shared_tasks"]).statistic, abs=1e-12)
+    listed = pairs[pairs["model_a"].isin(sizes) & pairs["model_b"].isin(sizes)]
+    difference = [abs(sizes[a] - sizes[b]) for a, b in zip(listed["model_a"], listed["model_b"])]
+    assert rows.loc["size", "rho"] == pytest.approx(stats.spearmanr(listed["similarity"], difference).statistic,
+                                                    abs=1e-12)
+    assert ((rows["mantel_p"] >= 1 / 200) & (rows["mantel_p"] <= 1)).all()
+
+    images = ["covariate_n_shared_tasks.png", "covariate_size.png"]
+    page = (out / "index.html").read_text()
+    assert "<h2>Similarity against covariates</h2>" in page and "href='covariates.csv'" in page
+    assert all(f"src='{name}'" in page and (out / name).stat().st_size > 10_000 for name in images)
+    found = json.loads((out / "report.json").read_text())
+    assert {"covariates.csv", *images} <= set(found["files"])
+    assert found["covariates"] == {"file": str(tmp_path / "sizes.csv"), "rule": "absolute_difference",
+                                   "not_analysed": ["pt3-7"]}
+
+
+@pytest.fixture(scope="module")
+def report_once(overlap_sweep, tmp_path_factory):
+    out = tmp_path_factory.mktemp("earlier") / "report"
+    write_report(overlap_sweep, out, mantel_permutations=9)
+    return out
+
+
+@pytest.fixture
+def earlier_report(report_once, tmp_path):
+    """A copy of an earlier report (n_shared_tasks only) in tmp_path/report, and every file's bytes there."""
+    out = tmp_path / "report"
+    shutil.copytree(report_once, out)
+    return out, snapshot(out)
+
+
+def snapshot(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+PAIRS = "model_a,model_b,x\n"
+BAD_FILES = {  # the file's text, what the one line says
+    "an unknown name": (PAIRS + "pt3-1,pt3-2,1\npt3-1,pt3-8,2\n",
+                        r", line 3: 'pt3-8': not a model of the report's results; expected one of its models "
+                        r"\(did you mean pt3-\d\?\)$"),
+    "a pair twice, reversed": (PAIRS + "pt3-1,pt3-2,1\npt3-2,pt3-1,2\n",
+                               r", line 3: pt3-2, pt3-1: the pair of line 2 again \(in either order\); expected each "
+                               "pair once$"),
+    "a value that is no number": ("model,accuracy\npt3-1,0.5\npt3-2,high\n",
+                                  r", line 3, column accuracy: 'high'; expected a number$"),
+    "an empty value": ("model,accuracy\npt3-1,0.5\npt3-2,\n", r", line 3, column accuracy: ''; expected a number$"),
+    "an empty file": ("", r": empty file; expected a header line \(model_a,model_b"),
+    "no numeric column": ("model_a,model_b\npt3-1,pt3-2\n",
+                          r", line 1: no column of values beside model_a,model_b; expected one or more numeric"),
+    "unknown id columns": ("first,second,x\npt3-1,pt3-2,1\n",
+                           r", line 1: columns first,second,x; expected model_a,model_b \(or instance_a,instance_b\)"),
+    "a missing pair": (PAIRS + "pt3-1,pt3-2,1\npt3-2,pt3-3,2\n",
+                       r": no line for pt3-1, pt3-3; expected a line for every pair of two models the results "
+                       "compare whose models the file names$"),
+    "a model listed twice": ("model,x\npt3-1,1\npt3-2,2\npt3-1,3\n",
+                             r", line 4: pt3-1: listed on line 2 already; expected each model once$"),
+    "a short line": (PAIRS + "pt3-1,pt3-2\n", r", line 2: 2 fields; expected 3 \(model_a,model_b,x\)$"),
+    "the built-in's name": ("model,n_shared_tasks\npt3-1,1\n", r", line 1: column n_shared_tasks: built in"),
+    "no line": ("model,x\n\n", r": a header and no line; expected a line per pair or model"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_bad_covariates_file_is_refused_in_one_line_and_nothing_is_written(overlap_sweep, earlier_report, tmp_path,
+                                                                          case):
+    out, before = earlier_report
+    path = tmp_path / "covariates.csv"
+    text, said = BAD_FILES[case]
+    path.write_text(text)
+    with pytest.raises(InputError) as refused:
+        write_report(overlap_sweep, out, covariates=path)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(str(path)) and re.search(said, message), message
+    assert snapshot(out) == before
+
+
+def test_the_command_line_refuses_a_bad_file_before_hydra_writes_its_log(overlap_sweep, earlier_report, tmp_path):
+    out, before = earlier_report
+    (tmp_path / "bad.csv").write_text(PAIRS + "pt3-1,pt3-2,1\npt3-1,pt3-2,2\n")
+    result = run_app("report", f"sweep_dir={overlap_sweep}", f"out_dir={out}", "covariates=bad.csv", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.strip() == (f"Error: {tmp_path / 'bad.csv'}, line 3: pt3-1, pt3-2: the pair of line 2 again "
+                                     "(in either order); expected each pair once")
+    assert snapshot(out) == before  # no report.log, no .hydra/
+
+
+@pytest.mark.parametrize("setting, said", [
+    (dict(covariate_rule="sum"), "covariate_rule=sum: expected one of absolute_difference, product"),
+    (dict(mantel_permutations=0), "mantel_permutations=0: expected 1 or more permutations"),
+    (dict(mantel_seed=-1), "mantel_seed=-1: expected 0 or more"),
+    (dict(covariates=" "), "covariates=: expected the path of a CSV file"),
+])
+def test_the_settings_are_checked(setting, said):
+    with pytest.raises(InputError, match=re.escape(said)):
+        ReportConfig(**setting)
 
 
 # --- the Mantel test ---
@@ -137,7 +278,8 @@ def test_either_order_of_a_pairs_columns_gives_the_same_test(tmp_path):
     tests = []
     for name, flip in (("ab.csv", lambda a, b: (a, b)), ("ba.csv", lambda a, b: (b, a))):
         path = tmp_path / name
-        path.write_text("model_b,model_a,x\n" + "".join(f"{','.join(flip(a, b))},{v}\n" for (a, b), v in values.items()))
+        lines = [f"{','.join(flip(a, b))},{v}\n" for (a, b), v in values.items()]
+        path.write_text("model_b,model_a,x\n" + "".join(lines))
         tests.append(covariate_tests(final, read_covariates(path, final), 500, 1))
     pd.testing.assert_frame_equal(*tests)
     assert tests[0]["rho"].iloc[0] == pytest.approx(stats.spearmanr(list(similarity.values()),
@@ -147,7 +289,8 @@ def test_either_order_of_a_pairs_columns_gives_the_same_test(tmp_path):
 def test_a_model_pair_is_its_mean_over_the_pairings_every_pair_has_and_a_constant_covariate_is_said():
     similarity = {pair: 0.5 for pair in itertools.combinations(MODELS[:4], 2)}
     final = pairs_table(similarity, ("orig_1", "orig_2"))
-    one_off = final.iloc[[0]].assign(seed_pairing="1_2", instance_a="pt3-1_1", instance_b="pt3-2_2", similarity=0.9)  # a pairing only pt3-1/pt3-2 has
+    # a pairing only pt3-1/pt3-2 has
+    one_off = final.iloc[[0]].assign(seed_pairing="1_2", instance_a="pt3-1_1", instance_b="pt3-2_2", similarity=0.9)
     final = pd.concat([final, one_off, final.iloc[[0]].assign(model_a="pt3-2", model_b="pt3-2")])  # and one model
     pairs = pair_similarities(final, "model")
     assert len(pairs) == 6 and (pairs["similarity"] == 0.5).all()
@@ -158,3 +301,22 @@ def test_a_model_pair_is_its_mean_over_the_pairings_every_pair_has_and_a_constan
     assert test[["covariate", "n_pairs", "n_models", "note"]].values.tolist() == [
         ["x", 6, 4, "the covariate is constant here: no rho or p"]]
     assert test[["rho", "mantel_p"]].isna().all(axis=None)
+
+
+def test_a_file_of_instances_values_tests_instance_pairs(tmp_path):
+    """instance: a value per instance, the pairs' products; each instance pair's similarity its own."""
+    similarity = {pair: 0.1 * i for i, pair in enumerate(itertools.combinations(MODELS[:4], 2))}
+    final = pairs_table(similarity, ("orig_1", "1_orig"))
+    final["similarity"] += np.where(final["seed_pairing"] == "orig_1", 0.0, 0.05)
+    named = sorted({*final["instance_a"], *final["instance_b"]})[:-1]  # one instance not in it
+    path = tmp_path / "instances.csv"
+    path.write_text("instance,speed\n" + "".join(f"{name},{i + 1}\n" for i, name in enumerate(named)))
+    covariates = read_covariates(path, final, "product")
+    assert unlisted(covariates, final) == [sorted({*final["instance_a"], *final["instance_b"]})[-1]]
+    test = covariate_tests(final, covariates, 99, 0).iloc[0]
+    speed = {name: i + 1 for i, name in enumerate(named)}
+    kept = final[final["instance_a"].isin(speed) & final["instance_b"].isin(speed)]
+    assert (test["rule"], test["n_pairs"], test["n_models"]) == ("product", len(kept), len(named))
+    assert test["rho"] == pytest.approx(stats.spearmanr(
+        kept["similarity"], [speed[a] * speed[b] for a, b in zip(kept["instance_a"], kept["instance_b"])]).statistic,
+        abs=1e-12)
