@@ -94,17 +94,26 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         raise
 
 
+def covariates_path(settings: ReportConfig) -> Path | None:
+    """The report's covariates file, a relative path read from the folder the report is run from
+    (as sweep_dir: Hydra does not change it, hydra.job.chdir being false)."""
+    return None if settings.covariates is None else Path(settings.covariates).expanduser().resolve()
+
+
 class ReportChecks(Callback):
     """Checks the report's settings and sweep_dir before Hydra creates out_dir (see RunChecks)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from cka_hydra.results import check_exclude, check_sweep_dir
+        from cka_hydra.covariates import read_covariates
+        from cka_hydra.results import check_exclude, check_sweep_dir, compared
 
         try:
             settings = report_config(config)
             run_dirs = check_sweep_dir(Path(settings.sweep_dir).resolve(), settings.data.root,
                                        exclude=Path(settings.out_dir).resolve())
             check_exclude(settings.exclude, run_dirs)
+            if settings.covariates is not None:  # the file's names and pairs against the run folders'
+                read_covariates(covariates_path(settings), compared(run_dirs), settings.covariate_rule)
             regime_exclusions(config.hydra.runtime.config_sources)
         except InputError as err:
             raise SystemExit(f"Error: {err}") from None
@@ -118,7 +127,8 @@ def report(cfg: DictConfig) -> None:
         settings = report_config(cfg)
         write_report(Path(settings.sweep_dir).resolve(), Path(settings.out_dir).resolve(), settings.exclude,
                      regime_exclusions(HydraConfig.get().runtime.config_sources), settings.allow_excluded,
-                     settings.min_runs)
+                     settings.min_runs, covariates_path(settings), settings.covariate_rule,
+                     settings.mantel_permutations, settings.mantel_seed)
     except InputError as err:
         log.error("%s", err)
         sys.exit(1)

@@ -339,3 +339,28 @@ def layer_map_figure(final: pd.DataFrame, label: str, title: str, path: Path) ->
                  label=f"{label}\nmodels with disjoint tasks, final step")
     fig.suptitle(title, fontsize=10, wrap=True)
     _save(fig, path)
+
+
+def covariate_figure(pairs: pd.DataFrame, tests: pd.DataFrame, label: str, covariate: str, title: str,
+                     path: Path) -> None:
+    """One setting's similarity (y) against one covariate (x), a point per pair, a panel per regime
+    (rows) and layer (columns) that `tests` has (covariates.covariate_tests' rows, of the pairs of
+    covariates.pair_table), each titled with its Spearman rho and Mantel p, or its note."""
+    regimes, layers = sorted(tests["regime"].unique()), sorted(tests["layer"].unique())
+    fig = _new_figure(figsize=(max(6.0, 4.2 * len(layers)), 3.6 * len(regimes) + 0.8))
+    axes = fig.subplots(len(regimes), len(layers), squeeze=False)
+    for ax in axes.flatten():
+        ax.set_axis_off()  # a regime without that layer stays blank
+    for test in tests.itertuples():
+        ax = axes[regimes.index(test.regime)][layers.index(test.layer)]
+        ax.set_axis_on()
+        points = pairs[(pairs["regime"] == test.regime) & (pairs["layer"] == test.layer)]
+        ax.scatter(points["value"], points["similarity"], s=18, alpha=0.8)
+        said = test.note or f"rho={test.rho:.2f}, Mantel p={test.mantel_p:.3g}"
+        ax.set_title(f"{test.regime}, layer {test.layer}: {said} (n={test.n_pairs} pairs)", fontsize=9)
+        ax.set_xlabel(f"{covariate} ({test.rule})", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10, wrap=True)
+    fig.tight_layout()
+    _save(fig, path)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from cka_hydra import figures, results_dir
 from cka_hydra.atomic import atomic_path, write_atomic, write_table
+from cka_hydra.covariates import covariate_tests, pair_table, read_covariates, unlisted
 from cka_hydra.errors import InputError
 from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
 from cka_hydra.schema import ReportConfig
@@ -119,15 +120,22 @@ REPORT_FILE = results_dir.REPORT_FILE  # what the last report found and wrote; t
 
 def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = None,
                  regime_exclude: dict[str, str] | None = None, allow_excluded: bool = False,
-                 min_runs: int = ReportConfig.min_runs) -> dict[str, Any]:
+                 min_runs: int = ReportConfig.min_runs, covariates: Path | None = None,
+                 covariate_rule: str = ReportConfig.covariate_rule,
+                 mantel_permutations: int = ReportConfig.mantel_permutations,
+                 mantel_seed: int = ReportConfig.mantel_seed) -> dict[str, Any]:
     """Write every table and figure of the report into out_dir, in place of the previous
     report's files; returns what was found and written.
 
     Comparisons of the models or instances that `exclude` names are left out of every table,
     figure and test, and so (unless allow_excluded) are those the regimes exclude
     (regime_exclude: name -> reason) and those computed with allow_excluded. Settings with fewer
-    than min_runs runs get no figures."""
+    than min_runs runs get no figures. Similarity against covariates (cka_hydra.covariates): the
+    built-in n_shared_tasks where it varies, and those of the CSV file `covariates` (model-level
+    values made pair-level by covariate_rule), each with a Mantel test of mantel_permutations
+    permutations drawn from mantel_seed; the file is read, and refused, before anything is written."""
     results, left_out, meanings, left_out_runs = collect(sweep_dir, exclude=out_dir)
+    given = None if covariates is None else read_covariates(covariates, results, covariate_rule)
     exclude = [name.strip() for name in exclude or []]
     reasons = {} if allow_excluded else dict(regime_exclude or {})
     reasons |= {name: "exclude= of this report" for name in exclude}
@@ -207,15 +215,25 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
         log.info("results of %d measures: the study's conclusions under each, side by side, in conclusions.html",
                  measures)
         written += _conclusions(final, drawn, out_dir)
+    covariate_files = _covariates(final, given, drawn, mantel_permutations, mantel_seed, out_dir)
+    written += covariate_files
+    not_analysed = [] if given is None else unlisted(given, results)
+    if given is not None:
+        log.info("covariates of %s: %d of the results' %ss not in it, not analysed", covariates,
+                 len(not_analysed), given["level"].iloc[0])
     setting_rows = {name: {"runs": int(runs[name]), "settings": meanings[name], "figures": name in drawn,
                            "final_steps": final_steps[name]} for name in settings}
     write_atomic(out_dir / "index.html", _page(sweep_dir, n_runs, skipped, excluded, kept, setting_rows, min_runs,
-                                               images, tables, pairings_left_out, "conclusions.html" in written))
+                                               images, tables, pairings_left_out, "conclusions.html" in written,
+                                               _covariates_section(covariate_files, covariates, not_analysed)))
     written.append("index.html")
     found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "left_out_runs": left_out_runs,
              "excluded": excluded, "kept_although_excluded": kept,
              "left_out_pairings": json.loads(pairings_left_out.drop(columns="text").to_json(orient="records")),
-             "min_runs": min_runs, "settings": setting_rows, "files": written}
+             "min_runs": min_runs, "settings": setting_rows,
+             "covariates": None if given is None else {"file": str(covariates), "rule": covariate_rule,
+                                                       "not_analysed": not_analysed},
+             "files": written}
     write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
     log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
     return found
@@ -365,6 +383,46 @@ def _conclusions(final: pd.DataFrame, drawn: list[str], out_dir: Path) -> list[s
     return [*names, *images, "conclusions.html"]
 
 
+def _covariates(final: pd.DataFrame, given: pd.DataFrame | None, drawn: list[str], permutations: int, seed: int,
+                out_dir: Path) -> list[str]:
+    """Similarity against covariates, of the comparisons that count (final), into out_dir:
+    covariates.csv (covariates.covariate_tests, of the built-in n_shared_tasks and the file's
+    covariates, `given`: read_covariates') and, per setting drawn and covariate, its figure
+    (covariate_<name>.png, suffixed as the other figures); returns the files' names, none where
+    nothing is tested (no file given and n_shared_tasks constant)."""
+    tests = covariate_tests(final, given, permutations, seed)
+    if tests.empty:
+        return []
+    write_table(out_dir / "covariates.csv", tests)
+    names = ["covariates.csv"]
+    pairs = pair_table(final, given)
+    for (setting, covariate), rows in tests[tests["setting"].isin(drawn)].groupby(["setting", "covariate"]):
+        name = f"covariate_{covariate}{'' if setting == DEFAULT_SETTING else f'_{setting}'}.png"
+        figures.covariate_figure(pairs[(pairs["setting"] == setting) & (pairs["covariate"] == covariate)], rows,
+                                 figures.similarity_label(final[final["setting"] == setting]), covariate,
+                                 f"Similarity against {covariate}, a point per pair of two models\nSpearman's "
+                                 f"rho; Mantel test, {permutations} permutations of the labels, seed {seed} "
+                                 f"[{setting}]",
+                                 out_dir / name)
+        names.append(name)
+    return names
+
+
+def _covariates_section(names: list[str], source: Path | None, not_analysed: list[str]) -> str:
+    """The page's section of similarity against covariates (names: _covariates' files), or none."""
+    if not names:
+        return ""
+    given = (f" and of <code>{html.escape(str(source))}</code> ({len(not_analysed)} models or instances of the "
+             "results are not in it: not analysed)" if source is not None else "")
+    return ("<h2>Similarity against covariates</h2><p>Spearman's rho between each pair of two models' "
+            "similarity (a layer with itself; the mean over the seed pairings every pair of its regime and layer "
+            f"has) and each covariate: n_shared_tasks, the training tasks two models share, where it varies{given}; "
+            "per setting, regime and layer, with a Mantel test: the models' labels are permuted over the rows and "
+            "columns of the covariate's matrix together, since pairs that share a model are not independent. "
+            "Data: <a href='covariates.csv'>covariates.csv</a>.</p><div class='grid'>"
+            + "".join(_figure(name) for name in names if name.endswith(".png")) + "</div>")
+
+
 def _head(title: str) -> str:
     """A page's head, up to its body."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
@@ -384,9 +442,10 @@ def _figure(name: str) -> str:
 
 def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict], kept: dict[str, int],
           settings: dict[str, dict], min_runs: int, images: list[str], tables: dict[str, pd.DataFrame],
-          pairings_left_out: pd.DataFrame, with_conclusions: bool) -> str:
-    """One page beside its figures: trends and timelines, then statistics, then the model matrices
-    in a grid and the instance matrices one per row; with_conclusions: linked to conclusions.html."""
+          pairings_left_out: pd.DataFrame, with_conclusions: bool, covariates: str) -> str:
+    """One page beside its figures: trends and timelines, then statistics, then similarity against
+    covariates (its section, covariates: HTML), then the model matrices in a grid and the instance
+    matrices one per row; with_conclusions: linked to conclusions.html."""
     matrices = [name for name in images if name.startswith(("matrix_", "models_"))]
     n_left = int(pairings_left_out["comparisons"].sum())
     parts = [
@@ -419,7 +478,7 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         body = (_shown(table).to_html(index=False) if len(table)
                 else "<p>none</p>")
         parts.append(f"<h3>{html.escape(name)}</h3>{body}")
-    parts += ["<h2>Model matrices</h2><div class='grid'>",
+    parts += [covariates, "<h2>Model matrices</h2><div class='grid'>",
               *(_figure(name) for name in matrices if name.startswith("models_")),
               "</div><h2>Instance matrices</h2><p>One per row: 21 x 21 cells and more.</p>",
               *(_figure(name) for name in matrices if name.startswith("matrix_")), "</body></html>"]

@@ -50,11 +50,22 @@ def check_sweep_dir(sweep_dir: Path, data_root: str | None, exclude: Path | None
     return run_dirs
 
 
+def compared(run_dirs: list[Path]) -> pd.DataFrame:
+    """The instances and models each run folder compares (instance_a, instance_b, model_a,
+    model_b), as the results name them, from the folders' names alone (a run folder is
+    <regime>/<A>_vs_<B>/<layer...>): the names a file of the user's may use, known before the
+    results are read."""
+    pairs = pd.DataFrame([run_dir.parent.name.split("_vs_", 1) for run_dir in run_dirs],
+                         columns=["instance_a", "instance_b"])
+    return pairs.assign(model_a=pairs["instance_a"].str.split("_seed").str[0],
+                        model_b=pairs["instance_b"].str.split("_seed").str[0])
+
+
 def check_exclude(exclude: list[str], run_dirs: list[Path]) -> None:
-    """Refuse a name in the report's exclude that no model or instance of the run folders has (a
-    run folder is <regime>/<A>_vs_<B>/<layer...>: its instances' names)."""
-    instances = {name for run_dir in run_dirs for name in run_dir.parent.name.split("_vs_")}
-    models = {name.split("_seed")[0] for name in instances}
+    """Refuse a name in the report's exclude that no model or instance of the run folders has."""
+    names = compared(run_dirs)
+    instances = {*names["instance_a"], *names["instance_b"]}
+    models = {*names["model_a"], *names["model_b"]}
     unknown = [name.strip() for name in exclude if name.strip() not in instances | models]
     if unknown:
         models = sorted(models, key=lambda m: (m.rsplit("-", 1)[0], int(m.rsplit("-", 1)[1])))

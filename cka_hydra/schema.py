@@ -432,10 +432,29 @@ class ReportConfig:
     # a setting with fewer runs is listed without figures of its own (a one-off check); 7: the
     # narrowest sweep, pt3's 7 model pairs at one layer and seed pairing
     min_runs: int = 7
+    # a CSV of values per pair of models (or instances), or per model, to correlate similarity with
+    # (cka_hydra.covariates); relative to the folder the report is run from
+    covariates: Optional[str] = None
+    # how a file of models' values becomes pairs' values: absolute_difference |x_a - x_b|, or product
+    covariate_rule: str = "absolute_difference"
+    # the Mantel test's permutations of the models' labels, drawn by numpy's default_rng(mantel_seed)
+    mantel_permutations: int = 10000
+    mantel_seed: int = 0
 
     def __post_init__(self) -> None:
+        from cka_hydra.covariates import RULES  # pandas and scipy: only for the report
+
         if self.min_runs < 1:
             raise InputError(f"min_runs={self.min_runs}: expected 1 or more runs")
+        if self.covariates is not None and not self.covariates.strip():
+            raise InputError("covariates=: expected the path of a CSV file (or null: no covariates)")
+        if self.covariate_rule not in RULES:
+            raise InputError(f"covariate_rule={self.covariate_rule}: expected one of {', '.join(RULES)}")
+        if self.mantel_permutations < 1:
+            raise InputError(f"mantel_permutations={self.mantel_permutations}: expected 1 or more permutations")
+        if self.mantel_seed < 0:
+            raise InputError(f"mantel_seed={self.mantel_seed}: expected 0 or more (numpy's default_rng takes no "
+                             "negative seed)")
 
 
 def run_config(cfg: DictConfig, choices: Any = None) -> RunConfig:
