@@ -202,7 +202,7 @@ def document(tables: dict[str, pd.DataFrame], settings: dict[str, str], title: s
     """stats.tex: the report's tables (by their names in TABLES) as a LaTeX document, a section per
     table and in it a table per setting (settings: setting -> its measure, in order), under
     `title` (plain text). A setting without rows in a table, or a table without rows, gets a LaTeX
-    comment saying why in place of its table."""
+    comment saying why in place of its table; rows of a setting not in settings raise ValueError."""
     parts = [PREAMBLE, f"\\section*{{{escape(title)}}}",
              "Every number here is in stats.csv (its column table names the table), where every value keeps "
              "all its digits; how each is computed: stats.md. Similarities read higher as more alike under every "
@@ -210,6 +210,9 @@ def document(tables: dict[str, pd.DataFrame], settings: dict[str, str], title: s
     held = 0
     for spec in TABLES:
         table = tables[spec.name]
+        unknown = set(table.get("setting", [])) - set(settings)
+        if unknown:
+            raise ValueError(f"{spec.name}: rows of settings not given: {', '.join(sorted(unknown))}")
         parts.append(f"\\section*{{{escape(spec.title)}}}")
         if table.empty:
             parts.append(f"% no {spec.name} table: no setting has its comparisons ({spec.empty})")
