@@ -5,7 +5,10 @@ which comparisons count is the report's to decide, once for every figure and tab
 Each report figure is written three times over, by one name (files_of): a PNG for the page, a
 vector PDF with its fonts embedded for a paper, and a CSV of the numbers it draws."""
 
+import logging
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -62,12 +65,27 @@ def _save_png(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, dpi=DPI, format="png")
 
 
+@contextmanager
+def _pdf_settings() -> Iterator[None]:
+    """matplotlib's PDF settings (PDF_PARAMS) while a PDF is written, and fontTools, which subsets
+    the fonts it embeds, kept to warnings meanwhile: at INFO it logs some 50 lines per PDF into the
+    report's log."""
+    fonts = logging.getLogger("fontTools")
+    level = fonts.level
+    fonts.setLevel(logging.WARNING)
+    try:
+        with matplotlib.rc_context(PDF_PARAMS):
+            yield
+    finally:
+        fonts.setLevel(level)
+
+
 def _save(fig: Figure, path: Path, data: pd.DataFrame) -> None:
     """A report figure's files (files_of), each atomically: the PNG at path; beside it, of the same
     name, the PDF (vector, TrueType fonts embedded, no creation date: the same figure gives the
     same bytes) and the CSV of data, the numbers drawn (its index written only when named)."""
     _save_png(fig, path)
-    with atomic_path(path.with_suffix(".pdf")) as tmp, matplotlib.rc_context(PDF_PARAMS):
+    with atomic_path(path.with_suffix(".pdf")) as tmp, _pdf_settings():
         fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
     write_table(path.with_suffix(".csv"), data.reset_index() if data.index.name else data)
 

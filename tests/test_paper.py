@@ -3,6 +3,7 @@ number as in stats.csv), each figure as a PDF with its fonts embedded, and each 
 as a CSV beside it."""
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import built_once, run_app
 
-from cka_hydra import latex
+from cka_hydra import figures, latex
 from cka_hydra.report import write_report
 
 # what each table's caption must name: its test or interval
@@ -213,3 +214,15 @@ def test_the_next_report_removes_the_pdfs_and_csvs_it_listed(report, sweep_dir, 
     assert not any((again / name).exists() for name in gone)
     assert sorted(path.name for path in again.iterdir()) == sorted([*second["files"], "report.json"])
     assert json.loads((again / "report.json").read_text())["files"] == second["files"]
+
+
+def test_a_figures_pdf_is_written_without_a_word_in_the_log(tmp_path, caplog):
+    """fontTools subsets the fonts a PDF embeds, and at INFO logs some 50 lines per PDF: none reach
+    the report's log."""
+    matrix = pd.DataFrame([[0.5, 0.25], [0.25, float("nan")]], index=pd.Index(["a_1", "b"], name="instance"),
+                          columns=["a_1", "b"])
+    with caplog.at_level(logging.INFO):
+        figures.matrix_figure(matrix, "title", "CKA", 0, 1, tmp_path / "matrix.png")
+    assert caplog.records == [] and logging.getLogger("fontTools").level == logging.NOTSET
+    assert b"/FontFile2" in (tmp_path / "matrix.pdf").read_bytes()
+    assert (tmp_path / "matrix.csv").read_text() == "instance,a_1,b\na_1,0.5,0.25\nb,0.25,\n"
