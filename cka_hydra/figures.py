@@ -1,9 +1,14 @@
 """The report's figures and a run's own timeline figure, drawn with matplotlib's `Figure` API
 (no pyplot, no display, no global state). Each figure draws the rows it is given, all of them:
 which comparisons count is the report's to decide, once for every figure and table
-(stats.comparisons_that_count); where a figure compares groups it uses the pairings they share."""
+(stats.comparisons_that_count); where a figure compares groups it uses the pairings they share.
+Each report figure is written three times over, by one name (files_of): a PNG for the page, a
+vector PDF with its fonts embedded for a paper, and a CSV of the numbers it draws."""
 
+import logging
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -15,13 +20,23 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cka_hydra import registry
-from cka_hydra.atomic import atomic_path
+from cka_hydra.atomic import atomic_path, write_table
 from cka_hydra.pairs import instance_name
 from cka_hydra.stats import (
-    DIFFERENT_TASK, SAME_TASK, not_above_chance, on_common_pairings, trend_comparisons, trend_units, unit_means,
+    DIFFERENT_TASK, SAME_TASK, not_above_chance, on_common_pairings, pairings_text, trend_comparisons, trend_units,
+    unit_means,
 )
 
 DPI = 120
+# fonts in a figure's PDF as TrueType (Type 42), embedded whole: journals refuse the default Type 3
+PDF_PARAMS = {"pdf.fonttype": 42}
+
+
+def files_of(name: str) -> list[str]:
+    """A report figure's files, by its PNG's name: the PNG, its PDF and the CSV of its numbers
+    (matrix_pt2_layer5.png: matrix_pt2_layer5.png, .pdf and .csv)."""
+    stem = name.removesuffix(".png")
+    return [f"{stem}.{suffix}" for suffix in ("png", "pdf", "csv")]
 
 
 def similarity_label(final: pd.DataFrame) -> str:
@@ -44,9 +59,35 @@ def _steps_axis(ax: Axes) -> None:
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _save_png(fig: Figure, path: Path) -> None:
+    """The figure as a PNG at path, atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png")
+
+
+@contextmanager
+def _pdf_settings() -> Iterator[None]:
+    """matplotlib's PDF settings (PDF_PARAMS) while a PDF is written, and fontTools, which subsets
+    the fonts it embeds, kept to warnings meanwhile: at INFO it logs some 50 lines per PDF into the
+    report's log."""
+    fonts = logging.getLogger("fontTools")
+    level = fonts.level
+    fonts.setLevel(logging.WARNING)
+    try:
+        with matplotlib.rc_context(PDF_PARAMS):
+            yield
+    finally:
+        fonts.setLevel(level)
+
+
+def _save(fig: Figure, path: Path, data: pd.DataFrame) -> None:
+    """A report figure's files (files_of), each atomically: the PNG at path; beside it, of the same
+    name, the PDF (vector, TrueType fonts embedded, no creation date: the same figure gives the
+    same bytes) and the CSV of data, the numbers drawn (its index written only when named)."""
+    _save_png(fig, path)
+    with atomic_path(path.with_suffix(".pdf")) as tmp, _pdf_settings():
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
+    write_table(path.with_suffix(".csv"), data.reset_index() if data.index.name else data)
 
 
 def _seed_order(seed: str) -> tuple[int, str]:
@@ -63,7 +104,7 @@ def instance_matrix(final: pd.DataFrame, column: str = "similarity") -> pd.DataF
     within; NaN where no comparison was run."""
     seeds = sorted({*final["seed_a"], *final["seed_b"]}, key=_seed_order)
     names = [instance_name(m, s) for m in _models(final) for s in seeds]
-    matrix = pd.DataFrame(np.nan, index=names, columns=names)
+    matrix = pd.DataFrame(np.nan, index=pd.Index(names, name="instance"), columns=names)
     for a, b, value in zip(map(instance_name, final["model_a"], final["seed_a"]),
                            map(instance_name, final["model_b"], final["seed_b"]), final[column].astype(float)):
         matrix.loc[a, b] = matrix.loc[b, a] = value
@@ -77,7 +118,7 @@ def model_matrix(final: pd.DataFrame, column: str = "similarity") -> pd.DataFram
     was run."""
     tasks = {**dict(zip(final["model_a"], final["tasks_a"])), **dict(zip(final["model_b"], final["tasks_b"]))}
     names = {model: f"{model}: {tasks[model].replace('+', ', ')}" for model in _models(final)}
-    matrix = pd.DataFrame(np.nan, index=list(names.values()), columns=list(names.values()))
+    matrix = pd.DataFrame(np.nan, index=pd.Index(names.values(), name="model"), columns=list(names.values()))
     for (a, b), group in final.groupby(["model_a", "model_b"]):
         matrix.loc[names[a], names[b]] = matrix.loc[names[b], names[a]] = group[column].astype(float).mean()
     return matrix
@@ -89,7 +130,7 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
     """A heat map of a matrix; the cells `marked` holds true for get a '*' (comparisons at
     another final step than the rest), those `below` holds true for a '°' (not above chance),
     and each cell's `intervals` value, where given, is shown beneath it as +- (a bootstrap
-    interval's half-width)."""
+    interval's half-width). Its CSV: the matrix as drawn, its rows' names in the first column."""
     n = len(matrix)
     stars = np.zeros(matrix.shape, dtype=bool) if marked is None else marked.to_numpy(dtype=float) > 0
     rings = np.zeros(matrix.shape, dtype=bool) if below is None else below.to_numpy(dtype=float) > 0
@@ -128,55 +169,68 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03,
                  label=f"{label} (final step{'; ±: bootstrap interval' if intervals is not None else ''})")
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, matrix)
 
 
 def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity against the number of training tasks, one line per layer (one
-    setting's trends_panel)."""
+    setting's trends_panel); its CSV: the points drawn (trend_points)."""
     fig = _new_figure(figsize=(6, 4.6))
-    trends_panel(fig.subplots(), final, title)
+    points = trends_panel(fig.subplots(), final, title)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, points)
 
 
 def conclusions_trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     """The trends of several settings side by side, a trends_panel per setting: one x axis of
     training tasks, each panel its own y scale (the values of different measures compare in
-    direction, not in size)."""
+    direction, not in size); its CSV: every panel's points (trend_points), by setting."""
     settings = sorted(final["setting"].unique())
     columns = min(3, len(settings))
     rows = -(-len(settings) // columns)
     fig = _new_figure(figsize=(5.5 * columns, 5 * rows))
     axes = fig.subplots(rows, columns, sharex=True, squeeze=False).flatten()
-    for ax, setting in zip(axes, settings):
-        trends_panel(ax, final[final["setting"] == setting], f"[{setting}]")
+    points = pd.concat([trends_panel(ax, final[final["setting"] == setting], f"[{setting}]")
+                        for ax, setting in zip(axes, settings)], ignore_index=True)
     for ax in axes[len(settings):]:  # a last row's empty places
         ax.set_axis_off()
     _tasks_axis(axes[0], trend_comparisons(final))  # the shared axis: every setting's numbers of tasks
     fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, points)
 
 
-def trends_panel(ax: Axes, final: pd.DataFrame, title: str) -> None:
-    """One setting's different-task similarity against the number of training tasks on ax, one line
-    per layer (stats.trend_units): mean over the seed pairings every point has, error bars their
-    standard deviation (the seed spread)."""
-    different = trend_comparisons(final)
+def trend_points(different: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The points of one setting's trends (of its stats.trend_comparisons), a row per layer and
+    number of training tasks: the mean over the seed pairings every point has (stats.trend_units),
+    std (the error bars: the seed spread), n_units (those pairings), and not_above_chance, whether
+    some of the point's values are not above chance (Benjamini-Hochberg over the figure's values);
+    with those pairings and the ones left out, held by only some points."""
     units, common, left_out = trend_units(different)  # like for like: the same seeds at every point
-    layers = sorted(units["layer"].unique())
-    # a point some of whose values are not above chance (Benjamini-Hochberg over the figure's values)
     below = different.assign(below=not_above_chance(different)).groupby(["layer", "n_tasks_a"])["below"].any()
+    points = units.groupby(["layer", "n_tasks"], as_index=False)["similarity"].agg(
+        mean="mean", std="std", n_units="count")
+    points["not_above_chance"] = [bool(below.get(key, False)) for key in zip(points["layer"], points["n_tasks"])]
+    return points, common, left_out
+
+
+def trends_panel(ax: Axes, final: pd.DataFrame, title: str) -> pd.DataFrame:
+    """One setting's different-task similarity against the number of training tasks on ax, one line
+    per layer (trend_points): mean over the seed pairings every point has, error bars their
+    standard deviation (the seed spread), red rings where some value is not above chance; returns
+    the points drawn, with the setting and measure, the regimes at each number of tasks and the
+    seed pairings averaged."""
+    different = trend_comparisons(final)
+    points, common, left_out = trend_points(different)
+    layers = sorted(points["layer"].unique())
     ringed = "some value not above chance (5%, Benjamini-Hochberg)"  # the legend's entry, once
-    for i, (layer, group) in enumerate(units.groupby("layer")):
-        spread = group.groupby("n_tasks")["similarity"].agg(["mean", "std", "count"])
+    for i, (layer, spread) in enumerate(points.groupby("layer")):
         dodge = (i - (len(layers) - 1) / 2) * 0.04  # so that layers at one x do not hide each other
-        ax.errorbar(spread.index + dodge, spread["mean"], yerr=spread["std"].fillna(0), marker="o", capsize=4,
+        ax.errorbar(spread["n_tasks"] + dodge, spread["mean"], yerr=spread["std"].fillna(0), marker="o", capsize=4,
                     label=f"layer {layer}")
-        low = [n for n in spread.index if below.get((layer, n), False)]
-        if low:
-            ax.scatter(np.array(low) + dodge, spread.loc[low, "mean"], s=160, facecolors="none", edgecolors="red",
+        low = spread[spread["not_above_chance"]]
+        if len(low):
+            ax.scatter(low["n_tasks"] + dodge, low["mean"], s=160, facecolors="none", edgecolors="red",
                        label=ringed, zorder=3)
             ringed = None
     _tasks_axis(ax, different)
@@ -188,12 +242,21 @@ def trends_panel(ax: Axes, final: pd.DataFrame, title: str) -> None:
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    points.insert(0, "setting", final["setting"].iloc[0])
+    points.insert(1, "measure", final["measure"].iloc[0])
+    return points.assign(regimes=points["n_tasks"].map(_regimes_by_tasks(different)),
+                         seed_pairings=pairings_text(common))
 
 
 def _tasks_axis(ax: Axes, different: pd.DataFrame) -> None:
     """An x axis of training tasks: a tick at each number of them, named with its regimes."""
-    regimes = different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
+    regimes = _regimes_by_tasks(different)
     ax.set_xticks(regimes.index, [f"{n}\n({r})" for n, r in regimes.items()])
+
+
+def _regimes_by_tasks(different: pd.DataFrame) -> pd.Series:
+    """The regimes at each number of training tasks (n_tasks_a), named in one string ("pt2, pt3")."""
+    return different.groupby("n_tasks_a")["regime"].agg(lambda r: ", ".join(sorted(set(r))))
 
 
 def timeline_curves(results: pd.DataFrame) -> pd.DataFrame:
@@ -223,7 +286,7 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity against training step, a panel per regime and a line per layer
     (timeline_curves): mean over comparisons, band one standard deviation, over the steps every
     comparison holds; dashed with open markers, the comparisons that hold later steps, from their
-    own mean at the last step all hold."""
+    own mean at the last step all hold. Its CSV: the curves (timeline_curves)."""
     curves = timeline_curves(results)
     regimes = sorted(curves["regime"].unique())
     fig = _new_figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.4))
@@ -249,12 +312,13 @@ def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, curves)
 
 
 def run_timeline_figure(timeline: pd.DataFrame, column: str, label: str, title: str, path: Path) -> None:
     """One run's timeline (the research group's `cka_timeline.png`): its value at each step, the
-    mean over steps dashed, the bootstrap interval as a band where it was computed."""
+    mean over steps dashed, the bootstrap interval as a band where it was computed. A PNG alone:
+    its numbers are the run's timeline CSV, beside it."""
     fig = _new_figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     ax.plot(timeline["step"], timeline[column], marker="o", label=label)
@@ -269,7 +333,13 @@ def run_timeline_figure(timeline: pd.DataFrame, column: str, label: str, title: 
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10, wrap=True)
     fig.tight_layout()
-    _save(fig, path)
+    _save_png(fig, path)
+
+
+# the columns of stats.compare_kinds that kinds_figure draws: points, bars and tick labels
+KINDS_DRAWN = ("setting", "measure", "regime", "layer", "layer_b", "same_task", "same_task_ci_low", "same_task_ci_high",
+               "different_task", "different_task_ci_low", "different_task_ci_high", "effect_size_dz", "p", "n_units",
+               "seed_pairings")
 
 
 def kinds_figure(tests: pd.DataFrame, label: str, title: str, path: Path) -> None:
@@ -277,7 +347,7 @@ def kinds_figure(tests: pd.DataFrame, label: str, title: str, path: Path) -> Non
     comparison), a panel per regime and a pair of points per layer: each kind's mean over the
     seed pairings both kinds have, bars its 95% t interval, annotated with the paired test over
     those pairings (one setting's same-layer rows of stats.compare_kinds): points and test are
-    over the same units."""
+    over the same units. Its CSV: those rows' columns drawn (KINDS_DRAWN), by regime and layer."""
     regimes = sorted(tests["regime"].unique())
     fig = _new_figure(figsize=(max(6.0, 4.5 * len(regimes)), 4.6))
     axes = fig.subplots(1, len(regimes), sharey=True, squeeze=False)
@@ -302,14 +372,14 @@ def kinds_figure(tests: pd.DataFrame, label: str, title: str, path: Path) -> Non
                                                                   else "per layer, see stats.md"), 100),
                  fontsize=10, wrap=True)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, tests.sort_values(["regime", "layer"])[list(KINDS_DRAWN)])
 
 
 def layer_map_figure(final: pd.DataFrame, label: str, title: str, path: Path) -> None:
     """Different-task similarity of the first model's layer (rows) against the second model's
     (columns), a panel per regime: each cell the mean over seed pairings of the mean over model
     pairs, over the pairings every cell of its panel has, with its number of comparisons (one
-    setting's stats.final_values)."""
+    setting's stats.final_values). Its CSV: the cells, a row each (similarity, n_comparisons)."""
     different = final[final["kind"] == DIFFERENT_TASK]
     keys = ["regime", "layer", "layer_b"]
     units = pd.concat([on_common_pairings(unit_means(group, keys), ["layer", "layer_b"])[0]
@@ -338,7 +408,8 @@ def layer_map_figure(final: pd.DataFrame, label: str, title: str, path: Path) ->
     fig.colorbar(image, ax=list(axes[0]), fraction=0.046, pad=0.03,
                  label=f"{label}\nmodels with disjoint tasks, final step")
     fig.suptitle(title, fontsize=10, wrap=True)
-    _save(fig, path)
+    _save(fig, path, pd.DataFrame({"similarity": cells, "n_comparisons": counts}).dropna(subset="similarity")
+          .astype({"n_comparisons": int}).reset_index())
 
 
 def covariate_figure(pairs: pd.DataFrame, tests: pd.DataFrame, label: str, covariate: str, title: str,
@@ -363,4 +434,5 @@ def covariate_figure(pairs: pd.DataFrame, tests: pd.DataFrame, label: str, covar
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout()
-    _save(fig, path)
+    drawn = pairs.merge(tests[["regime", "layer"]], on=["regime", "layer"])
+    _save(fig, path, drawn.assign(covariate=covariate))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cka_hydra import figures, results_dir
+from cka_hydra import figures, latex, results_dir
 from cka_hydra.atomic import atomic_path, write_atomic, write_table
 from cka_hydra.covariates import covariate_tests, pair_table, read_covariates, unlisted
 from cka_hydra.errors import InputError
@@ -17,7 +17,7 @@ from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
 from cka_hydra.schema import ReportConfig
 from cka_hydra.stats import (
     ALPHA, CLAIMS, DIFFERENT_TASK, INCOMPLETE, compare_kinds, compare_regimes, comparisons_that_count, conclusions,
-    final_values, group_summary, left_out_pairings, measure_agreement, not_above_chance, trend_comparisons,
+    final_values, group_summary, left_out_pairings, measure_agreement, not_above_chance, trend_comparisons, trends,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,13 @@ confidence intervals and tests count seed pairings, not comparisons.
 - Regime against regime (different-task comparisons): different regimes are different
   training runs, so the test is Welch's unpaired t-test over the seed pairings both have;
   effect size Hedges' g.
+- Both comparisons also give their difference's 95% interval (difference_ci_low,
+  difference_ci_high): the paired t-test's, and Welch's.
+- Trends over training tasks (different-task comparisons of models with equally many tasks,
+  a layer with itself): per setting and layer, the least-squares slope of the seed-pairing
+  means, over the pairings every number of tasks has, on the number of tasks, its 95% t
+  interval with n - 2 degrees of freedom (n: the means) and two-sided p; effect size r,
+  Pearson's. It takes every mean as an independent point.
 - Chance: every table states the chance level of the groups it compares (chance, as a
   similarity: the mean over the group's comparisons of the exact null mean of biased
   CKA, which a random re-pairing of the cities gives, 0 for debiased CKA; else the
@@ -182,8 +189,9 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
         log.info("left out as an %s: %s", INCOMPLETE, line)
     tables = {
         "groups": group_summary(final, not_counted),
-        "same-task vs different-task": compare_kinds(final),
-        "regime vs regime": compare_regimes(final),
+        "same-task vs different-task": compare_kinds(final, interval=True),
+        "regime vs regime": compare_regimes(final, interval=True),
+        "trends over training tasks": trends(final),
     }
     images = []
     scales = colour_scales(final[final["setting"].isin(drawn)])
@@ -194,7 +202,8 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     # (no table has rows when every comparison is of an instance with itself)
     stats_csv = pd.concat([t.assign(table=name) for name, t in tables.items() if len(t)] or [pd.DataFrame(
         columns=["table"])], ignore_index=True)
-    for column in (c for c in stats_csv if c.startswith("n_")):  # counts, not floats, where tables do not share them
+    counts = {c for t in tables.values() for c in t if c.startswith("n_") and pd.api.types.is_numeric_dtype(t[c])}
+    for column in sorted(counts):  # counts, not floats, where tables do not share them (n_tasks: "1, 2, 3")
         stats_csv[column] = pd.Series([None if pd.isna(v) else int(v) for v in stats_csv[column]], dtype=object)
     write_table(out_dir / "stats.csv", stats_csv)
     final_steps = {setting: {int(step): int(n) for step, n in sorted(final[final["setting"] == setting]["step"]
@@ -209,7 +218,10 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
                      if len(table)
                      else "(no such comparisons in this sweep)", ""]
     write_atomic(out_dir / "stats.md", "\n".join(markdown))
-    written += ["stats.csv", "stats.md", *images]
+    measure_of = results.groupby("setting")["measure"].first()
+    write_atomic(out_dir / "stats.tex", latex.document(tables, {setting: measure_of[setting] for setting in settings},
+                                                       f"Statistics of {n_runs} runs"))
+    written += ["stats.csv", "stats.md", "stats.tex", *(name for image in images for name in figures.files_of(image))]
     measures = final["measure"].nunique()
     if measures > 1:
         log.info("results of %d measures: the study's conclusions under each, side by side, in conclusions.html",
@@ -355,7 +367,8 @@ def _conclusions(final: pd.DataFrame, drawn: list[str], out_dir: Path) -> list[s
     the comparisons that count (final), into out_dir: conclusions.csv (stats.conclusions),
     measure_agreement.csv (stats.measure_agreement), the trends of every setting drawn (drawn: of
     at least min_runs runs) that has two or more numbers of training tasks, a panel each
-    (conclusions_trends.png), and conclusions.html, which shows them; returns the files' names."""
+    (conclusions_trends.png, with its PDF and CSV), and conclusions.html, which shows them; returns the
+    files' names."""
     table, agreement = conclusions(final), measure_agreement(final)
     write_table(out_dir / "conclusions.csv", table)
     write_table(out_dir / "measure_agreement.csv", agreement)
@@ -380,7 +393,7 @@ def _conclusions(final: pd.DataFrame, drawn: list[str], out_dir: Path) -> list[s
     parts += ["<h2>Agreement between measures</h2>", _shown(agreement).to_html(index=False),
               *(_figure(name) for name in images), "</body></html>"]
     write_atomic(out_dir / "conclusions.html", "\n".join(parts))
-    return [*names, *images, "conclusions.html"]
+    return [*names, *(name for image in images for name in figures.files_of(image)), "conclusions.html"]
 
 
 def _covariates(final: pd.DataFrame, given: pd.DataFrame | None, drawn: list[str], permutations: int, seed: int,
@@ -404,7 +417,7 @@ def _covariates(final: pd.DataFrame, given: pd.DataFrame | None, drawn: list[str
                                  f"rho; Mantel test, {permutations} permutations of the labels, seed {seed} "
                                  f"[{setting}]",
                                  out_dir / name)
-        names.append(name)
+        names += figures.files_of(name)
     return names
 
 
@@ -435,9 +448,12 @@ def _head(title: str) -> str:
 
 
 def _figure(name: str) -> str:
-    """A figure on a page, linked, not embedded: a study of many settings stays a page of kilobytes."""
+    """A figure on a page, linked, not embedded: a study of many settings stays a page of kilobytes;
+    its caption links its PDF and the CSV of its numbers (figures.files_of)."""
+    _, pdf, csv = figures.files_of(name)
     return (f"<figure><a href='{name}'><img alt='{name}' src='{name}' loading='lazy'></a>"
-            f"<figcaption>{name} (click for full size)</figcaption></figure>")
+            f"<figcaption>{name} (click for full size); <a href='{pdf}'>PDF</a>, "
+            f"<a href='{csv}'>numbers (CSV)</a></figcaption></figure>")
 
 
 def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict], kept: dict[str, int],
@@ -455,7 +471,8 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         + (f"; {n_left} comparison{'' if n_left == 1 else 's'} at incomplete seed pairings (see Left out)"
            if n_left else "")
         + ". Data: <a href='cka_results.csv'>cka_results.csv</a>, "
-        "<a href='stats.csv'>stats.csv</a>, <a href='stats.md'>stats.md</a>."
+        "<a href='stats.csv'>stats.csv</a>, <a href='stats.md'>stats.md</a>, "
+        "<a href='stats.tex'>stats.tex</a> (the tables in LaTeX, for a paper)."
         + (" The study's conclusions under each measure, side by side: <a href='conclusions.html'>conclusions.html</a>."
            if with_conclusions else "") + "</p>",
         "<h2>Left out</h2>" + (pd.DataFrame([{"model or instance": name, **what} for name, what in excluded.items()])

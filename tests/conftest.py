@@ -361,15 +361,38 @@ def slurm_missing() -> str | None:
     return None
 
 
+def required(reason: str | None, variable: str) -> None:
+    """Skip the test because `reason` (what this machine lacks; None: nothing, it runs), or fail
+    it where the environment variable is 1: CI (.ci/run) provided the tool, so a skip would hide
+    that it is broken."""
+    if reason and os.environ.get(variable) == "1":
+        pytest.fail(f"{variable}=1, but {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def slurm() -> None:
     """A SLURM cluster to submit to. Without one the test is skipped, or fails where
     CKA_HYDRA_REQUIRE_SLURM=1 says one was started for it (.ci/run)."""
-    reason = slurm_missing()
-    if reason and os.environ.get("CKA_HYDRA_REQUIRE_SLURM") == "1":
-        pytest.fail(f"CKA_HYDRA_REQUIRE_SLURM=1, but {reason}")
-    if reason:
-        pytest.skip(reason)
+    required(slurm_missing(), "CKA_HYDRA_REQUIRE_SLURM")
+
+
+def tex_missing() -> str | None:
+    """Why stats.tex cannot be compiled here (None when it can): pdflatex and booktabs."""
+    install = "apt-get install texlive-latex-base texlive-latex-recommended; .ci/run installs them"
+    if shutil.which("pdflatex") is None:
+        return f"no pdflatex ({install})"
+    if subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).stdout.strip() == "":
+        return f"no booktabs.sty ({install})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def tex() -> None:
+    """pdflatex, with booktabs, to compile stats.tex. Without it the test is skipped, or fails where
+    CKA_HYDRA_REQUIRE_TEX=1 says it was installed for it (.ci/run)."""
+    required(tex_missing(), "CKA_HYDRA_REQUIRE_TEX")
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
