@@ -135,7 +135,7 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
     stars = np.zeros(matrix.shape, dtype=bool) if marked is None else marked.to_numpy(dtype=float) > 0
     rings = np.zeros(matrix.shape, dtype=bool) if below is None else below.to_numpy(dtype=float) > 0
     halves = np.full(matrix.shape, np.nan) if intervals is None else intervals.to_numpy(dtype=float)
-    size = max(5.0, 0.42 * n + 2.5)
+    size = max(5.0, 0.55 * n + 2.5)  # cells large enough for their numbers at 8-9 pt
     labels = 0.06 * max(len(str(name)) for name in matrix.index)  # inches for the tick labels
     fig = _new_figure(figsize=(size + 1.2 + labels, size + labels))
     ax = fig.subplots()
@@ -157,7 +157,8 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
                 text = f"{value:.2f}" + ("*" if stars[i, j] else "") + ("°" if rings[i, j] else "")
                 if not np.isnan(halves[i, j]):
                     text += f"\n±{halves[i, j]:.2f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=6 if np.isnan(halves[i, j]) else 5,
+                ax.text(j, i, text, ha="center", va="center",
+                        fontsize=(9 if n <= 10 else 8) - (0 if np.isnan(halves[i, j]) else 1),
                         color="black" if shade > 0.6 else "white")
     else:
         rows, columns = np.nonzero(stars)

@@ -108,46 +108,64 @@ class Table:
     empty: str
 
 
+OVER_MODELS = ("Over models and seeds (recommended: the seed-pairing test holds the models fixed): the 95\\% "
+               "interval and $p$ of the delete-one-model jackknife (a regime's models left out in turn, each with all "
+               "its seeds), Student's $t$ with $m - 1$ degrees of freedom, $m$ the fewest models of a regime read.")
+
+
+def over_models(value: str) -> tuple[Column, ...]:
+    """The columns of an estimate over models and seeds (inference.Estimate.columns)."""
+    return (numeric("n_models", "models", count), estimate(value, "ms_ci_low", "ms_ci_high", "[95\\% CI, models]"),
+            numeric("ms_p", "$p$, models", p_value))
+
+
 TABLES = (
     Table("groups", "Groups of comparisons",
           "mean similarity over seed pairings with its 95\\% confidence interval (Student's t, $n - 1$ degrees of "
           "freedom; $n$: seed pairings); std over the comparisons; chance: the mean chance level, as a similarity; "
           "calibrated: the mean of $(s - s_0) / (1 - s_0)$; not above chance: values not above chance at 5\\% "
-          "(permutation test, Benjamini-Hochberg) of those tested. No test: groups are compared in the tables below.",
+          "(permutation test, Benjamini-Hochberg) of those tested. No test: groups are compared in the tables below. "
+          "Over models and seeds (recommended: the seed-pairing interval holds the models fixed): the 95\\% interval "
+          "of the delete-one-model jackknife (a regime's models left out in turn, each with all its seeds), "
+          "Student's $t$ with $m - 1$ degrees of freedom for its $m$ models.",
           (text("regime"), layers(), text("kind"), numeric("n_units", "$n$", count),
            numeric("n_comparisons", "comparisons", count), estimate("mean", "ci_low", "ci_high", "mean [95\\% CI]"),
+           numeric("n_models", "models", count),
+           estimate("mean", "ms_ci_low", "ms_ci_high", "mean [95\\% CI, models]"),
            numeric("std"), numeric("chance"), numeric("calibrated"), not_above_chance()),
           "only comparisons of an instance with itself"),
     Table("same-task vs different-task", "Same-task cross-seed against different-task",
           "each kind's mean similarity over the seed pairings both kinds have, with its 95\\% t interval; the "
           "difference, same-task minus different-task, with its 95\\% interval, $t$ and $p$ of the paired "
           "t-test over seed pairings ($n$: pairings); effect size $d_z$, the mean difference over the standard "
-          "deviation of the differences.",
+          "deviation of the differences. " + OVER_MODELS,
           (text("regime"), layers(), numeric("n_units", "$n$", count),
            estimate("same_task", "same_task_ci_low", "same_task_ci_high", "same-task [95\\% CI]"),
            estimate("different_task", "different_task_ci_low", "different_task_ci_high",
                     "different-task [95\\% CI]"),
            estimate("difference", "difference_ci_low", "difference_ci_high", "difference [95\\% CI]"),
-           numeric("effect_size_dz", "$d_z$"), numeric("t", "$t$"), numeric("p", "$p$", p_value)),
+           numeric("effect_size_dz", "$d_z$"), numeric("t", "$t$"), numeric("p", "$p$", p_value),
+           *over_models("difference")),
           "no regime and layer pair has both kinds at a common seed pairing (hydra.sweeper.self_pairs=true "
           "runs the same-task ones)"),
     Table("regime vs regime", "Regime against regime, different-task comparisons",
           "each regime's mean similarity over the seed pairings both regimes have; the difference, first "
           "regime minus second, with the 95\\% interval, $t$ and $p$ of Welch's t-test over seed pairings "
-          "($n$: pairings of each regime); effect size Hedges' $g$.",
+          "($n$: pairings of each regime); effect size Hedges' $g$. " + OVER_MODELS,
           (layers(), versus("regime_a", "regime_b", "regimes"), numeric("n_units_a", "$n$ first", count),
            numeric("n_units_b", "$n$ second", count), numeric("mean_a", "first"), numeric("mean_b", "second"),
            estimate("difference", "difference_ci_low", "difference_ci_high", "difference [95\\% CI]"),
-           numeric("hedges_g", "$g$"), numeric("t", "$t$"), numeric("p", "$p$", p_value)),
+           numeric("hedges_g", "$g$"), numeric("t", "$t$"), numeric("p", "$p$", p_value),
+           *over_models("difference")),
           "fewer than two regimes with different-task comparisons"),
     Table("trends over training tasks", "Trends over the number of training tasks",
           "different-task similarity against the number of training tasks per model: the OLS slope (per task) of "
           "the seed-pairing means, its 95\\% t interval with $n - 2$ degrees of freedom and two-sided $p$; $r$: "
           "Pearson's correlation of the number of tasks with the means; $n$: the means (seed pairings times "
-          "numbers of tasks). With two means a line fits exactly: no interval, $p$ or $r$.",
+          "numbers of tasks). With two means a line fits exactly: no interval, $p$ or $r$. " + OVER_MODELS,
           (layers(), text("n_tasks", "training tasks"), text("regimes"), numeric("n_units", "$n$", count),
            estimate("slope", "ci_low", "ci_high", "slope [95\\% CI]"), numeric("r", "$r$"),
-           numeric("p", "$p$", p_value)),
+           numeric("p", "$p$", p_value), *over_models("slope")),
           "fewer than two numbers of training tasks with different-task comparisons of a layer with itself"),
 )
 

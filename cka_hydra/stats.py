@@ -333,7 +333,7 @@ DIRECTIONS = {TREND: ("rises", "falls", "flat"), KINDS: ("higher", "lower", "equ
               REGIMES: ("higher", "lower", "equal")}
 CONCLUSIONS = ["claim", "setting", "measure", "layer", "layer_b", "what", "direction", "directions_agree",
                "estimate_kind", "estimate", "ci_low", "ci_high", "p", "effect_size_kind", "effect_size", "n_units",
-               "seed_pairings"]
+               "seed_pairings", "ms_ci_low", "ms_ci_high", "ms_p", "n_models"]
 
 
 def conclusions(final: pd.DataFrame) -> pd.DataFrame:

@@ -124,7 +124,7 @@ def awkward_document() -> str:
     groups = pd.DataFrame([dict(setting=AWKWARD, measure="cka", regime=AWKWARD, layer=3, layer_b=5, kind=AWKWARD,
                                 n_comparisons=4, n_units=2, seed_pairings="orig_1 1_2", mean=0.5123, std=0.1,
                                 ci_low=0.4901, ci_high=0.5344, chance=0.04, calibrated=float("nan"),
-                                n_not_above_chance=1, n_tested=4)])
+                                n_not_above_chance=1, n_tested=4, n_models=5, ms_ci_low=0.41, ms_ci_high=0.61)])
     empty = pd.DataFrame()
     return latex.document({"groups": groups, "same-task vs different-task": empty, "regime vs regime": empty,
                            "trends over training tasks": groups.iloc[:0]}, {AWKWARD: "cka"}, AWKWARD)

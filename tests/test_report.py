@@ -1,5 +1,6 @@
 """`python -m cka_hydra report` on real sweep folders, and its statistics on a hand-made table."""
 
+import html
 import json
 import re
 import shutil
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import built_once, final_rows, representations_dir, run_app, run_cli
 
+from cka_hydra import findings
 from cka_hydra.figures import timeline_curves
 from cka_hydra.report import write_report
 from cka_hydra.results import COLUMNS, collect, leave_out
@@ -86,6 +88,23 @@ def test_report_writes_every_file(sweep_dir, tmp_path):
     regimes = stats[stats["table"] == "regime vs regime"]
     assert regimes[["regime_a", "regime_b"]].values.tolist() == [["pt1", "pt3"]]
     assert "seed pairing" in (out / "stats.md").read_text()
+
+    # the page leads with the findings, over models and seeds and over seed pairings, the method a click away
+    said = "With this study's 3 seed pairings (1_2, orig_1, orig_2) a seed-pairing test has at most 2 degrees"
+    assert said in html.unescape(page) and said in (out / "stats.md").read_text()
+    assert page.index("<h2>Findings [all]</h2>") < page.index("<img") < page.index("<details><summary>Method")
+    lead = page[page.index("<h2>Findings"):page.index("<h2>Figures")]
+    for claim in ("Trend over the number of training tasks", "Same-task cross-seed against different-task",
+                  "Regime against regime"):
+        assert f"<h3>{claim}" in lead
+    assert "95% CI over models and seeds" in lead and "95% CI over seed pairings" in lead
+    # what the study lacks, and what it needs
+    assert "Similarity against task overlap (n_shared_tasks): not in this study; it needs model pairs that " \
+           "share some training tasks beside pairs that share none: a sweep with allow_overlap=true." in lead
+    assert "Blank cells are comparisons this study did not run: each pair of models is compared at the seed " \
+           "pairings 1_2, orig_1, orig_2 only" in page
+    trend = stats[stats["table"] == "trends over training tasks"].iloc[0]
+    assert trend["ms_ci_low"] < trend["slope"] < trend["ms_ci_high"] and trend["n_models"] == 14
 
 
 def test_default_out_dir_and_failed_runs_are_left_out(sweep_dir, tmp_path):
@@ -423,5 +442,19 @@ def test_a_one_off_run_at_another_pairing_changes_no_number_and_is_named(small_s
     for page in ("index.html", "stats.md"):
         assert said in (tmp_path / "after" / page).read_text()
         assert "Seed pairings left out: none" in (tmp_path / "before" / page).read_text()
-    assert "left out: none; 1 comparison at incomplete seed pairings (see Left out)." in (
+    assert "left out: none; 1 comparison at incomplete seed pairings (see Runs read)." in (
         tmp_path / "after/index.html").read_text()
+
+
+def test_the_page_says_what_the_design_run_allows_and_what_a_missing_analysis_needs():
+    final = pd.DataFrame({"seed_pairing": ["orig_1", "orig_2", "1_orig", "1_2", "2_orig", "2_1"]})
+    said = findings.pairings_sentence(final)
+    assert said.startswith("With this study's 6 seed pairings (1_2, 1_orig, 2_1, 2_orig, orig_1, orig_2) a "
+                           "seed-pairing test has at most 5 degrees of freedom; pairings that share a seed")
+    assert "single seed pairing (orig_1)" in findings.pairings_sentence(final.iloc[:1])
+    none = {name: pd.DataFrame() for name in ("trends over training tasks", "same-task vs different-task",
+                                              "regime vs regime")}
+    lines = findings.missing(none, pd.DataFrame())
+    assert "Same-task cross-seed against different-task: not in this study; it needs each model compared with " \
+           "itself at another seed: add hydra.sweeper.self_pairs=true to the sweep." in lines
+    assert len(lines) == 4
