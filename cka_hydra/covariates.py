@@ -34,7 +34,8 @@ RULES: dict[str, tuple[str, Callable[[float, float], float]]] = {
 PAIR_LEVEL = "pair-level"  # the rule of a file of pairs' values, and of the built-in covariate
 BUILT_IN = "n_shared_tasks"  # a column of the results, analysed wherever it varies
 GROUP = ["setting", "measure", "regime", "layer"]  # one test per group and covariate
-COLUMNS = [*GROUP, "covariate", "rule", "n_pairs", "n_models", "rho", "mantel_p", "permutations", "seed", "note"]
+COLUMNS = [*GROUP, "covariate", "rule", "n_pairs", "n_models", "rho", "ci_low", "ci_high", "mantel_p", "permutations",
+           "seed", "note"]
 # a tie of a permuted statistic with the observed one, within floating-point error, counts as one
 TIE = 1e-12
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a covariate names its figure's file
@@ -234,12 +235,34 @@ def covariate_tests(final: pd.DataFrame, covariates: pd.DataFrame | None = None,
         note = ("fewer than 3 pairs: no rho" if len(pairs) < 3
                 else "the covariate is constant here: no rho or p" if constant
                 else "the similarity is constant here: no rho or p" if pairs["similarity"].nunique() == 1 else "")
-        rho, p = (math.nan, math.nan) if note else mantel_test(
-            pairs["similarity"].to_numpy(float), covariate_matrix(matrices[key[-2:]], labels),
-            np.searchsorted(labels, pairs["a"]), np.searchsorted(labels, pairs["b"]), permutations, seed)
-        rows.append(dict(group, n_pairs=len(pairs), n_models=len(labels), rho=rho, mantel_p=p,
+        similarity, matrix = pairs["similarity"].to_numpy(float), covariate_matrix(matrices[key[-2:]], labels)
+        a, b = np.searchsorted(labels, pairs["a"]), np.searchsorted(labels, pairs["b"])
+        rho, p = (math.nan, math.nan) if note else mantel_test(similarity, matrix, a, b, permutations, seed)
+        low, high = (math.nan, math.nan) if note else rho_interval(similarity, matrix[a, b], a, b, len(labels))
+        rows.append(dict(group, n_pairs=len(pairs), n_models=len(labels), rho=rho, ci_low=low, ci_high=high,
+                         mantel_p=p,
                          permutations=permutations, seed=seed, note=note))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def rho_interval(similarity: np.ndarray, covariate: np.ndarray, rows: np.ndarray, columns: np.ndarray,
+                 n_labels: int) -> tuple[float, float]:
+    """A 95% interval of Spearman's rho over models and seeds: the delete-one-model jackknife
+    (inference.py's scheme) of Fisher's z = atanh(rho), each label left out with every pair it
+    is in, t with n - 1 degrees of freedom, back-transformed; NaN where leaving a label out leaves
+    fewer than 3 pairs or a constant side."""
+    def rho(keep: np.ndarray) -> float:
+        x, y = similarity[keep], covariate[keep]
+        if keep.sum() < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            return math.nan
+        return float(stats.spearmanr(x, y).statistic)
+
+    z = np.arctanh(np.clip([rho((rows != i) & (columns != i)) for i in range(n_labels)], -0.999999, 0.999999))
+    whole = np.arctanh(np.clip(rho(np.ones(len(similarity), bool)), -0.999999, 0.999999))
+    if np.isnan(z).any() or np.isnan(whole):
+        return math.nan, math.nan
+    half = stats.t.ppf(0.975, n_labels - 1) * np.sqrt((n_labels - 1) * np.var(z))
+    return float(np.tanh(whole - half)), float(np.tanh(whole + half))
 
 
 def covariate_matrix(values: pd.DataFrame, labels: list[str]) -> np.ndarray:

@@ -78,6 +78,8 @@ def covariate_rows(tests: pd.DataFrame, setting: str) -> pd.DataFrame:
     return pd.DataFrame({"covariate": rows.get("covariate", []),
                          "compared": [f"layer {r['layer']}: {r['regime']}" for _, r in rows.iterrows()],
                          "Spearman rho": [_number(v, 2) for v in rows.get("rho", [])],
+                         "95% CI over models": [_interval(a, b) for a, b in zip(rows.get("ci_low", []),
+                                                                                 rows.get("ci_high", []))],
                          "Mantel p": [_p(v) for v in rows.get("mantel_p", [])],
                          "pairs": rows.get("n_pairs", []), "models": rows.get("n_models", [])})
 

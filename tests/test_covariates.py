@@ -48,7 +48,7 @@ def test_report_tests_similarity_against_covariates(overlap_sweep, tmp_path):
 
     table = pd.read_csv(out / "covariates.csv", keep_default_na=False, na_values=[""])
     assert list(table.columns) == ["setting", "measure", "regime", "layer", "covariate", "rule", "n_pairs",
-                                   "n_models", "rho", "mantel_p", "permutations", "seed", "note"]
+                                   "n_models", "rho", "ci_low", "ci_high", "mantel_p", "permutations", "seed", "note"]
     rows = table.set_index("covariate")
     assert rows.loc["n_shared_tasks", ["rule", "n_pairs", "n_models", "permutations", "seed"]].tolist() == [
         "pair-level", 21, 7, 199, 3]
@@ -63,6 +63,15 @@ def test_report_tests_similarity_against_covariates(overlap_sweep, tmp_path):
     assert rows.loc["size", "rho"] == pytest.approx(stats.spearmanr(listed["similarity"], difference).statistic,
                                                     abs=1e-12)
     assert ((rows["mantel_p"] >= 1 / 200) & (rows["mantel_p"] <= 1)).all()
+    # rho's interval over models: the delete-one-model jackknife of Fisher's z, written here as a loop
+    models = sorted({*pairs["model_a"], *pairs["model_b"]})
+    z = [np.arctanh(stats.spearmanr(*pairs[(pairs["model_a"] != m) & (pairs["model_b"] != m)][
+        ["similarity", "n_shared_tasks"]].to_numpy().T).statistic) for m in models]
+    half = stats.t.ppf(0.975, len(models) - 1) * np.sqrt((len(models) - 1) / len(models)
+                                                         * ((np.array(z) - np.mean(z)) ** 2).sum())
+    whole = np.arctanh(rows.loc["n_shared_tasks", "rho"])
+    assert rows.loc["n_shared_tasks", ["ci_low", "ci_high"]].tolist() == pytest.approx(
+        [np.tanh(whole - half), np.tanh(whole + half)], abs=1e-6)
 
     images = ["covariate_n_shared_tasks.png", "covariate_size.png"]
     page = (out / "index.html").read_text()
