@@ -546,9 +546,10 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
     parts += [covariates, "<h2>Model matrices</h2>", f"<p>{html.escape(blanks)} One colour scale per measure "
               "across the regimes: one colour is one value side by side.</p><div class='grid'>",
               *(_figure(name) for name in matrices if name.startswith("models_")),
-              "</div><h2>Instance matrices</h2><p>One per row: 21 x 21 cells and more. "
-              f"{html.escape(blanks)}</p>",
-              *(_figure(name) for name in matrices if name.startswith("matrix_")),
+              "</div><h2>Instance matrices</h2><p>Every instance (a model at a seed) against every other, one per "
+              f"row: 21 x 21 cells and more. {html.escape(blanks)}</p><details><summary>The "
+              f"{sum(name.startswith('matrix_') for name in matrices)} instance matrices (click to open)</summary>",
+              *(_figure(name) for name in matrices if name.startswith("matrix_")), "</details>",
               "<h2>Runs read</h2><h3>Settings</h3><p>Results of different settings are never pooled. A setting "
               f"with fewer than {min_runs} runs (<code>min_runs</code>; the narrowest sweep, pt3 at one layer and seed "
               "pairing, has 7) is a one-off check: it is listed here and in the statistics, without figures of its "
