@@ -99,6 +99,8 @@ def pairings_sentence(final: pd.DataFrame) -> str:
     the pairings actually run."""
     pairings = sorted(final["seed_pairing"].unique())
     n = len(pairings)
+    if n == 0:
+        return "No comparison counts in this study's tables (only comparisons of an instance with itself)."
     if n < 2:
         return (f"The study has a single seed pairing ({', '.join(pairings)}): the seed-pairing tables have no "
                 "interval or test; the intervals over models and seeds stand alone.")

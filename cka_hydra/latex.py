@@ -100,7 +100,7 @@ class Table:
     """How one of the report's tables (name: its name in stats.csv's `table` column) is shown: a
     section headed `title`, a table per setting whose caption begins with the setting and goes on
     with `caption` (LaTeX: what the numbers are and the test), its columns, and why a setting may
-    have no rows (`empty`, said in a LaTeX comment in place of its table)."""
+    have no rows (`empty`, said in the document in place of its table)."""
     name: str
     title: str
     caption: str
@@ -219,8 +219,8 @@ def table_tex(spec: Table, rows: pd.DataFrame, setting: str, measure: str) -> st
 def document(tables: dict[str, pd.DataFrame], settings: dict[str, str], title: str) -> str:
     """stats.tex: the report's tables (by their names in TABLES) as a LaTeX document, a section per
     table and in it a table per setting (settings: setting -> its measure, in order), under
-    `title` (plain text). A setting without rows in a table, or a table without rows, gets a LaTeX
-    comment saying why in place of its table; rows of a setting not in settings raise ValueError."""
+    `title` (plain text). A setting without rows in a table, or a table without rows, gets a sentence
+    saying why in place of its table; rows of a setting not in settings raise ValueError."""
     parts = [PREAMBLE, f"\\section*{{{escape(title)}}}",
              "Every number here is in stats.csv (its column table names the table), where every value keeps "
              "all its digits; how each is computed: stats.md. Similarities read higher as more alike under every "
@@ -233,12 +233,12 @@ def document(tables: dict[str, pd.DataFrame], settings: dict[str, str], title: s
             raise ValueError(f"{spec.name}: rows of settings not given: {', '.join(sorted(unknown))}")
         parts.append(f"\\section*{{{escape(spec.title)}}}")
         if table.empty:
-            parts.append(f"% no {spec.name} table: no setting has its comparisons ({spec.empty})")
+            parts.append(f"No table: no setting has its comparisons ({escape(spec.empty)}).")
             continue
         for setting, measure in settings.items():
             rows = table[table["setting"] == setting]
             if rows.empty:
-                parts.append(f"% no {spec.name} table of {setting}: {spec.empty}")
+                parts.append(f"No table of {escape(setting)}: {escape(spec.empty)}.")
                 continue
             parts.append(table_tex(spec, rows, setting, measure))
             held += 1

@@ -217,12 +217,15 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     write_table(out_dir / "stats.csv", stats_csv)
     final_steps = {setting: {int(step): int(n) for step, n in sorted(final[final["setting"] == setting]["step"]
                                                                      .value_counts().items())} for setting in settings}
+    # which regimes end where: regimes trained for different numbers of steps compare different lengths
     mixed = [f"- {setting}: " + ", ".join(f"{n} at step {step}" for step, n in steps.items())
+             + f" ({_steps_by_regime(final[final['setting'] == setting])})"
              for setting, steps in final_steps.items() if len(steps) > 1]
     method = f"{METHOD}\n\n{findings.pairings_sentence(final)}"
     markdown = ["# Statistics", "", method, "", _left_out_text(pairings_left_out), ""] + (
-        ["Final values from different steps (a study still growing, or a side that lacks the later checkpoints), "
-         "pooled in these tables:", "", *mixed, ""] if mixed else [])
+        ["Final values from different steps, pooled in these tables (regimes trained for different numbers of "
+         "steps compare different training lengths; a side that lacks the later checkpoints, in a study still "
+         "growing, ends its comparisons at the last step both sides have):", "", *mixed, ""] if mixed else [])
     for name, table in tables.items():
         markdown += [f"## {name}", "", _shown(table).to_markdown(index=False)
                      if len(table)
@@ -248,7 +251,7 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     write_atomic(out_dir / "index.html", _page(
         sweep_dir, n_runs, skipped, excluded, kept, setting_rows, min_runs, images, tables, pairings_left_out,
         "conclusions.html" in written, _covariates_section(covariate_files, covariates, not_analysed),
-        _findings(tables, covariate_tests_, final, drawn or settings, "conclusions.html" in written),
+        _findings(tables, covariate_tests_, final, drawn or settings, measure_of, "conclusions.html" in written),
         method, mixed, _blanks(final)))
     written.append("index.html")
     found = {"sweep_dir": str(sweep_dir), "runs": n_runs, "left_out": dict(left_out), "left_out_runs": left_out_runs,
@@ -261,6 +264,13 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
     log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
     return found
+
+
+def _steps_by_regime(final: pd.DataFrame) -> str:
+    """Where each regime's final values are: "pt1: 252 at step 328146; pt2: 252 at step 164073"."""
+    counts = final.groupby(["regime", "step"]).size()
+    return "; ".join(f"{regime}: " + ", ".join(f"{n} at step {step}" for (_, step), n in of_regime.items())
+                     for regime, of_regime in counts.groupby(level="regime"))
 
 
 def _left_out_text(pairings: pd.DataFrame) -> str:
@@ -399,11 +409,15 @@ def _conclusions(final: pd.DataFrame, drawn: list[str], out_dir: Path) -> list[s
              "<h1>The study's conclusions under each measure</h1><p>Of the comparisons of "
              "<a href='index.html'>the report</a>. Data: <a href='conclusions.csv'>conclusions.csv</a>, "
              "<a href='measure_agreement.csv'>measure_agreement.csv</a>.</p>",
-             f"<pre>{html.escape(CONCLUSIONS_METHOD)}</pre>"]
-    for claim in CLAIMS:
+             "<details><summary>Method: how each number is computed</summary>"
+             f"<pre>{html.escape(CONCLUSIONS_METHOD)}</pre></details>"]
+    settings = sorted(final["setting"].unique())
+    for claim, needs in zip(CLAIMS, ("trends over training tasks", "same-task vs different-task", "regime vs regime")):
         rows = table[table["claim"] == claim].drop(columns="claim")
-        parts.append(f"<h2>{html.escape(claim)}</h2>" + (_shown(rows).to_html(index=False) if len(rows) else
-                                                        "<p>No setting has the comparisons it needs.</p>"))
+        lacking = [setting for setting in settings if setting not in set(rows["setting"])]
+        parts.append(f"<h2>{html.escape(claim)}</h2>" + (_shown(rows).to_html(index=False) if len(rows) else "")
+                     + (f"<p>No rows of {html.escape(', '.join(lacking))}: a setting needs "
+                        f"{html.escape(findings.NEEDS[needs])}.</p>" if lacking else ""))
     parts += ["<h2>Agreement between measures</h2>", _shown(agreement).to_html(index=False),
               *(_figure(name) for name in images), "</body></html>"]
     write_atomic(out_dir / "conclusions.html", "\n".join(parts))
@@ -471,12 +485,14 @@ def _figure(name: str) -> str:
 
 
 def _findings(tables: dict[str, pd.DataFrame], covariate_tests_: pd.DataFrame, final: pd.DataFrame,
-              settings: list[str], with_conclusions: bool) -> str:
+              settings: list[str], measures: pd.Series, with_conclusions: bool) -> str:
     """The page's lead: the first setting's claims, each a small table of its numbers and
     intervals (findings.claim_rows), its similarity against covariates, and what the study lacks
     for the analyses it does not have."""
     setting = DEFAULT_SETTING if DEFAULT_SETTING in settings else settings[0]
-    parts = [f"<h2>Findings [{html.escape(setting)}]</h2><p>{html.escape(findings.pairings_sentence(final))}</p>"]
+    measure = measures[setting]
+    parts = [f"<h2>Findings [{html.escape(setting)}: {html.escape(measure)}]</h2>"
+             f"<p>{html.escape(findings.pairings_sentence(final))}</p>"]
     claims = findings.claim_rows(tables, setting)
     for title, _, _, what in findings.CLAIMS:
         if title in claims:
@@ -531,8 +547,9 @@ def _page(sweep_dir: Path, n_runs: int, skipped: str, excluded: dict[str, dict],
         + (" The study's conclusions under each measure, side by side: <a href='conclusions.html'>conclusions.html</a>."
            if with_conclusions else "") + "</p>",
         lead,
-        *(["<p>Final values from different steps (a study still growing, or an instance that lacks the later "
-           "checkpoints: its comparisons end at the last step both sides have), pooled in the tables:<br>"
+        *(["<p>Final values from different steps, pooled in the tables: regimes trained for different numbers of "
+           "steps compare different training lengths, and an instance that lacks the later checkpoints (a study "
+           "still growing) ends its comparisons at the last step both sides have:<br>"
            + "<br>".join(html.escape(line.removeprefix("- ")) for line in mixed) + "</p>"] if mixed else []),
         "<h2>Figures</h2><div class='grid'>",
         *(_figure(name) for name in images if name not in matrices),

@@ -92,7 +92,7 @@ def test_report_writes_every_file(sweep_dir, tmp_path):
     # the page leads with the findings, over models and seeds and over seed pairings, the method a click away
     said = "With this study's 3 seed pairings (1_2, orig_1, orig_2) a seed-pairing test has at most 2 degrees"
     assert said in html.unescape(page) and said in (out / "stats.md").read_text()
-    assert page.index("<h2>Findings [all]</h2>") < page.index("<img") < page.index("<details><summary>Method")
+    assert page.index("<h2>Findings [all: cka]</h2>") < page.index("<img") < page.index("<details><summary>Method")
     lead = page[page.index("<h2>Findings"):page.index("<h2>Figures")]
     for claim in ("Trend over the number of training tasks", "Same-task cross-seed against different-task",
                   "Regime against regime"):
@@ -321,7 +321,8 @@ def test_matrices_say_when_final_steps_differ(store_copy, tmp_path):
     report = tmp_path / "outputs/cka/report"  # the statistics say what they pool
     assert json.loads((report / "report.json").read_text())["settings"]["default"]["final_steps"] == {
         "82036": 1, "164073": 6}
-    assert "- default: 1 at step 82036, 6 at step 164073" in (report / "stats.md").read_text()
+    assert "- default: 1 at step 82036, 6 at step 164073 (pt3: 1 at step 82036, 6 at step 164073)" in (
+        report / "stats.md").read_text()
 
 
 def test_an_exclusion_reason_may_hold_semicolons_and_colons():
