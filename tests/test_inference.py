@@ -146,7 +146,8 @@ def claims() -> dict[str, dict[str, pd.DataFrame]]:
         out[name] = dict(trend=stats.trends(different),
                          regimes=stats.compare_regimes(different[different["regime"] != "pt1"], interval=True),
                          kinds=stats.compare_kinds(final[final["regime"] == "pt2"], interval=True),
-                         groups=stats.group_summary(different))
+                         # the groups' coverage is read of the studies with effects only
+                         groups=None if null else stats.group_summary(different))
     return out
 
 
