@@ -4,16 +4,30 @@ about the design, all generated from the tables of the design actually run. Pure
 the report's tables (stats.py, covariates.py)."""
 
 import itertools
+from typing import NamedTuple
 
 import pandas as pd
 
-# the claims the page leads with: (title, table of stats, estimate column, what it compares)
+from cka_hydra import stats
+
+class Claim(NamedTuple):
+    """One of the study's claims: its name in stats (the conclusions' claim), its title on the
+    page, the report's table that holds it, its estimate's column, and what it compares."""
+    claim: str
+    title: str
+    table: str
+    column: str
+    what: str
+
+
+# the claims the page leads with, in the conclusions' order
 CLAIMS = (
-    ("Trend over the number of training tasks", "trends over training tasks", "slope", "different-task "
-     "similarity per training task"),
-    ("Same-task cross-seed against different-task", "same-task vs different-task", "difference",
-     "same-task minus different-task"),
-    ("Regime against regime", "regime vs regime", "difference", "first regime minus second, different-task"),
+    Claim(stats.TREND, "Trend over the number of training tasks", "trends over training tasks", "slope",
+          "different-task similarity per training task"),
+    Claim(stats.KINDS, "Same-task cross-seed against different-task", "same-task vs different-task", "difference",
+          "same-task minus different-task"),
+    Claim(stats.REGIMES, "Regime against regime", "regime vs regime", "difference",
+          "first regime minus second, different-task"),
 )
 
 # what each claim needs, said where a study lacks it
@@ -53,7 +67,7 @@ def claim_rows(tables: dict[str, pd.DataFrame], setting: str) -> dict[str, pd.Da
     """Per claim (CLAIMS' title) that the setting's tables have, a row per comparison: the estimate,
     its 95% interval and p over models and seeds (recommended), and over seed pairings."""
     out = {}
-    for title, name, column, _ in CLAIMS:
+    for _, title, name, column, _ in CLAIMS:
         table = tables.get(name, pd.DataFrame())
         rows = table[table["setting"] == setting] if len(table) else table
         if rows.empty:
@@ -87,7 +101,7 @@ def covariate_rows(tests: pd.DataFrame, setting: str) -> pd.DataFrame:
 def missing(tables: dict[str, pd.DataFrame], covariate_tests: pd.DataFrame) -> list[str]:
     """A sentence per analysis the report would make but this study cannot, and what it needs."""
     lines = [f"{title}: not in this study; it needs {NEEDS[name]}."
-             for title, name, _, _ in CLAIMS if tables.get(name, pd.DataFrame()).empty]
+             for _, title, name, _, _ in CLAIMS if tables.get(name, pd.DataFrame()).empty]
     if covariate_tests.empty or "n_shared_tasks" not in set(covariate_tests["covariate"]):
         lines.append(f"Similarity against task overlap (n_shared_tasks): not in this study; it needs "
                      f"{NEEDS['n_shared_tasks']}.")

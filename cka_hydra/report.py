@@ -16,7 +16,7 @@ from cka_hydra.errors import InputError
 from cka_hydra.results import DEFAULT_SETTING, collect, leave_out
 from cka_hydra.schema import ReportConfig
 from cka_hydra.stats import (
-    ALPHA, CLAIMS, DIFFERENT_TASK, INCOMPLETE, SHARED_TASK, compare_kinds, compare_regimes, comparisons_that_count, conclusions,
+    ALPHA, DIFFERENT_TASK, INCOMPLETE, SHARED_TASK, compare_kinds, compare_regimes, comparisons_that_count, conclusions_of,
     final_values, group_summary, left_out_pairings, measure_agreement, not_above_chance, trend_comparisons, trends,
 )
 
@@ -119,10 +119,8 @@ a direction means the same under every measure. The raw values of different meas
 comparable in size, only in direction: compare directions, effect sizes and p-values across
 measures, not estimates or intervals. directions_agree: whether every setting with a
 direction for a claim, layer pair and comparison (what) goes the same way (yes or no; - with fewer
-than two). With the study's three seed pairings a test has 2 degrees of freedom, and the pairings
-orig_1 and orig_2 share the original runs: p-values are approximate; read effect sizes and
-intervals first. "-": no interval, test or effect size (a single seed pairing, or a slope through
-two means).
+than two). "-": no interval, test or effect size (a single seed pairing, or a slope through two
+means). What this study's seed pairings allow a seed-pairing test is said below.
 
 Agreement between measures: over the comparisons every setting of this report has (the same regime,
 instances and layers; their number is n), Kendall's tau-b between each two settings' similarities,
@@ -239,7 +237,7 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     if measures > 1:
         log.info("results of %d measures: the study's conclusions under each, side by side, in conclusions.html",
                  measures)
-        written += _conclusions(final, drawn, out_dir)
+        written += _conclusions(final, tables, drawn, out_dir)
     covariate_tests_, covariate_files = _covariates(final, given, drawn, mantel_permutations, mantel_seed, out_dir)
     written += covariate_files
     not_analysed = [] if given is None else unlisted(given, results)
@@ -386,14 +384,16 @@ def _figures(results: pd.DataFrame, final: pd.DataFrame, scales: dict[tuple[str,
     return names
 
 
-def _conclusions(final: pd.DataFrame, drawn: list[str], out_dir: Path) -> list[str]:
+def _conclusions(final: pd.DataFrame, tables: dict[str, pd.DataFrame], drawn: list[str], out_dir: Path) -> list[str]:
     """A report of two or more measures: the study's conclusions under each setting side by side, of
-    the comparisons that count (final), into out_dir: conclusions.csv (stats.conclusions),
+    the comparisons that count (final; tables: the report's, of them), into out_dir: conclusions.csv
+    (stats.conclusions_of),
     measure_agreement.csv (stats.measure_agreement), the trends of every setting drawn (drawn: of
     at least min_runs runs) that has two or more numbers of training tasks, a panel each
     (conclusions_trends.png, with its PDF and CSV), and conclusions.html, which shows them; returns the
     files' names."""
-    table, agreement = conclusions(final), measure_agreement(final)
+    table = conclusions_of(*(tables[claim.table] for claim in findings.CLAIMS))
+    agreement = measure_agreement(final)
     write_table(out_dir / "conclusions.csv", table)
     write_table(out_dir / "measure_agreement.csv", agreement)
     names = ["conclusions.csv", "measure_agreement.csv"]
@@ -410,14 +410,15 @@ def _conclusions(final: pd.DataFrame, drawn: list[str], out_dir: Path) -> list[s
              "<a href='index.html'>the report</a>. Data: <a href='conclusions.csv'>conclusions.csv</a>, "
              "<a href='measure_agreement.csv'>measure_agreement.csv</a>.</p>",
              "<details><summary>Method: how each number is computed</summary>"
-             f"<pre>{html.escape(CONCLUSIONS_METHOD)}</pre></details>"]
+             f"<pre>{html.escape(CONCLUSIONS_METHOD)}\n\n{html.escape(findings.pairings_sentence(final))}</pre>"
+             "</details>"]
     settings = sorted(final["setting"].unique())
-    for claim, needs in zip(CLAIMS, ("trends over training tasks", "same-task vs different-task", "regime vs regime")):
-        rows = table[table["claim"] == claim].drop(columns="claim")
+    for claim in findings.CLAIMS:
+        rows = table[table["claim"] == claim.claim].drop(columns="claim")
         lacking = [setting for setting in settings if setting not in set(rows["setting"])]
-        parts.append(f"<h2>{html.escape(claim)}</h2>" + (_shown(rows).to_html(index=False) if len(rows) else "")
+        parts.append(f"<h2>{html.escape(claim.claim)}</h2>" + (_shown(rows).to_html(index=False) if len(rows) else "")
                      + (f"<p>No rows of {html.escape(', '.join(lacking))}: a setting needs "
-                        f"{html.escape(findings.NEEDS[needs])}.</p>" if lacking else ""))
+                        f"{html.escape(findings.NEEDS[claim.table])}.</p>" if lacking else ""))
     parts += ["<h2>Agreement between measures</h2>", _shown(agreement).to_html(index=False),
               *(_figure(name) for name in images), "</body></html>"]
     write_atomic(out_dir / "conclusions.html", "\n".join(parts))
@@ -494,9 +495,10 @@ def _findings(tables: dict[str, pd.DataFrame], covariate_tests_: pd.DataFrame, f
     parts = [f"<h2>Findings [{html.escape(setting)}: {html.escape(measure)}]</h2>"
              f"<p>{html.escape(findings.pairings_sentence(final))}</p>"]
     claims = findings.claim_rows(tables, setting)
-    for title, _, _, what in findings.CLAIMS:
-        if title in claims:
-            parts.append(f"<h3>{html.escape(title)} ({html.escape(what)})</h3>" + claims[title].to_html(index=False))
+    for claim in findings.CLAIMS:
+        if claim.title in claims:
+            parts.append(f"<h3>{html.escape(claim.title)} ({html.escape(claim.what)})</h3>"
+                         + claims[claim.title].to_html(index=False))
     covariates = findings.covariate_rows(covariate_tests_, setting)
     if len(covariates):
         parts.append("<h3>Similarity against covariates (Spearman's rho over pairs of two models; Mantel test: "

@@ -352,19 +352,22 @@ def conclusions(final: pd.DataFrame) -> pd.DataFrame:
     with a direction for the same claim, layer pair and `what` has the same one ("yes", "no"; NaN
     with fewer than two). Sorted by claim, layer, layer_b, what, then setting, so that the
     settings' rows of one conclusion stand together."""
+    return conclusions_of(trends(final), compare_kinds(final, interval=True), compare_regimes(final, interval=True))
+
+
+def conclusions_of(trend: pd.DataFrame, kinds: pd.DataFrame, regimes: pd.DataFrame) -> pd.DataFrame:
+    """conclusions, of the claims' tables already computed (trends, and compare_kinds and
+    compare_regimes with interval=True), as the report has them."""
     parts = []
-    trend = trends(final)
     if len(trend):
         parts.append(trend.assign(claim=TREND, what=trend["n_tasks"] + " training tasks (" + trend["regimes"] + ")",
                                   estimate_kind="slope per training task", estimate=trend["slope"],
                                   effect_size_kind="r", effect_size=trend["r"]))
-    kinds = compare_kinds(final, interval=True)
     if len(kinds):
         parts.append(kinds.assign(claim=KINDS, what=kinds["regime"] + f": {SAME_TASK} vs {DIFFERENT_TASK}",
                                   estimate_kind="difference", estimate=kinds["difference"],
                                   ci_low=kinds["difference_ci_low"], ci_high=kinds["difference_ci_high"],
                                   effect_size_kind="d_z", effect_size=kinds["effect_size_dz"]))
-    regimes = compare_regimes(final, interval=True)
     if len(regimes):
         parts.append(regimes.assign(claim=REGIMES, what=regimes["regime_a"] + " vs " + regimes["regime_b"],
                                     estimate_kind="difference", estimate=regimes["difference"],
