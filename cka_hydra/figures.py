@@ -3,11 +3,16 @@
 which comparisons count is the report's to decide, once for every figure and table
 (stats.comparisons_that_count); where a figure compares groups it uses the pairings they share.
 Each report figure is written three times over, by one name (files_of): a PNG for the page, a
-vector PDF with its fonts embedded for a paper, and a CSV of the numbers it draws."""
+vector PDF with its fonts embedded for a paper, and a CSV of the numbers it draws; and drawn only
+when what it is drawn from has changed (reusable)."""
 
+import contextvars
+import functools
+import hashlib
+import inspect
 import logging
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +44,74 @@ def files_of(name: str) -> list[str]:
     return [f"{stem}.{suffix}" for suffix in ("png", "pdf", "csv")]
 
 
+# the PNG text chunk that records what a report figure was drawn from (reusable)
+KEY_CHUNK = "cka_hydra figure"
+_drawing = contextvars.ContextVar("_drawing", default=None)  # the key of the figure being drawn
+
+
+@functools.cache
+def _code() -> bytes:
+    """Every module of the package as installed: a figure drawn by other code is drawn again."""
+    digest = hashlib.sha256(matplotlib.__version__.encode())
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(module.name.encode() + module.read_bytes())
+    return digest.digest()
+
+
+def _digest(value: object, digest: "hashlib._Hash") -> None:
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        frame = value.to_frame() if isinstance(value, pd.Series) else value
+        frame = frame.drop(columns="run_dir", errors="ignore")  # where a result is, never drawn: a moved study reuses
+        digest.update(repr((list(frame.columns), list(map(str, frame.dtypes)), frame.index.names, frame.shape)).encode())
+        try:
+            digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+        except TypeError:  # cells pandas cannot hash (lists): their text
+            digest.update(frame.to_csv().encode())
+    else:
+        digest.update(repr(value).encode())
+
+
+def reusable(draw: Callable[..., None]) -> Callable[..., None]:
+    """A report figure drawn only when its files are missing or were drawn from other arguments
+    (the rows, titles, scales: everything but the path) or by other code: a report run again on
+    the same results keeps each figure's files as they are, and redraws only what changed. The
+    key (a SHA-256 of the arguments and _code) is written into the PNG (KEY_CHUNK)."""
+    signature = inspect.signature(draw)
+
+    @functools.wraps(draw)
+    def figure(*args: object, **kwargs: object) -> None:
+        arguments = signature.bind(*args, **kwargs).arguments
+        path = Path(arguments["path"])
+        digest = hashlib.sha256(_code() + draw.__name__.encode())
+        for name, value in arguments.items():
+            if name != "path":
+                digest.update(name.encode())
+                _digest(value, digest)
+        key = digest.hexdigest()
+        if _drawn_from(path, key):
+            return
+        token = _drawing.set(key)
+        try:
+            draw(*args, **kwargs)
+        finally:
+            _drawing.reset(token)
+
+    return figure
+
+
+def _drawn_from(path: Path, key: str) -> bool:
+    """Whether all of path's files are there and its PNG records key."""
+    from PIL import Image
+
+    if not all((path.parent / name).is_file() for name in files_of(path.name)):
+        return False
+    try:
+        with Image.open(path) as image:
+            return image.text.get(KEY_CHUNK) == key
+    except (OSError, ValueError):
+        return False
+
+
 def similarity_label(final: pd.DataFrame) -> str:
     """The axis label of one setting's values (one measure, one number of components)."""
     measure = registry.of_result(final["measure"].iloc[0], final["measure_kind"].iloc[0])
@@ -60,9 +133,10 @@ def _steps_axis(ax: Axes) -> None:
 
 
 def _save_png(fig: Figure, path: Path) -> None:
-    """The figure as a PNG at path, atomically."""
+    """The figure as a PNG at path, atomically; a report figure's with its key (reusable)."""
+    key = _drawing.get()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png")
+        fig.savefig(tmp, dpi=DPI, format="png", metadata=None if key is None else {KEY_CHUNK: key})
 
 
 @contextmanager
@@ -124,6 +198,7 @@ def model_matrix(final: pd.DataFrame, column: str = "similarity") -> pd.DataFram
     return matrix
 
 
+@reusable
 def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vmax: float, path: Path,
                   marked: pd.DataFrame | None = None, intervals: pd.DataFrame | None = None,
                   below: pd.DataFrame | None = None) -> None:
@@ -173,6 +248,7 @@ def matrix_figure(matrix: pd.DataFrame, title: str, label: str, vmin: float, vma
     _save(fig, path, matrix)
 
 
+@reusable
 def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity against the number of training tasks, one line per layer (one
     setting's trends_panel); its CSV: the points drawn (trend_points)."""
@@ -182,6 +258,7 @@ def trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     _save(fig, path, points)
 
 
+@reusable
 def conclusions_trends_figure(final: pd.DataFrame, title: str, path: Path) -> None:
     """The trends of several settings side by side, a trends_panel per setting: one x axis of
     training tasks, each panel its own y scale (the values of different measures compare in
@@ -283,6 +360,7 @@ def timeline_curves(results: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+@reusable
 def timelines_figure(results: pd.DataFrame, title: str, path: Path) -> None:
     """Different-task similarity against training step, a panel per regime and a line per layer
     (timeline_curves): mean over comparisons, band one standard deviation, over the steps every
@@ -343,6 +421,7 @@ KINDS_DRAWN = ("setting", "measure", "regime", "layer", "layer_b", "same_task", 
                "seed_pairings")
 
 
+@reusable
 def kinds_figure(tests: pd.DataFrame, label: str, title: str, path: Path) -> None:
     """Same-task cross-seed against different-task similarity (the "intra-task vs inter-task"
     comparison), a panel per regime and a pair of points per layer: each kind's mean over the
@@ -376,6 +455,7 @@ def kinds_figure(tests: pd.DataFrame, label: str, title: str, path: Path) -> Non
     _save(fig, path, tests.sort_values(["regime", "layer"])[list(KINDS_DRAWN)])
 
 
+@reusable
 def layer_map_figure(final: pd.DataFrame, label: str, title: str, path: Path) -> None:
     """Different-task similarity of the first model's layer (rows) against the second model's
     (columns), a panel per regime: each cell the mean over seed pairings of the mean over model
@@ -413,6 +493,7 @@ def layer_map_figure(final: pd.DataFrame, label: str, title: str, path: Path) ->
           .astype({"n_comparisons": int}).reset_index())
 
 
+@reusable
 def covariate_figure(pairs: pd.DataFrame, tests: pd.DataFrame, label: str, covariate: str, title: str,
                      path: Path) -> None:
     """One setting's similarity (y) against one covariate (x), a point per pair, a panel per regime

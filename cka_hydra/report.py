@@ -129,7 +129,7 @@ than 3 such comparisons there is no tau. The p-value takes the comparisons as in
 they are not (every instance takes part in many): it is optimistic; read tau."""
 
 
-REPORT_FILE = results_dir.REPORT_FILE  # what the last report found and wrote; the next one removes those files first
+REPORT_FILE = results_dir.REPORT_FILE  # what the last report found and wrote; the next one removes those files (figures it draws again alike it keeps)
 
 
 def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = None,
@@ -177,8 +177,8 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
     if len(drawn) < len(settings):
         log.info("%d settings with fewer than %d runs are listed without figures (min_runs=%d)",
                  len(settings) - len(drawn), min_runs, min_runs)
-    _remove_previous(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    earlier_figures = _remove_previous(out_dir)
 
     write_table(out_dir / "cka_results.csv", results)
     written = ["cka_results.csv"]
@@ -259,6 +259,8 @@ def write_report(sweep_dir: Path, out_dir: Path, exclude: list[str] | None = Non
              "covariates": None if given is None else {"file": str(covariates), "rule": covariate_rule,
                                                        "not_analysed": not_analysed},
              "files": written}
+    for name in set(earlier_figures) - set(written):  # figures of the previous report this one did not draw
+        (out_dir / name).unlink(missing_ok=True)
     write_atomic(out_dir / REPORT_FILE, json.dumps(found, indent=2) + "\n")
     log.info("wrote %d files to %s: open %s", len(written) + 1, out_dir, out_dir / "index.html")
     return found
@@ -288,16 +290,24 @@ def _shown(table: pd.DataFrame) -> pd.DataFrame:
     return table.astype(object).map(lambda v: "-" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else v)
 
 
-def _remove_previous(out_dir: Path) -> None:
-    """Remove the files the previous report wrote, so that no stale figure outlives its data.
-    Only files it listed: out_dir may hold other things of the user's."""
+def _remove_previous(out_dir: Path) -> list[str]:
+    """Remove the files the previous report wrote (only those: out_dir may hold other things of
+    the user's), but for its figures' files: a figure drawn from the same rows is kept as it is
+    (figures.reusable), and write_report removes the others once it is written, so that no stale
+    figure outlives its data. Returns the figures' files kept, which REPORT_FILE lists meanwhile:
+    a report that fails half-way leaves a record of them for the next."""
     try:
         previous = json.loads((out_dir / REPORT_FILE).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
-        return
-    for name in previous:
-        if isinstance(name, str) and "/" not in name:
-            (out_dir / name).unlink(missing_ok=True)
+        return []
+    previous = [name for name in previous if isinstance(name, str) and "/" not in name]
+    figures_ = {Path(name).stem for name in previous if name.endswith(".png")}
+    kept = [name for name in previous if Path(name).stem in figures_ and Path(name).suffix in (".png", ".pdf", ".csv")]
+    write_atomic(out_dir / REPORT_FILE, json.dumps({"files": kept, "incomplete": "a report began here and did not "
+                                                    "end: these files are of the report before it"}, indent=2) + "\n")
+    for name in set(previous) - set(kept) - {REPORT_FILE}:
+        (out_dir / name).unlink(missing_ok=True)
+    return kept
 
 
 def _of_setting(table: pd.DataFrame, setting: str) -> pd.DataFrame:

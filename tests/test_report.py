@@ -13,7 +13,7 @@ import pytest
 from conftest import built_once, final_rows, representations_dir, run_app, run_cli
 
 from cka_hydra import findings
-from cka_hydra.figures import timeline_curves
+from cka_hydra.figures import files_of, timeline_curves
 from cka_hydra.report import write_report
 from cka_hydra.results import COLUMNS, collect, leave_out
 from cka_hydra.stats import (
@@ -154,6 +154,42 @@ def test_settings_are_reported_separately_and_each_report_is_written_afresh(smal
     assert (out / "matrix_pt3_layer5.png").is_file()
     assert not (out / "trends.png").exists()  # one regime: nothing to draw against the number of tasks
     assert (out / "notes.txt").read_text() == "the user's own file"
+
+
+def test_a_report_run_again_draws_only_what_changed_and_equals_a_fresh_one(small_store, tmp_path):
+    """A figure drawn from the same rows is kept as it is (figures.reusable); one whose rows
+    changed, or whose files are incomplete, is drawn again; figures no longer drawn are removed.
+    The report that reuses equals, file for file and byte for byte, one written afresh."""
+    result = run_app("-m", "sweep", "regime=pt1,pt3", "layer=5", "seed_pair=orig_1", f"data.root={small_store}",
+                     "hydra/launcher=basic", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    sweep, out = tmp_path / "outputs/cka", tmp_path / "out"
+
+    def files(folder):
+        return {name: (folder / name).stat().st_ino for name in json.loads((folder / "report.json").read_text())["files"]}
+
+    assert report(sweep, tmp_path, f"out_dir={out}").returncode == 0
+    first = files(out)
+    figures_ = [name for name in first if f"{Path(name).stem}.png" in first]
+    assert len(figures_) >= 12
+    (out / "matrix_pt3_layer5.pdf").unlink()  # an incomplete figure: drawn again
+    assert report(sweep, tmp_path, f"out_dir={out}").returncode == 0
+    again = files(out)
+    redrawn = {name for name in figures_ if again[name] != first[name]}
+    assert redrawn == {"matrix_pt3_layer5.png", "matrix_pt3_layer5.pdf", "matrix_pt3_layer5.csv"}
+
+    result = report(sweep, tmp_path, f"out_dir={out}", "exclude=[pt1-7]")  # pt1's rows change
+    assert result.returncode == 0, result.stdout
+    fresh = tmp_path / "fresh"
+    assert report(sweep, tmp_path, f"out_dir={fresh}", "exclude=[pt1-7]").returncode == 0
+    kept, written = files(out), files(fresh)
+    assert set(kept) == set(written)
+    for name in written:
+        if name != "index.html":  # (it names its folder)
+            assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert {name for name in figures_ if kept[name] != again[name]} >= set(files_of("matrix_pt1_layer5.png"))
+    leftovers = {p.name for p in out.iterdir()} - set(kept) - {"report.json", "report.log", ".hydra"}
+    assert not leftovers  # no figure of the earlier reports outlives its data
 
 
 def hand_made():
