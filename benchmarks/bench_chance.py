@@ -7,7 +7,7 @@ At the real shape (n = 4500 cities, d = 256, float64), through the engine's own 
 prepared, then the cross term), the exact chance level on top of it, the cross term alone,
 and `null.permutations` permuted cross terms; RBF with fewer permutations (each one is a
 permuted inner product of two 4500 x 4500 centred Grams). Prints a markdown table of
-median seconds and the ratios the README quotes.
+median seconds and the ratios the manual quotes (docs/measures.md, "Chance level").
 """
 
 import argparse

@@ -36,16 +36,42 @@ __all__ = ["compare", "load_results"]
 
 
 def load_results(results_dir: str | Path) -> pd.DataFrame:
-    """Every result below results_dir as the tidy table the report writes (cka_results.csv's
-    columns): one row per comparison and step; `final` marks each comparison's last step, and
-    `similarity` is the value turned "higher is more alike" (1 - disparity for a distance).
+    """Every result below a results dir, as the tidy table the report writes.
 
-    A result counts by its files (summary.json and its timeline), whether a sweep, a single run
-    or `compare` wrote it. Folders without a complete result of the store as it is now are left
-    out and counted: `frame.attrs["left_out"]` (reason -> count; failed, lost, incomplete,
-    stale, ...), `attrs["left_out_runs"]` (each folder, its reason and detail) and
-    `attrs["settings"]` (each `setting` label -> the settings it stands for). Rows of
-    comparisons computed with allow_excluded say why in `excluded`."""
+    A result counts by its files (`summary.json` and its timeline), whether a sweep, a single run
+    or `compare` wrote it. Folders without a complete result of the store as it is now (failed,
+    lost, half-written, stale: a file they read has changed) are left out, and counted.
+
+    Args:
+        results_dir: a results dir, such as `outputs/cka` (a sweep's `hydra.sweep.dir`;
+            `outputs/cka_demo` on the demo store), or any folder below one.
+
+    Returns:
+        One row per comparison and checkpoint step, with `cka_results.csv`'s columns (see
+        docs/report.md): `setting` (the settings' name: `default`, `rbf0.4`, `procrustes`...;
+        never pool two), `regime`, `layer`, `layer_b`, `model_a`, `seed_a`, `model_b`,
+        `seed_b`, `instance_a`, `instance_b`, their tasks, `step`, `final` (each
+        comparison's last step), `value` (the measure's), `similarity` (the value read so that
+        higher is more alike: 1 - disparity for a distance), `chance`, `calibrated`, the
+        permutation test's and bootstrap's columns where computed, `n_cities`, `run_dir`.
+        `attrs["left_out"]` maps each reason a folder was left out to its count,
+        `attrs["left_out_runs"]` lists each such folder with its reason and detail, and
+        `attrs["settings"]` maps each `setting` to the overrides it stands for.
+
+    Raises:
+        InputError: results_dir is no folder.
+
+    Example (the demo study, after `python -m cka_hydra -m sweep`):
+
+    ```python
+    from cka_hydra import load_results
+
+    results = load_results("outputs/cka_demo")
+    final = results[results["final"] & (results["setting"] == "default")]
+    print(final.groupby(["regime", "layer"])["similarity"].agg(["mean", "count"]))
+    print(results.attrs["left_out"])  # {} when every run folder holds a current result
+    ```
+    """
     folder = Path(results_dir).expanduser().resolve()
     if not folder.is_dir():
         raise InputError(f"load_results({str(results_dir)!r}): {'not a folder' if folder.exists() else 'no such folder'}"
@@ -56,19 +82,49 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
 
 
 def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str | Path | None = None) -> pd.DataFrame:
-    """One comparison, in this process: the overrides are the command line's
-    (`["regime=pt3", "pair=4_5", "seed_pair=1_2", "layer=5", "data.root=..."]`; the defaults
-    otherwise, on the demo store), config_dir its --config-dir (your regimes and measures).
+    """One comparison, in this process, as `python -m cka_hydra <overrides>` runs it.
 
-    Returns the timeline: `step`, `value`, `n_cities`, `chance` (the exact chance level, for CKA),
-    `null_mean`, `null_std` and `p_value` with null.permutations, `calibrated` (the value above
-    chance as a share of its room above chance, registry.Measure.calibrated) where either null
-    mean is known, and `cka_low` and `cka_high` with a bootstrap; `attrs["summary"]` is the result's summary.json, and `attrs["run_dir"]` (with
-    write) its run folder. Raises InputError, one
-    line, for bad overrides or inputs. With write (the default) the
-    run folder is written as the command line writes it (`.hydra/`, the log, the result), and a
-    result already there for the same settings and inputs is read, not computed again; without
-    it nothing is written."""
+    The config is composed as the command line composes it (Hydra's compose API: the same
+    defaults, groups and checks), and run through the same job and engine: the same value, to
+    1e-12, in the same run folder.
+
+    Args:
+        overrides: the command line's settings, one string each: `["regime=pt3", "pair=4_5",
+            "seed_pair=1_2", "layer=5", "data.root=/path/to/experiments"]`. Left out, a setting
+            keeps its default (docs/comparison.md); without `data.root`, the demo store.
+        write: write the run folder as the command line does (`.hydra/`, the log, the result),
+            or read the result already there for the same settings and inputs instead of
+            computing it again. False: compute, and write nothing.
+        config_dir: a folder of your own configs (regimes, measures), as `--config-dir`.
+
+    Returns:
+        The timeline, one row per compared checkpoint: `step`, `value` (the measure's),
+        `n_cities`; `chance` (the exact chance level, for CKA and PCA CKA); `null_mean`,
+        `null_std`, `p_value` with `null.permutations`; `calibrated` (the similarity above
+        chance as a share of its room above chance) where a null mean is known; `cka_low`,
+        `cka_high` with `cka.bootstrap`. `attrs["summary"]` is the result's `summary.json`,
+        and `attrs["run_dir"]` (with write) its run folder.
+
+    Raises:
+        InputError: bad overrides or inputs, in the command line's one line: an unknown option
+            or key (Hydra's message: `Could not find 'regime/pt9' Available options in 'regime':
+            pt1 pt2 pt3`), a value out of range, a pair that shares a training task, a missing
+            folder or checkpoint, a results dir of another store. A string instead of a list,
+            and a start inside a results dir, are refused too.
+
+    Example (on the demo store):
+
+    ```python
+    from cka_hydra import compare
+
+    timeline = compare(["regime=pt3", "pair=4_5", "seed_pair=1_2", "layer=5", "checkpoints=all"])
+    print(timeline[["step", "value", "chance", "calibrated"]])
+    print(timeline.attrs["run_dir"])  # outputs/cka_demo/pt3/pt3-4_seed1_vs_pt3-5_seed2/layer5-all
+
+    rsa = compare(["regime=pt3", "pair=4_5", "layer=5", "measure=rsa"], write=False)
+    print(rsa["value"].iloc[-1])  # RSA at the last common step, nothing written
+    ```
+    """
     from cka_hydra import engine
 
     if isinstance(overrides, str):

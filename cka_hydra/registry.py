@@ -30,16 +30,22 @@ SIMILARITY, DISTANCE = "similarity", "distance"
 
 @dataclass(frozen=True)
 class Terms:
-    """A measure as computed for one run's settings.
+    """A measure as computed for one run's settings: what the engine calls.
 
-    prepare: one side's aligned rows (n, d) (or its principal components) -> its state (a named
-    tuple: RowState, GramState, ...): computed once per instance and kept in the engine's cache; compare: two states ->
-    the value; function: the measure of two row sets, batched (..., n, d), for the bootstrap;
-    key: what a state depends on besides the rows (two Terms with one key share states);
-    permute: a state and permutations of its rows, (n,) or (B, n) -> the state of the permuted
-    rows (self-terms unchanged), for the permutation test; batched: compare takes B permuted
-    states at once; chance: two states -> the exact mean of the value under a random re-pairing
-    of the cities, where the measure has one in closed form, else None."""
+    Attributes:
+        key: what a prepared state depends on besides the rows (two Terms with one key share
+            states in the engine's cache).
+        prepare: one side's aligned rows, an (n, d) tensor (or its principal components) -> its
+            state, computed once per instance and kept in the engine's cache.
+        compare: two states -> the value (a 0-d tensor).
+        function: the measure of two row sets, batched (..., n, d), for the bootstrap; None: no
+            bootstrap (measure=cka's alone has one).
+        permute: a state and permutations of its rows, (n,) or (B, n) -> the state of the
+            permuted rows (self-terms unchanged), for the permutation test.
+        batched: compare takes B permuted states at once.
+        chance: two states -> the exact mean of the value under a random re-pairing of the
+            cities, where the measure has one in closed form, else None.
+    """
 
     key: tuple
     prepare: Callable[[Any], Any]
@@ -60,6 +66,27 @@ class Needs(Enum):
 
 @dataclass(frozen=True)
 class Measure:
+    """A measure: everything the app needs of it, declared once (`register`).
+
+    Attributes:
+        name: the name `measure=` (or `measure.name=`) selects, and its run folders carry.
+        column: the timeline's value column.
+        kind: `SIMILARITY` or `DISTANCE`; the report turns a distance d into the similarity
+            1 - d / distance_max.
+        label: what its similarity is, for axis labels; `{k}`: the number of principal
+            components.
+        description: what it computes, for messages.
+        terms: (the run's CKAConfig, its MeasureConfig) -> its `Terms`; None for a measure read
+            from a result.
+        needs: what it is computed on: `Needs.rows` or `Needs.pca_scores`.
+        target: a user measure's function, as its file names it.
+        record: (CKAConfig, settings, statistics) -> the keys its results' `summary.json`
+            records beside the statistics.
+        settings: the run's MeasureConfig -> the `measure.*` settings that decide its value
+            (they name its run folders; the others are ignored, and said so).
+        distance_max: a distance's largest value.
+    """
+
     name: str
     column: str  # the timeline's value column
     kind: str  # SIMILARITY or DISTANCE: the report turns a distance d into the similarity 1 - d
@@ -247,8 +274,41 @@ REGISTRY: dict[str, Measure] = {}
 
 
 def register(measure: Measure) -> Measure:
-    """Add a measure (or replace one of the same name); returns it. A measure of your own from
-    Python: `register(Measure("mine", "mine", SIMILARITY, "mine", "my measure", my_terms))`."""
+    """Add a measure to the registry, or replace one of the same name.
+
+    The built-in measures are declared below, one `register(...)` each. From a config dir, a
+    measure of your own is one YAML file instead (docs/regimes.md, "Your own measure"), which
+    works in sweeps too; a measure registered from Python serves `compare` in that process.
+
+    Args:
+        measure: the measure to add.
+
+    Returns:
+        The measure, so that a declaration can be kept under a name.
+
+    Example (linear CKA written out, selected by `measure.name`):
+
+    ```python
+    import torch
+    from cka_hydra import compare
+    from cka_hydra.registry import SIMILARITY, Measure, Terms, register
+
+    def centred(x):
+        x = x.to(torch.float64)
+        return x - x.mean(0)
+
+    def hsic_ratio(a, b):
+        norm = torch.linalg.matrix_norm
+        return norm(a.T @ b) ** 2 / (norm(a.T @ a) * norm(b.T @ b))
+
+    register(Measure("my_cka", "my_cka", SIMILARITY, "my linear CKA", "linear CKA, by hand",
+                     lambda cka, settings: Terms(("my_cka",), centred, hsic_ratio, None,
+                                                 lambda state, perm: state[perm], batched=False)))
+    mine = compare(["regime=pt3", "pair=4_5", "layer=5", "measure.name=my_cka"], write=False)
+    cka = compare(["regime=pt3", "pair=4_5", "layer=5"], write=False)
+    assert abs(mine["value"].iloc[-1] - cka["value"].iloc[-1]) < 1e-12
+    ```
+    """
     REGISTRY[measure.name] = measure
     return measure
 
@@ -292,6 +352,18 @@ BUILT_IN = tuple(REGISTRY)
 
 
 def get(name: str) -> Measure:
+    """The registered measure of that name.
+
+    Args:
+        name: a measure's name: `cka`, `pca_cka`, `procrustes`, `shape`, `svcca`, `mknn`,
+            `rsa`, or one registered.
+
+    Returns:
+        Its `Measure`.
+
+    Raises:
+        InputError: no measure has that name (the message lists those that do).
+    """
     try:
         return REGISTRY[name]
     except KeyError:

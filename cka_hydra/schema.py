@@ -131,7 +131,7 @@ class Kernel(Enum):
 
 class Precision(Enum):
     float64 = "float64"
-    float32 = "float32"  # faster on some GPUs; README states its error
+    float32 = "float32"  # faster on some GPUs; docs/measures.md states its error
 
 
 # fewer bootstrap resamples give an interval too rough to read (a caution, not a refusal)
@@ -228,7 +228,7 @@ class MeasureConfig:
     name: Optional[str] = "cka"
     # principal components kept per instance (pca_cka, procrustes; svcca with variance=null)
     components: int = 3
-    # the cities each instance's PCA is fitted on (it is applied to all); see README, "City filter"
+    # the cities each instance's PCA is fitted on (it is applied to all); see docs/store.md, "City filter"
     pca_filter: Optional[str] = FOLLOWS_CITY_FILTER
     # shape: 1 aligns by rotations only, 0 by any invertible linear map (each side whitened),
     # between: partial whitening (netrep's LinearMetric)
@@ -333,7 +333,7 @@ class RunConfig:
     null: NullConfig = field(default_factory=NullConfig)
     # final (largest common step) | all (every common step) | [0, 7813, ...]
     checkpoints: Any = "final"
-    # see README, "City filter"; None keeps every city
+    # see docs/store.md, "City filter"; None keeps every city
     city_filter: Optional[str] = STUDY_FILTER
     data: DataConfig = field(default_factory=DataConfig)
     # auto (a GPU when torch sees one) | cpu | cuda | cuda:N

@@ -1,4 +1,4 @@
-"""Reading the representation store our users already have (see README, "The store").
+"""Reading the representation store our users already have (see docs/store.md).
 
     <root>/<instance dir>/analysis_higher/<task>_firstcity_last_and_trans_l<L>/representations/
         checkpoint-<step>/representations.pt   torch.save'd dict of tensors

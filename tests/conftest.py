@@ -1,3 +1,4 @@
+import collections
 import copy
 import csv
 import functools
@@ -16,6 +17,7 @@ import tempfile
 import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import NamedTuple
 
 # The tests exercise the package as installed (`pip install ".[test]"`): `python -m pytest` (and
 # each xdist worker) puts the folder it starts in on the import path ahead of site-packages, where
@@ -403,8 +405,92 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 def pytest_collection_modifyitems(items: list) -> None:
     """The scheduler's tests first: they mostly wait on it (a time limit takes a minute), and so
-    wait while the other tests run on the other workers."""
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
+    wait while the other tests run on the other workers; then the manual's pages, the longest of
+    the rest, so that they do not end the run alone."""
+    items.sort(key=lambda item: (item.get_closest_marker("slurm") is None, "test_docs.py" not in item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The tally the manual's test promises: how many blocks of README and docs/ the tests run,
+    and which are marked not runnable, and why (read from the pages, as test_docs reads them)."""
+    if not any("test_docs.py" in report.nodeid for reports in terminalreporter.stats.values()
+               for report in reports if hasattr(report, "nodeid")):
+        return
+    blocks = [block for page in DOC_PAGES for block in doc_blocks(page)]
+    ran = [b for b in blocks if b.kind == "run"]
+    elsewhere = [b for b in blocks if b.kind == "elsewhere"]
+    marked = [b for b in blocks if b.kind == "not runnable"]
+    write = terminalreporter.write_line
+    terminalreporter.section("the manual's blocks")
+    write(f"{len(ran)} commands and Python blocks run by tests/test_docs.py, in {len(DOC_PAGES)} pages; "
+          f"{len(elsewhere)} run by other tests; {sum(b.kind == 'file' for b in blocks)} files written for them; "
+          f"{len(marked)} marked not runnable:")
+    for reason, count in collections.Counter(b.reason for b in marked + elsewhere).most_common():
+        write(f"  {count} x {reason}")
+
+
+# --- the manual: README.md and docs/*.md ---
+
+DOCS = Path(__file__).parents[1]
+DOC_PAGES = [DOCS / "README.md", *sorted((DOCS / "docs").glob("*.md"))]
+CODE = {"bash", "sh", "console", "python"}  # blocks that must run, or say why they cannot
+
+
+class DocBlock(NamedTuple):
+    """A fenced block of a page: kind is "run" (a command or Python block for test_docs to run),
+    "elsewhere" (one another test runs: reason names it), "not runnable" (reason says why), "file"
+    (a file a command reads: its first line is `# <path>`, path set) or "listing" (output, a tree,
+    a config shown: nothing to run)."""
+    page: Path
+    line: int
+    language: str
+    body: str
+    kind: str
+    reason: str = ""
+    path: str = ""
+
+
+_FENCE = re.compile(r"(?:<!-- (?P<mark>[^>]*?) -->\n)?^```(?P<language>\w*)\n(?P<body>.*?)^```$", re.S | re.M)
+_FILE = re.compile(r"# (?P<path>[\w./-]+\.(?:yaml|py|csv))\b")
+
+
+def doc_blocks(page: Path) -> list[DocBlock]:
+    """The fenced blocks of a page, in order. A block of CODE is run unless the comment on the line
+    right above it says `not runnable: why`, `runs in tests/<file>: what` (that test runs it) or
+    `runs as in docs/<page>` (the same block, run there from the same start); a block whose first
+    line is `# <file>.yaml`, `.py` or `.csv` is a file the commands after it read (its first line left
+    out of a CSV)."""
+    return _blocks(page, page.read_text()) + [block for name in re.findall(r"^::: ([\w.]+)$", page.read_text(), re.M)
+                                              for block in _blocks(page, _docstring(name))]
+
+
+def _docstring(name: str) -> str:
+    """The docstring of the object a mkdocstrings `::: name` entry generates a section from."""
+    import importlib
+    import inspect
+
+    module, _, attribute = name.rpartition(".")
+    return inspect.getdoc(getattr(importlib.import_module(module), attribute)) or ""
+
+
+def _blocks(page: Path, text: str) -> list[DocBlock]:
+    blocks = []
+    for match in _FENCE.finditer(text):
+        language, body, mark = match["language"], match["body"], match["mark"] or ""
+        line = text.count("\n", 0, match.start("language")) + 1
+        file = _FILE.match(body)
+        if mark.startswith("not runnable: "):
+            kind, reason = "not runnable", mark.removeprefix("not runnable: ")
+        elif mark.startswith(("runs in ", "runs as in ")):
+            kind, reason = "elsewhere", mark
+        elif mark:
+            raise ValueError(f"{page.name}, line {line}: unknown mark <!-- {mark} -->")
+        elif file:
+            kind, reason = "file", ""
+        else:
+            kind, reason = ("run" if language in CODE else "listing"), ""
+        blocks.append(DocBlock(page, line, language, body, kind, reason, file["path"] if file else ""))
+    return blocks
 
 
 # --- the report ---

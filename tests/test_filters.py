@@ -100,7 +100,7 @@ FILTERS = st.sampled_from([DEFAULT, "region:^E || city_id:^1", "region:^(?!Asia)
 @given(st.lists(CITY, min_size=1, max_size=30), FILTERS)
 def test_the_vectorised_filter_keeps_what_each_term_city_by_city_keeps(cities, text):
     """The filter runs each regex once per distinct value of its field; the cities it keeps are
-    those the grammar's definition keeps, city by city (README, "The city filter")."""
+    those the grammar's definition keeps, city by city (docs/store.md, "City filter")."""
     city_filter = parse_filter(text)
     expected = [i for i, city in enumerate(cities)
                 if not city_filter.alternatives

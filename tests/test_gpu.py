@@ -19,7 +19,7 @@ ESTIMATORS = {
     "rbf": functools.partial(rbf_cka, sigma_frac=0.4),
     "rbf debiased": functools.partial(rbf_cka, sigma_frac=0.4, debiased=True),
 }
-# README's float32 table (at most 3.8e-7 linear, 6.5e-8 rbf), with room: 2.6x and 4.6x
+# the float32 table of docs/measures.md (at most 3.8e-7 linear, 6.5e-8 rbf), with room: 2.6x and 4.6x
 FLOAT32_ERROR = {"linear": 1e-6, "linear debiased": 1e-6, "rbf": 3e-7, "rbf debiased": 3e-7}
 
 

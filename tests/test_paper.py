@@ -101,7 +101,7 @@ def test_stats_tex_holds_each_table_per_setting_with_the_numbers_of_stats_csv(re
 
 
 def compiled(tex: str, folder: Path) -> subprocess.CompletedProcess:
-    """pdflatex on tex as stats.tex in folder, as the README says to run it, stopping at the first error."""
+    """pdflatex on tex as stats.tex in folder, as docs/report.md says to run it, stopping at the first error."""
     (folder / "stats.tex").write_text(tex)
     return subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "stats.tex"], cwd=folder,
                           capture_output=True, text=True, timeout=120)

@@ -1,7 +1,7 @@
 """The real study as it is: a store shaped like the group's pt1 (an extra seed, a failed seed run
 with stand-ins, a model whose task failed to train), described in the user's own config dir.
 
-README's example (section "Regimes and your own configs") is run as written, through
+The manual's example (docs/regimes.md, "Your own config dir") is run as written, through
 `python -m cka_hydra` in a subprocess: the installed package (a non-editable install in CI),
 with the configs in a folder outside the checkout."""
 
@@ -20,18 +20,18 @@ from conftest import built_once, read_json, reference_from_files, representation
 
 from cka_hydra.demo import DemoSpec, write_store
 
-README = Path(__file__).parents[1] / "README.md"
+PAGE = Path(__file__).parents[1] / "docs/regimes.md"
 TASKS = ["distance", "trianglearea", "angle", "compass", "inside", "perimeter", "crossing"]
 SEEDS = ["orig", "1", "2", "3"]
 # where each logical instance's files are, written out by hand from the group's parse_exp_name
 STAND_INS = {"pt1-5_seed2": "revision/exp4/pt1-5_seed3", "pt1-5_seed3": "revision/exp4/pt1-5_seed4"}
 
 
-def readme_example():
-    """README's config files (yaml blocks that start with `# conf/...`) and its commands (the bash
+def manual_example():
+    """The manual's config files (yaml blocks that start with `# conf/...`) and its commands (the bash
     block that follows them)."""
-    text = README.read_text()
-    section = text[text.index("**Your own config dir.**"):text.index("**The report's choice.**")]
+    text = PAGE.read_text()
+    section = text[text.index("## Your own config dir"):text.index("## The report's choice")]
     files = {m["path"]: m["body"] for m in re.finditer(r"```yaml\n# (?P<path>conf/\S+)\n(?P<body>.*?)```", section, re.S)}
     commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
     return files, commands
@@ -59,8 +59,8 @@ def folder(instance):
     return STAND_INS.get(instance, f"revision/exp4/{instance}" if seed else model)
 
 
-def test_readme_example_on_a_store_shaped_like_the_real_pt1(real_pt1, tmp_path):
-    files, commands = readme_example()
+def test_the_manual_example_on_a_store_shaped_like_the_real_pt1(real_pt1, tmp_path):
+    files, commands = manual_example()
     assert set(files) == {"conf/regime/pt1.yaml", "conf/study_pt1.yaml", "conf/measure/procrustes5.yaml"}
     for path, body in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def test_readme_example_on_a_store_shaped_like_the_real_pt1(real_pt1, tmp_path):
 
 
 def write_config_dir(tmp_path):
-    files, _ = readme_example()
+    files, _ = manual_example()
     conf = tmp_path / "conf"
     (conf / "regime").mkdir(parents=True)
     (conf / "regime/pt1.yaml").write_text(files["conf/regime/pt1.yaml"])

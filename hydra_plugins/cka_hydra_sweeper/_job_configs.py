@@ -1,7 +1,7 @@
 """Each job's config at a fraction of the cost of composing it.
 
 Hydra composes every job from scratch (`load_sweep_config` costs more than a comparison's own
-work: README, "Sweep speed"), while the jobs of a sweep differ only in the options of a few config
+work: docs/design.md, "The engine"), while the jobs of a sweep differ only in the options of a few config
 groups. `JobConfigLoader` composes the first job of each set of other overrides as Hydra does,
 then makes each further job from a copy of it, merging in the options of the groups that
 differ and recording them (choices, task overrides, override_dirname) as composition would.

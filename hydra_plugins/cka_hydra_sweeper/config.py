@@ -23,7 +23,7 @@ class CKASweeperConf:
     # print each job's overrides and the count; compute nothing
     dry_run: bool = False
     # after the sweep, poll the store every this many seconds and extend the timelines whose
-    # instances gained checkpoints (README, "Following a training run"); null: end with the sweep
+    # instances gained checkpoints (docs/following.md); null: end with the sweep
     follow: Optional[float] = None
     # following ends after this many seconds without a new checkpoint (or on Ctrl-C, SIGTERM)
     follow_idle: float = 3600
