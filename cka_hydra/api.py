@@ -98,7 +98,7 @@ def compare(overrides: Sequence[str] = (), write: bool = True, config_dir: str |
         config_dir: a folder of your own configs (regimes, measures), as `--config-dir`.
 
     Returns:
-        The timeline, one row per compared checkpoint: `step`, `value` (the measure's),
+        The timeline, one row per compared checkpoint, with the columns `step`, `value` (the measure's),
         `n_cities`; `chance` (the exact chance level, for CKA and PCA CKA); `null_mean`,
         `null_std`, `p_value` with `null.permutations`; `calibrated` (the similarity above
         chance as a share of its room above chance) where a null mean is known; `cka_low`,

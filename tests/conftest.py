@@ -422,10 +422,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
     marked = [b for b in blocks if b.kind == "not runnable"]
     write = terminalreporter.write_line
     terminalreporter.section("the manual's blocks")
-    write(f"{len(ran)} commands and Python blocks run by tests/test_docs.py, in {len(DOC_PAGES)} pages; "
-          f"{len(elsewhere)} run by other tests; {sum(b.kind == 'file' for b in blocks)} files written for them; "
-          f"{len(marked)} marked not runnable:")
-    for reason, count in collections.Counter(b.reason for b in marked + elsewhere).most_common():
+    write(f"{len(ran)} commands and Python blocks run by tests/test_docs.py, in {len(DOC_PAGES)} pages, with "
+          f"{sum(b.kind == 'file' for b in blocks)} files they read; {len(elsewhere)} run elsewhere:")
+    for reason, count in collections.Counter(b.reason for b in elsewhere).most_common():
+        write(f"  {count} x {reason}")
+    write(f"{len(marked)} marked not runnable:")
+    for reason, count in collections.Counter(b.reason for b in marked).most_common():
         write(f"  {count} x {reason}")
 
 
